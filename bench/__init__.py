@@ -1,0 +1,1 @@
+"""Load benchmarks for the whole system (see bench/fanout.py)."""

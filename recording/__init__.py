@@ -1,0 +1,4 @@
+"""Recording of consultations to disk without transcoding.
+
+Not built yet: a later issue adds recorders as consumers of a room's producers.
+"""

@@ -1,0 +1,1 @@
+"""Telebridge media plane: ICE-lite, DTLS-SRTP and RTP forwarding in media workers."""

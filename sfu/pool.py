@@ -1,0 +1,216 @@
+"""The server side of the control channel: start media workers, talk to them, restart them.
+
+Each worker is a child process (``python -m sfu.process``) with its own UDP port. A room
+lives on one worker (rooms spanning workers through pipe transports come later), chosen
+as the least loaded when the room's first session arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sfu import channel
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class WorkerSettings:
+    host: str = "127.0.0.1"
+    announce: str = "127.0.0.1"
+    base_port: int = 0  # worker i binds base_port + i; 0 means an ephemeral port each
+    publisher_bitrate: int = 2_500_000
+    consent_timeout: float = 30.0
+    log_level: str = "INFO"
+
+
+EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
+
+
+class WorkerHandle:
+    """One worker process and its request/response bookkeeping."""
+
+    def __init__(self, index: int, settings: WorkerSettings, on_event: EventHandler) -> None:
+        self.index = index
+        self.settings = settings
+        self.on_event = on_event
+        self.process: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.pid = 0
+        self.sessions: set[str] = set()
+        self.rooms: set[str] = set()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self.stopping = False
+
+    async def start(self, timeout: float = 20.0) -> None:
+        s = self.settings
+        port = s.base_port + self.index if s.base_port else 0
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sfu.process",
+            "--index",
+            str(self.index),
+            "--host",
+            s.host,
+            "--port",
+            str(port),
+            "--announce",
+            s.announce,
+            "--publisher-bitrate",
+            str(s.publisher_bitrate),
+            "--consent-timeout",
+            str(s.consent_timeout),
+            "--log-level",
+            s.log_level,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._ready = asyncio.get_running_loop().create_future()
+        self._reader_task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._ready, timeout)
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        decoder = channel.Decoder()
+        try:
+            while True:
+                data = await self.process.stdout.read(65536)
+                if not data:
+                    break
+                for message in decoder.feed(data):
+                    self._dispatch(message)
+        except channel.ChannelError as exc:
+            logger.error("worker %d: control channel broken: %s", self.index, exc)
+        finally:
+            self._on_exit()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "event" in message:
+            event, data = str(message["event"]), message.get("data") or {}
+            if event == "ready":
+                self.port = int(data["port"])
+                self.pid = int(data["pid"])
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(None)
+                return
+            if event == "closed":
+                self.sessions.discard(str(data.get("session")))
+            self.on_event(self, event, data)
+            return
+        future = self._pending.pop(message.get("id", -1), None)
+        if future is None or future.done():
+            return
+        if "error" in message:
+            error = message["error"] or {}
+            future.set_exception(WorkerError(str(error.get("code")), str(error.get("message"))))
+        else:
+            future.set_result(message.get("result") or {})
+
+    def _on_exit(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerError("worker_gone", f"media worker {self.index} exited"))
+        self._pending.clear()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(WorkerError("worker_gone", f"media worker {self.index} did not start"))
+        lost = list(self.sessions)
+        self.sessions.clear()
+        self.rooms.clear()
+        if not self.stopping:
+            logger.error("worker %d exited unexpectedly; %d sessions lost", self.index, len(lost))
+            for session in lost:
+                self.on_event(self, "closed", {"session": session, "reason": "media worker exited"})
+            self.on_event(self, "worker_exited", {"index": self.index})
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None and not self.stopping
+
+    async def request(self, method: str, params: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        if not self.alive or self.process is None or self.process.stdin is None:
+            raise WorkerError("worker_gone", f"media worker {self.index} is not running")
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self.process.stdin.write(channel.encode({"id": request_id, "method": method, "params": params}))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.process is None:
+            return
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 5)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+
+class WorkerPool:
+    """All media workers of this server; restarts one that dies."""
+
+    def __init__(self, count: int, settings: WorkerSettings, on_event: EventHandler) -> None:
+        self.settings = settings
+        self.on_event = on_event
+        self.workers = [WorkerHandle(i, settings, self._event) for i in range(max(1, count))]
+        self._restarts: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    async def start(self) -> None:
+        await asyncio.gather(*(w.start() for w in self.workers))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        await asyncio.gather(*(w.stop() for w in self.workers))
+
+    def _event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
+        if event == "worker_exited" and not self.stopping:
+            task = asyncio.create_task(self._restart(worker.index))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+            return
+        self.on_event(worker, event, data)
+
+    async def _restart(self, index: int) -> None:
+        await asyncio.sleep(0.5)
+        replacement = WorkerHandle(index, self.settings, self._event)
+        try:
+            await replacement.start()
+        except (WorkerError, TimeoutError, OSError) as exc:
+            logger.error("worker %d could not be restarted: %s", index, exc)
+            return
+        self.workers[index] = replacement
+        logger.info("worker %d restarted (pid %d)", index, replacement.pid)
+
+    def for_room(self, room: str) -> WorkerHandle:
+        for worker in self.workers:
+            if room in worker.rooms and worker.alive:
+                return worker
+        alive = [w for w in self.workers if w.alive] or self.workers
+        worker = min(alive, key=lambda w: len(w.sessions))
+        worker.rooms.add(room)
+        return worker

@@ -1,0 +1,360 @@
+"""A media worker's state, sans-I/O: sessions on one UDP port, rooms, and the control API.
+
+The asyncio process in :mod:`sfu.process` feeds datagrams, control requests and clock
+ticks into :class:`WorkerCore`; everything here is plain method calls, so tests can run
+a worker without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiortc.rtcdtlstransport import RTCCertificate
+
+from sfu import sdp
+from sfu.dtls import DtlsError, DtlsSession, local_fingerprint
+from sfu.ice import (
+    CONSENT_TIMEOUT,
+    Address,
+    IceLiteSession,
+    is_stun,
+    new_credentials,
+    parse_binding_request,
+)
+from sfu.router import Consumer, Producer, Router
+from sfu.rtp import ExtensionLayout
+from sfu.transport import PeerTransport, TransportCounters
+
+logger = logging.getLogger(__name__)
+
+MAX_TRACKS_PER_SESSION = 8
+
+
+class RequestError(Exception):
+    """A control request that cannot be served; ``code`` maps to an HTTP status upstream."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class WorkerCore:
+    def __init__(
+        self,
+        certificate: RTCCertificate,
+        address: str,
+        port: int,
+        sender: Callable[[bytes, Address], None],
+        emit: Callable[[str, dict[str, Any]], None],
+        publisher_bitrate: int = 2_500_000,
+        consent_timeout: float = CONSENT_TIMEOUT,
+    ) -> None:
+        self.certificate = certificate
+        self.fingerprint = local_fingerprint(certificate)
+        self.address = address
+        self.port = port
+        self.sender = sender
+        self.emit = emit
+        self.publisher_bitrate = publisher_bitrate
+        self.consent_timeout = consent_timeout
+        self.rooms: dict[str, Router] = {}
+        self.sessions: dict[str, PeerTransport] = {}
+        self.by_ufrag: dict[str, PeerTransport] = {}
+        self.by_addr: dict[Address, PeerTransport] = {}
+        self.closed_counters = TransportCounters()
+        self.datagrams_dropped = 0
+
+    # -- datagrams ----------------------------------------------------------------------
+    def send(self, data: bytes, addr: Address) -> None:
+        self.sender(data, addr)
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        """One datagram from the shared port. Unknown senders cost one dict lookup."""
+        transport = self.by_addr.get(addr)
+        if transport is not None and not is_stun(data):
+            transport.receive(data, addr, now)
+            return
+        if not is_stun(data):
+            self.datagrams_dropped += 1
+            return
+        parsed = parse_binding_request(data)
+        if parsed is None:
+            self.datagrams_dropped += 1
+            return
+        message, local_ufrag, remote_ufrag = parsed
+        transport = self.by_ufrag.get(local_ufrag)
+        if transport is None:
+            self.datagrams_dropped += 1
+            return
+        response = transport.handle_stun(message, remote_ufrag, addr, now)
+        if response is None:
+            self.datagrams_dropped += 1
+            return
+        previous = self.by_addr.get(addr)
+        if previous is not transport:
+            self.by_addr[addr] = transport
+        self.sender(response, addr)
+
+    def tick(self, now: float) -> None:
+        for transport in list(self.sessions.values()):
+            transport.tick(now)
+
+    # -- control API ----------------------------------------------------------------------
+    def handle(self, method: str, params: dict[str, Any], now: float) -> dict[str, Any]:
+        if method == "publish":
+            return self.publish(params, now)
+        if method == "subscribe":
+            return self.subscribe(params, now)
+        if method == "close":
+            self.close_session(str(params.get("session", "")), str(params.get("reason", "closed by server")))
+            return {}
+        if method == "stats":
+            return self.stats()
+        if method == "ping":
+            return {"now": now}
+        raise RequestError("unknown_method", f"unknown method {method!r}")
+
+    def _new_transport(
+        self, params: dict[str, Any], offer: sdp.SessionDescription, sections: list[sdp.MediaSection], now: float
+    ) -> PeerTransport:
+        session_id = str(params["session"])
+        if session_id in self.sessions:
+            raise RequestError("conflict", f"session {session_id} exists")
+        remote_ufrag, _remote_pwd = offer.ice_credentials()
+        setup = offer.dtls_setup()
+        if setup not in ("actpass", "active"):
+            raise RequestError("bad_sdp", f"a=setup:{setup} is not supported: the server is DTLS passive")
+        try:
+            dtls = DtlsSession(self.certificate, offer.dtls_fingerprints(), label=session_id)
+        except DtlsError as exc:
+            raise RequestError("bad_sdp", str(exc)) from None
+        local_ufrag, local_pwd = new_credentials()
+        while local_ufrag in self.by_ufrag:
+            local_ufrag, local_pwd = new_credentials()
+        ice = IceLiteSession(local_ufrag, local_pwd, remote_ufrag, now, self.consent_timeout)
+        extensions: dict[str, int] = {}
+        for section in sections:
+            extensions.update(section.extensions)
+        return PeerTransport(
+            session_id,
+            str(params["room"]),
+            str(params.get("identity", "")),
+            ice,
+            dtls,
+            self.send,
+            self._on_transport_event,
+            extensions,
+            now,
+            self.publisher_bitrate,
+        )
+
+    def _register(self, transport: PeerTransport) -> None:
+        self.sessions[transport.session_id] = transport
+        self.by_ufrag[transport.ice.local_ufrag] = transport
+
+    def _answer(self, transport: PeerTransport, sections: list[sdp.AnswerSection]) -> str:
+        return sdp.write_answer(
+            sections,
+            ice_ufrag=transport.ice.local_ufrag,
+            ice_pwd=transport.ice.local_pwd,
+            fingerprint=self.fingerprint,
+            address=self.address,
+            port=self.port,
+            session_id=secrets.randbits(62),
+        )
+
+    @staticmethod
+    def _parse(params: dict[str, Any]) -> sdp.SessionDescription:
+        offer_text = params.get("offer")
+        if not isinstance(offer_text, str):
+            raise RequestError("bad_sdp", "no SDP offer")
+        try:
+            offer = sdp.parse(offer_text)
+            offer.bundled()
+        except sdp.SdpError as exc:
+            raise RequestError("bad_sdp", str(exc)) from None
+        return offer
+
+    def publish(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        """A WHIP offer: one producer per sending m= section we can forward."""
+        offer = self._parse(params)
+        bundled = offer.bundled()
+        try:
+            transport = self._new_transport(params, offer, bundled, now)
+        except sdp.SdpError as exc:
+            raise RequestError("bad_sdp", str(exc)) from None
+        router = self.rooms.setdefault(transport.room, Router(transport.room))
+        answers: list[sdp.AnswerSection] = []
+        producers: list[Producer] = []
+        for section in offer.media:
+            codec = None
+            usable = (
+                section in bundled
+                and section.kind in ("audio", "video")
+                and section.direction in ("sendonly", "sendrecv")
+                and section.proto.upper() == "UDP/TLS/RTP/SAVPF"
+                and len(producers) < MAX_TRACKS_PER_SESSION
+            )
+            if usable:
+                codec = sdp.choose_codec(section)
+            answer = sdp.AnswerSection(offer=section, codec=codec)
+            answers.append(answer)
+            if codec is None or section.mid is None:
+                answer.codec = None
+                continue
+            feedback = [fb for fb in sdp.negotiate_feedback(section.kind, codec) if fb[0] != "transport-cc"]
+            use_nack = ("nack", "") in feedback
+            answer.direction = "recvonly"
+            answer.feedback = feedback
+            answer.use_rtx = use_nack and codec.rtx_payload_type is not None
+            answer.extensions = {
+                uri: ext_id for uri, ext_id in section.extensions.items() if uri in sdp.PUBLISH_EXTENSIONS[section.kind]
+            }
+            primaries = section.primary_ssrcs()
+            ssrc = primaries[0] if len(primaries) == 1 and not section.rids else None
+            producer = Producer(
+                f"{transport.session_id}:{section.mid}",
+                transport,
+                section.kind,
+                section.mid,
+                codec,
+                ssrc,
+                section.rtx_ssrc_of(ssrc) if ssrc is not None else None,
+                use_nack=use_nack,
+                use_rtx=answer.use_rtx,
+            )
+            producers.append(producer)
+        if not producers:
+            raise RequestError("bad_sdp", "offer has no sending audio/video section with a supported codec (opus, VP8, H.264)")
+        for producer in producers:
+            transport.add_producer(producer)
+            router.add_producer(producer)
+        self._register(transport)
+        logger.info(
+            "session %s (%s) publishing %s in room %s",
+            transport.session_id,
+            transport.identity,
+            ", ".join(f"{p.kind}/{p.codec.name}" for p in producers),
+            transport.room,
+        )
+        return {
+            "answer": self._answer(transport, answers),
+            "tracks": [{"id": p.id, "mid": p.mid, "kind": p.kind, "codec": p.codec.name} for p in producers],
+        }
+
+    def subscribe(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        """A WHEP offer: one consumer per receiving m= section, from the source's tracks."""
+        offer = self._parse(params)
+        router = self.rooms.get(str(params.get("room")))
+        source = str(params.get("source", ""))
+        available = router.producers_of(source) if router is not None else []
+        if not available:
+            raise RequestError("not_found", "nobody is publishing under that name in this room")
+        bundled = offer.bundled()
+        try:
+            transport = self._new_transport(params, offer, bundled, now)
+        except sdp.SdpError as exc:
+            raise RequestError("bad_sdp", str(exc)) from None
+        answers: list[sdp.AnswerSection] = []
+        consumers: list[Consumer] = []
+        cname = secrets.token_hex(8)
+        stream_id = f"telebridge-{source}"
+        for section in offer.media:
+            answer = sdp.AnswerSection(offer=section, codec=None)
+            answers.append(answer)
+            usable = (
+                section in bundled
+                and section.mid is not None
+                and section.direction in ("recvonly", "sendrecv")
+                and section.proto.upper() == "UDP/TLS/RTP/SAVPF"
+            )
+            if not usable:
+                continue
+            producer = next((p for p in available if p.kind == section.kind), None)
+            if producer is None:
+                continue
+            codec = sdp.match_codec(section, producer.codec)
+            if codec is None:
+                continue
+            available.remove(producer)
+            feedback = sdp.negotiate_feedback(section.kind, codec)
+            use_rtx = ("nack", "") in feedback and codec.rtx_payload_type is not None
+            negotiated = {
+                uri: ext_id for uri, ext_id in section.extensions.items() if uri in sdp.VIEW_EXTENSIONS[section.kind]
+            }
+            consumer = Consumer(
+                f"{transport.session_id}:{section.mid}",
+                producer,
+                transport,
+                codec.payload_type,
+                codec.rtx_payload_type if use_rtx else None,
+                ExtensionLayout(negotiated, section.mid or ""),
+            )
+            answer.codec = codec
+            answer.direction = "sendonly"
+            answer.feedback = feedback
+            answer.use_rtx = use_rtx
+            answer.extensions = negotiated
+            answer.send_ssrc = consumer.ssrc
+            answer.send_rtx_ssrc = consumer.rtx_ssrc
+            answer.cname = cname
+            answer.stream_id = stream_id
+            answer.track_id = f"{producer.kind}-{producer.mid}"
+            consumers.append(consumer)
+        if not consumers:
+            raise RequestError("bad_sdp", "offer has no receiving section matching the published tracks' codecs")
+        for consumer in consumers:
+            transport.add_consumer(consumer)
+        self._register(transport)
+        logger.info(
+            "session %s (%s) viewing %s in room %s: %s",
+            transport.session_id,
+            transport.identity,
+            source,
+            transport.room,
+            ", ".join(f"{c.kind}/{c.producer.codec.name}" for c in consumers),
+        )
+        return {
+            "answer": self._answer(transport, answers),
+            "tracks": [{"id": c.id, "kind": c.kind, "producer": c.producer.id} for c in consumers],
+        }
+
+    def close_session(self, session_id: str, reason: str) -> None:
+        transport = self.sessions.get(session_id)
+        if transport is not None:
+            transport.close(reason)
+
+    def _on_transport_event(self, name: str, data: dict[str, Any]) -> None:
+        if name == "closed":
+            transport = self.sessions.pop(data["session"], None)
+            if transport is not None:
+                self.by_ufrag.pop(transport.ice.local_ufrag, None)
+                for addr in transport.ice.validated:
+                    if self.by_addr.get(addr) is transport:
+                        del self.by_addr[addr]
+                for name_, value in transport.counters.as_dict().items():
+                    setattr(self.closed_counters, name_, getattr(self.closed_counters, name_) + value)
+                router = self.rooms.get(transport.room)
+                if router is not None and not router.producers and not any(
+                    t.room == transport.room for t in self.sessions.values()
+                ):
+                    del self.rooms[transport.room]
+        self.emit(name, data)
+
+    def stats(self) -> dict[str, Any]:
+        totals = self.closed_counters.as_dict()
+        for transport in self.sessions.values():
+            for key, value in transport.counters.as_dict().items():
+                totals[key] += value
+        return {
+            "sessions": len(self.sessions),
+            "rooms": len(self.rooms),
+            "producers": sum(len(r.producers) for r in self.rooms.values()),
+            "consumers": sum(len(t.consumers) for t in self.sessions.values()),
+            "datagrams_dropped": self.datagrams_dropped,
+            "counters": totals,
+        }

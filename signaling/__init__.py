@@ -1,0 +1,1 @@
+"""Telebridge signaling: HTTP API (WHIP/WHEP), access tokens, the demo page."""

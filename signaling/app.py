@@ -1,0 +1,389 @@
+"""The HTTP server: WHIP (RFC 9725) to publish, WHEP to view, dev tokens, the demo page.
+
+The control process owns no media socket: each WHIP/WHEP request becomes one request to
+the media worker that hosts the room, which answers with the SDP answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from sfu.pool import WorkerError, WorkerHandle, WorkerPool, WorkerSettings
+from signaling import tokens
+from signaling.config import Config
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+NAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
+MAX_SDP = 64 * 1024
+ERROR_STATUS = {
+    "bad_sdp": 400,
+    "bad_request": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "worker_gone": 503,
+    "internal": 500,
+}
+
+CONFIG_KEY = web.AppKey("config", Config)
+SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+@dataclass
+class MediaSession:
+    id: str
+    kind: str  # "whip" or "whep"
+    room: str
+    identity: str
+    role: str
+    worker: WorkerHandle
+    created: float
+    source: str | None = None  # the publisher's identity, for WHEP
+    connected: bool = False
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions = Gauge("telebridge_sessions", "Media sessions by kind", ["kind"], registry=self.registry)
+        self.requests = Counter(
+            "telebridge_http_requests", "WHIP/WHEP requests by outcome", ["endpoint", "status"], registry=self.registry
+        )
+        self.worker_packets = Gauge(
+            "telebridge_worker_packets", "Packets through a media worker", ["worker", "direction"], registry=self.registry
+        )
+        self.worker_cpu = Gauge(
+            "telebridge_worker_cpu_seconds", "CPU seconds used by a media worker", ["worker"], registry=self.registry
+        )
+
+
+class Server:
+    """Sessions and rooms as the control process sees them."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pool = WorkerPool(
+            config.workers,
+            WorkerSettings(
+                host=config.media_host,
+                announce=config.media_announce,
+                base_port=config.media_base_port,
+                publisher_bitrate=config.publisher_bitrate,
+                consent_timeout=config.consent_timeout,
+                log_level=config.log_level,
+            ),
+            self._on_worker_event,
+        )
+        self.sessions: dict[str, MediaSession] = {}
+        self.publishers: dict[tuple[str, str], str] = {}  # (room, identity) -> WHIP session id
+        self.metrics = Metrics()
+
+    # -- worker events --------------------------------------------------------------------
+    def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
+        session_id = str(data.get("session", ""))
+        session = self.sessions.get(session_id)
+        if event == "connected" and session is not None:
+            session.connected = True
+            logger.info("%s %s (%s/%s) connected, %s", session.kind, session.id, session.room, session.identity, data.get("srtp_profile"))
+        elif event == "closed" and session is not None:
+            self._forget(session)
+            logger.info("%s %s (%s/%s) ended: %s", session.kind, session.id, session.room, session.identity, data.get("reason"))
+
+    def _forget(self, session: MediaSession) -> None:
+        self.sessions.pop(session.id, None)
+        key = (session.room, session.identity)
+        if session.kind == "whip" and self.publishers.get(key) == session.id:
+            del self.publishers[key]
+        self.metrics.sessions.labels(session.kind).set(sum(1 for s in self.sessions.values() if s.kind == session.kind))
+
+    # -- auth -------------------------------------------------------------------------------
+    def grant(self, request: web.Request, room: str) -> tokens.Grant:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
+        try:
+            grant = tokens.verify(self.config.jwt_secret, token.strip(), self.config.token_issuer)
+        except tokens.TokenError as exc:
+            raise ApiError(401, "unauthorized", str(exc)) from None
+        if grant.room != room:
+            raise ApiError(403, "forbidden", "token is for another room")
+        return grant
+
+    # -- sessions ---------------------------------------------------------------------------
+    async def create(self, kind: str, room: str, grant: tokens.Grant, offer: str, source: str | None) -> tuple[MediaSession, str]:
+        worker = self.pool.for_room(room)
+        session = MediaSession(
+            id=secrets.token_urlsafe(12),
+            kind=kind,
+            room=room,
+            identity=grant.identity,
+            role=grant.role,
+            worker=worker,
+            created=time.time(),
+            source=source,
+        )
+        params: dict[str, Any] = {"room": room, "session": session.id, "identity": grant.identity, "offer": offer}
+        if kind == "whep":
+            params["source"] = self.publishers.get((room, source or ""), "")
+        self.sessions[session.id] = session
+        worker.sessions.add(session.id)
+        try:
+            result = await worker.request("publish" if kind == "whip" else "subscribe", params)
+        except WorkerError as exc:
+            self.sessions.pop(session.id, None)
+            worker.sessions.discard(session.id)
+            raise ApiError(ERROR_STATUS.get(exc.code, 500), exc.code, exc.message) from None
+        except TimeoutError:
+            self.sessions.pop(session.id, None)
+            worker.sessions.discard(session.id)
+            raise ApiError(503, "worker_timeout", "media worker did not answer in time") from None
+        if kind == "whip":
+            previous = self.publishers.get((room, grant.identity))
+            self.publishers[(room, grant.identity)] = session.id
+            if previous is not None and previous in self.sessions:
+                await self.end(self.sessions[previous], "replaced by a new WHIP session")
+        self.metrics.sessions.labels(kind).set(sum(1 for s in self.sessions.values() if s.kind == kind))
+        return session, str(result["answer"])
+
+    async def end(self, session: MediaSession, reason: str) -> None:
+        self._forget(session)
+        try:
+            await session.worker.request("close", {"session": session.id, "reason": reason})
+        except (WorkerError, TimeoutError) as exc:
+            logger.warning("closing %s on worker %d: %s", session.id, session.worker.index, exc)
+
+    def lead_of(self, room: str) -> str | None:
+        leads = [s for s in self.sessions.values() if s.room == room and s.kind == "whip" and s.role == "lead"]
+        if not leads:
+            return None
+        return max(leads, key=lambda s: s.created).identity
+
+    async def refresh_metrics(self) -> None:
+        for worker in self.pool.workers:
+            if not worker.alive:
+                continue
+            try:
+                stats = await worker.request("stats", {}, timeout=2)
+            except (WorkerError, TimeoutError):
+                continue
+            counters = stats.get("counters", {})
+            label = str(worker.index)
+            self.metrics.worker_packets.labels(label, "in").set(counters.get("packets_in", 0))
+            self.metrics.worker_packets.labels(label, "out").set(counters.get("packets_out", 0))
+            self.metrics.worker_cpu.labels(label).set(stats.get("cpu_seconds", 0))
+
+
+# -- HTTP handlers ---------------------------------------------------------------------------
+
+
+def _server(request: web.Request) -> Server:
+    return request.app[SERVER_KEY]
+
+
+def _room(request: web.Request) -> str:
+    room = request.match_info["room"]
+    if not NAME.match(room):
+        raise ApiError(400, "bad_request", "room names are 1-64 letters, digits or _.@:-")
+    return room
+
+
+async def _read_offer(request: web.Request) -> str:
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "application/sdp":
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/sdp")
+    if request.content_length is not None and request.content_length > MAX_SDP:
+        raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
+    body = await request.content.read(MAX_SDP + 1)
+    if len(body) > MAX_SDP:
+        raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_sdp", "SDP must be UTF-8 text") from None
+
+
+def _created(request: web.Request, session: MediaSession, answer: str) -> web.Response:
+    location = f"/{session.kind}/{session.room}/{session.id}"
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": location, "ETag": f'"{session.id}"', "Access-Control-Expose-Headers": "Location, ETag"},
+    )
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    server = _server(request)
+    room = _room(request)
+    grant = server.grant(request, room)
+    if not grant.can_publish:
+        raise ApiError(403, "forbidden", f"role {grant.role} may not publish")
+    offer = await _read_offer(request)
+    session, answer = await server.create("whip", room, grant, offer, None)
+    server.metrics.requests.labels("whip", "201").inc()
+    return _created(request, session, answer)
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    server = _server(request)
+    room = _room(request)
+    grant = server.grant(request, room)
+    offer = await _read_offer(request)
+    source = request.query.get("participant") or server.lead_of(room)
+    if source is None:
+        raise ApiError(404, "not_found", "the room's lead is not publishing")
+    if not NAME.match(source) or (room, source) not in server.publishers:
+        raise ApiError(404, "not_found", f"{source[:64]!r} is not publishing in this room")
+    session, answer = await server.create("whep", room, grant, offer, source)
+    server.metrics.requests.labels("whep", "201").inc()
+    return _created(request, session, answer)
+
+
+def _session_for(request: web.Request, kind: str) -> tuple[Server, MediaSession, tokens.Grant]:
+    server = _server(request)
+    room = _room(request)
+    grant = server.grant(request, room)
+    session = server.sessions.get(request.match_info["session"])
+    if session is None or session.kind != kind or session.room != room:
+        raise ApiError(404, "not_found", "no such session")
+    if session.identity != grant.identity and grant.role != "lead":
+        raise ApiError(403, "forbidden", "only the session's owner or the room's lead may change it")
+    return server, session, grant
+
+
+async def session_delete(request: web.Request) -> web.Response:
+    kind = request.match_info["kind"]
+    server, session, grant = _session_for(request, kind)
+    await server.end(session, f"ended by {grant.identity}")
+    return web.Response(status=200)
+
+
+async def session_patch(request: web.Request) -> web.Response:
+    """Trickle ICE fragments are accepted and not needed: an ICE-lite server learns the
+    client's address from its checks. ICE restarts are not supported (422)."""
+    kind = request.match_info["kind"]
+    _server_, _session, _grant = _session_for(request, kind)
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "application/trickle-ice-sdpfrag":
+        raise ApiError(415, "unsupported_media_type", "PATCH takes application/trickle-ice-sdpfrag")
+    body = (await request.content.read(MAX_SDP)).decode("utf-8", "replace")
+    if "a=ice-ufrag:" in body or "a=ice-pwd:" in body:
+        raise ApiError(422, "ice_restart_unsupported", "ICE restart is not supported; start a new session")
+    return web.Response(status=204)
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    server = _server(request)
+    if not server.config.dev_tokens:
+        raise ApiError(404, "not_found", "the dev token endpoint is disabled")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    room, identity, role = body.get("room"), body.get("identity"), body.get("role", "observer")
+    if not isinstance(room, str) or not NAME.match(room) or not isinstance(identity, str) or not NAME.match(identity):
+        raise ApiError(400, "bad_request", "room and identity are 1-64 letters, digits or _.@:-")
+    if role not in tokens.ROLES:
+        raise ApiError(400, "bad_request", f"role must be one of {', '.join(tokens.ROLES)}")
+    token = tokens.mint(server.config.jwt_secret, room, identity, role, ttl=3600, issuer=server.config.token_issuer)
+    return web.json_response({"token": token, "room": room, "identity": identity, "role": role})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    server = _server(request)
+    workers = [{"index": w.index, "alive": w.alive, "port": w.port, "sessions": len(w.sessions)} for w in server.pool.workers]
+    status = 200 if all(w["alive"] for w in workers) else 503
+    return web.json_response({"ok": status == 200, "workers": workers}, status=status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    server = _server(request)
+    await server.refresh_metrics()
+    return web.Response(body=generate_latest(server.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamResponse:
+    server = request.app[SERVER_KEY]
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and ("*" in server.config.cors_origins or origin in server.config.cors_origins)
+    if request.method == "OPTIONS" and allowed:
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
+    else:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            endpoint = request.path.split("/")[1] if request.path.count("/") else ""
+            if endpoint in ("whip", "whep"):
+                server.metrics.requests.labels(endpoint, str(exc.status)).inc()
+            logger.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message)
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin or ""
+        response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+    return response
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[errors_and_cors], client_max_size=MAX_SDP + 1024)
+    server = Server(config)
+    app[CONFIG_KEY] = config
+    app[SERVER_KEY] = server
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/dev/token", dev_token)
+    app.router.add_post("/whip/{room}", whip_post)
+    app.router.add_post("/whep/{room}", whep_post)
+    app.router.add_delete("/{kind:whip|whep}/{room}/{session}", session_delete)
+    app.router.add_patch("/{kind:whip|whep}/{room}/{session}", session_patch)
+
+    async def start_workers(app: web.Application) -> None:
+        await server.pool.start()
+        for worker in server.pool.workers:
+            logger.info("media worker %d: udp %s:%d", worker.index, config.media_host, worker.port)
+
+    async def stop_workers(app: web.Application) -> None:
+        await server.pool.stop()
+
+    app.on_startup.append(start_workers)
+    app.on_cleanup.append(stop_workers)
+    return app

@@ -1,0 +1,299 @@
+"""End-to-end checks with headless Chromium and the demo page (signaling/static/).
+
+Chromium's fake camera sends 1280x720 at 20 fps.  Every selenium call blocks, so the tests
+run them in worker threads: the server under test lives on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from tests.browser import (
+    JavascriptError,
+    chromium_available,
+    launch_chromium,
+    missing_reason,
+    run_async_js,
+)
+from tests.peers import start_whep_viewer
+
+pytestmark = pytest.mark.browser
+
+CAMERA_FPS = 20
+MEASURE_S = 5.0
+
+
+@pytest.fixture
+async def browser():
+    """A headless Chromium (tests.browser.Chromium); its sessions are stopped afterwards."""
+    if not chromium_available():
+        pytest.skip(reason=missing_reason())
+    chromium = await asyncio.to_thread(launch_chromium)
+    try:
+        yield chromium
+    finally:
+        await asyncio.to_thread(_stop_all_pages, chromium.driver)
+        await asyncio.to_thread(chromium.quit)
+
+
+def _stop_all_pages(driver) -> None:
+    """Best effort: DELETE every WHIP/WHEP session the page still holds."""
+    try:
+        handles = driver.window_handles
+    except Exception:
+        return
+    for handle in handles:
+        try:
+            driver.switch_to.window(handle)
+            run_async_js(
+                driver,
+                "if (window.telebridgeDemo) await window.telebridgeDemo.stop();",
+                timeout=10,
+            )
+        except Exception:
+            pass
+
+
+async def js(driver, script: str, *args, timeout: float = 30):
+    return await asyncio.to_thread(run_async_js, driver, script, *args, timeout=timeout)
+
+
+async def open_demo(driver, base_url: str) -> None:
+    await asyncio.to_thread(driver.get, base_url + "/")
+    ready = await js(driver, "return typeof window.telebridgeDemo === 'object';")
+    assert ready, "the demo page did not define window.telebridgeDemo"
+
+
+async def page_stats(driver) -> dict:
+    return await js(driver, "return await window.telebridgeDemo.stats();")
+
+
+async def status_line(driver) -> dict:
+    return await js(
+        driver,
+        "const el = document.getElementById('status');"
+        "return {text: el.textContent, kind: el.dataset.kind};",
+    )
+
+
+async def wait_stats(driver, predicate, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    stats = await page_stats(driver)
+    while not predicate(stats):
+        if time.monotonic() > deadline:
+            status = await status_line(driver)
+            pytest.fail(f"timed out waiting for {what}: stats={stats} status={status}")
+        await asyncio.sleep(0.25)
+        stats = await page_stats(driver)
+    return stats
+
+
+async def publish(driver, room: str, identity: str, role: str) -> str:
+    try:
+        return await js(
+            driver,
+            "return await window.telebridgeDemo.publish(arguments[0], arguments[1], arguments[2]);",
+            room,
+            identity,
+            role,
+        )
+    except JavascriptError as exc:
+        status = await status_line(driver)
+        pytest.fail(f"publish from Chromium failed: {exc}; status line: {status['text']!r}")
+
+
+def page_console_errors(chromium) -> list[dict]:
+    """SEVERE console entries that are not failed network requests (those are logged too)."""
+    return [e for e in chromium.console_errors() if e.get("source") != "network"]
+
+
+def read_png_rgb(path) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        import av
+
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return frame.to_ndarray(format="rgb24")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+async def test_chromium_publishes_whip_aiortc_receives(server, browser):
+    """(a) Chromium -> WHIP -> SFU -> WHEP -> aiortc: video at the camera's rate, and audio."""
+    room = "browser-whip"
+    driver = browser.driver
+    await open_demo(driver, server.base_url)
+    location = await publish(driver, room, "doctor", "lead")
+    assert location.startswith(f"/whip/{room}/"), location
+    await wait_stats(
+        driver, lambda s: s["publishState"] == "connected", 15, "the publisher to connect"
+    )
+
+    viewer = await start_whep_viewer(server.base_url, room, server.token(room, "auditor", "observer"))
+    try:
+        deadline = time.monotonic() + 20
+        while not viewer.video_frames:
+            if time.monotonic() > deadline:
+                stats = await page_stats(driver)
+                pytest.fail(f"aiortc viewer decoded no video in 20 s; publisher stats: {stats}")
+            await asyncio.sleep(0.05)
+        first = viewer.video_frame_times[0]
+        await asyncio.sleep(max(0.0, first + MEASURE_S + 0.3 - time.monotonic()))
+
+        in_window = [t for t in viewer.video_frame_times if first < t <= first + MEASURE_S]
+        fps = len(in_window) / MEASURE_S
+        stats = await page_stats(driver)
+        assert fps >= 0.7 * CAMERA_FPS, (
+            f"aiortc decoded {fps:.1f} fps over {MEASURE_S} s (camera {CAMERA_FPS} fps); "
+            f"publisher stats: {stats}"
+        )
+        assert viewer.audio_frames > 0, "no audio frame reached the aiortc viewer"
+        assert stats["framesSent"] > 0 and stats["publishState"] == "connected", stats
+        assert page_console_errors(browser) == []
+    finally:
+        await viewer.close()
+
+
+async def test_chromium_views_whep_from_demo_page(server, browser, tmp_path):
+    """(b) Chromium publishes in one window, the demo page in another views it with WHEP."""
+    room = "browser-whep"
+    driver = browser.driver
+    await open_demo(driver, server.base_url)
+    await publish(driver, room, "patient", "participant")
+    publisher_window = driver.current_window_handle
+    await wait_stats(
+        driver, lambda s: s["publishState"] == "connected", 15, "the publisher to connect"
+    )
+
+    await asyncio.to_thread(driver.switch_to.new_window, "window")
+    await open_demo(driver, server.base_url)
+    try:
+        location = await js(
+            driver,
+            "return await window.telebridgeDemo.view(arguments[0], arguments[1], arguments[2]);",
+            room,
+            "nurse",
+            "patient",
+        )
+    except JavascriptError as exc:
+        status = await status_line(driver)
+        pytest.fail(f"WHEP view from Chromium failed: {exc}; status line: {status['text']!r}")
+    assert location.startswith(f"/whep/{room}/"), location
+
+    await wait_stats(
+        driver,
+        lambda s: s["state"] == "connected" and s["framesDecoded"] > 0,
+        20,
+        "the viewer to connect and decode a frame",
+    )
+    before = await page_stats(driver)
+    await asyncio.sleep(3)
+    after = await page_stats(driver)
+    decoded = after["framesDecoded"] - before["framesDecoded"]
+    assert after["state"] == "connected", after
+    assert decoded >= 0.5 * CAMERA_FPS * 3, (
+        f"the viewer decoded {decoded} frames in 3 s; before={before} after={after}"
+    )
+
+    # The <video> element must be playing the stream, and show a picture.
+    playing = await js(
+        driver,
+        "const v = document.getElementById('remoteVideo');"
+        "const t0 = v.currentTime;"
+        "for (let i = 0; i < 40 && !(v.videoWidth > 0 && v.currentTime > t0); i++)"
+        "  await new Promise((r) => setTimeout(r, 100));"
+        "return {w: v.videoWidth, h: v.videoHeight, t: v.currentTime, paused: v.paused};",
+    )
+    assert playing["w"] > 0 and not playing["paused"], playing
+
+    page_png = tmp_path / "viewer-page.png"
+    video_png = tmp_path / "viewer-video.png"
+    video = await asyncio.to_thread(driver.find_element, "id", "remoteVideo")
+    await asyncio.to_thread(driver.execute_script, "arguments[0].scrollIntoView();", video)
+    assert await asyncio.to_thread(driver.save_screenshot, str(page_png))
+    assert await asyncio.to_thread(video.screenshot, str(video_png))
+
+    pixels = read_png_rgb(video_png).astype(np.float32)
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50, pixels.shape
+    luma = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    # An empty <video> is a flat dark box (background #111); the fake camera is neither.
+    assert luma.std() > 10 and luma.mean() > 30, (
+        f"the remote video looks blank (mean {luma.mean():.1f}, std {luma.std():.1f}); "
+        f"see {video_png}"
+    )
+    assert page_console_errors(browser) == []
+
+    await asyncio.to_thread(driver.switch_to.window, publisher_window)
+    sender = await page_stats(driver)
+    assert sender["framesSent"] > 0, sender
+
+
+async def test_observer_cannot_publish_from_demo_page(server, browser):
+    """(c) An observer's publish is refused with 403 and the status line says so."""
+    room = "browser-observer"
+    driver = browser.driver
+    await open_demo(driver, server.base_url)
+
+    # Through the form, as a person would.
+    def fill_and_click():
+        from selenium.webdriver.support.ui import Select
+
+        for field, value in (("room", room), ("identity", "auditor")):
+            element = driver.find_element("id", field)
+            element.clear()
+            element.send_keys(value)
+        Select(driver.find_element("id", "role")).select_by_value("observer")
+        driver.find_element("id", "publishBtn").click()
+
+    await asyncio.to_thread(fill_and_click)
+    deadline = time.monotonic() + 15
+    status = await status_line(driver)
+    while status["kind"] != "error":
+        assert time.monotonic() < deadline, f"no error shown; status line: {status}"
+        await asyncio.sleep(0.1)
+        status = await status_line(driver)
+    assert "403" in status["text"], status
+
+    # Through the API: the promise rejects with the server's status and error code.
+    result = await js(
+        driver,
+        "try { await window.telebridgeDemo.publish(arguments[0], arguments[1], 'observer'); }"
+        "catch (e) { return {status: e.status || null, code: e.code || null, message: e.message}; }"
+        "return null;",
+        room,
+        "auditor-2",
+    )
+    assert result is not None, "publish with an observer token succeeded"
+    assert result["status"] == 403, result
+    status = await status_line(driver)
+    assert status["kind"] == "error" and "403" in status["text"], status
+    assert result["code"] and result["code"] in status["text"], (result, status)
+
+    # The camera is released and nothing is left connected.
+    released = await js(
+        driver, "return document.getElementById('localVideo').srcObject === null;"
+    )
+    assert released, "the local preview still holds the camera after a refused publish"
+    assert (await page_stats(driver))["state"] == "closed"
+    assert page_console_errors(browser) == []
+
+
+async def test_view_without_publisher_shows_404(server, browser):
+    """Viewing a room where nobody publishes shows the server's 404 in the status line."""
+    driver = browser.driver
+    await open_demo(driver, server.base_url)
+    result = await js(
+        driver,
+        "try { await window.telebridgeDemo.view('browser-empty', 'nobody-home', ''); }"
+        "catch (e) { return {status: e.status || null, message: e.message}; }"
+        "return null;",
+    )
+    assert result is not None and result["status"] == 404, result
+    status = await status_line(driver)
+    assert status["kind"] == "error" and "404" in status["text"], status
