@@ -80,6 +80,12 @@ class Metrics:
         self.worker_packets = Gauge(
             "telebridge_worker_packets", "Packets through a media worker", ["worker", "direction"], registry=self.registry
         )
+        self.worker_events = Gauge(
+            "telebridge_worker_events_total",
+            "Cumulative packet and feedback counts of a media worker (packets, NACKs, PLIs, retransmissions)",
+            ["worker", "name"],
+            registry=self.registry,
+        )
         self.worker_cpu = Gauge(
             "telebridge_worker_cpu_seconds", "CPU seconds used by a media worker", ["worker"], registry=self.registry
         )
@@ -200,6 +206,8 @@ class Server:
             self.metrics.worker_packets.labels(label, "in").set(counters.get("packets_in", 0))
             self.metrics.worker_packets.labels(label, "out").set(counters.get("packets_out", 0))
             self.metrics.worker_cpu.labels(label).set(stats.get("cpu_seconds", 0))
+            for name, value in counters.items():
+                self.metrics.worker_events.labels(label, name).set(value)
 
 
 # -- HTTP handlers ---------------------------------------------------------------------------
