@@ -276,6 +276,9 @@ class WorkerCore:
                 continue
             producer = next((p for p in available if p.kind == section.kind), None)
             if producer is None:
+                # Nothing to send here (the publisher has no such track): keep the
+                # section in the bundle, inactive, so every client stack accepts it.
+                answer.codec = sdp.choose_codec(section)
                 continue
             codec = sdp.match_codec(section, producer.codec)
             if codec is None:

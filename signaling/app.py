@@ -334,7 +334,10 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
-    workers = [{"index": w.index, "alive": w.alive, "port": w.port, "sessions": len(w.sessions)} for w in server.pool.workers]
+    workers = [
+        {"index": w.index, "alive": w.alive, "pid": w.pid, "port": w.port, "sessions": len(w.sessions), "rooms": sorted(w.rooms)}
+        for w in server.pool.workers
+    ]
     status = 200 if all(w["alive"] for w in workers) else 503
     return web.json_response({"ok": status == 200, "workers": workers}, status=status)
 

@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, tmp: Path, workers: int = 1, extra: str = "") -> None:
+    def __init__(self, tmp: Path, workers: int = 1, consent_timeout: float = 30, extra: str = "") -> None:
         self.secret = secrets.token_urlsafe(48)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -44,7 +44,7 @@ workers = {workers}
 listen = "127.0.0.1"
 announce = "127.0.0.1"
 base_port = 0
-consent_timeout = 30
+consent_timeout = {consent_timeout}
 {extra}
 [logging]
 level = "INFO"
