@@ -18,6 +18,8 @@ from sfu.codecs import is_keyframe
 from sfu.keyframe import KeyFrameRequester
 from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp import (
+    SEQ_TS_SSRC,
+    U16,
     ExtensionLayout,
     RtpPacket,
     abs_send_time,
@@ -253,19 +255,21 @@ class Consumer:
             self.producer.request_keyframe(now)
 
     def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
+        """Rewrite one copy of the packet for this viewer and send it (the hot path)."""
         seq = (packet.seq + self.seq_offset) & 0xFFFF
         ts = (packet.ts + self.ts_offset) & 0xFFFFFFFF
-        patch(buf, packet.marker | self.pt, seq, ts, self.ssrc)
+        buf[1] = packet.marker | self.pt
+        SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, self.ssrc)
         transport = self.transport
         if twcc_offset >= 0:
-            patch_u16(buf, twcc_offset, transport.next_twcc())
+            transport.twcc_seq = twcc = (transport.twcc_seq + 1) & 0xFFFF
+            U16.pack_into(buf, twcc_offset, twcc)
         if transport.send_rtp(buf):
             self.packets += 1
             self.octets += len(packet.payload)
-            if (seq - self.last_seq) & 0x8000 == 0 or self.last_seq < 0:
-                self.last_seq = seq
-                self.last_ts = ts
-                self.last_sent_at = now
+            self.last_seq = seq
+            self.last_ts = ts
+            self.last_sent_at = now
 
     def retransmit(self, seqs: list[int], now: float) -> int:
         """Answer a viewer's NACK from the producer's cache, as RTX when negotiated."""

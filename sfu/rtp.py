@@ -21,8 +21,8 @@ from sfu.sdp import (
 )
 
 _HEADER = struct.Struct("!BBHII")
-_SEQ_TS_SSRC = struct.Struct("!HII")
-_U16 = struct.Struct("!H")
+SEQ_TS_SSRC = struct.Struct("!HII")
+U16 = struct.Struct("!H")
 
 # Small integer codes for the extensions we read from publishers.
 EXT_NONE, EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_ORIENTATION = range(6)
@@ -172,7 +172,7 @@ def unwrap_rtx(packet: RtpPacket, media_ssrc: int, media_pt: int) -> RtpPacket |
     payload = packet.payload
     if len(payload) < 3:
         return None
-    original = RtpPacket(media_ssrc, _U16.unpack_from(payload, 0)[0], packet.ts, media_pt, packet.marker, payload[2:])
+    original = RtpPacket(media_ssrc, U16.unpack_from(payload, 0)[0], packet.ts, media_pt, packet.marker, payload[2:])
     original.mid = packet.mid
     original.audio_level = packet.audio_level
     original.orientation = packet.orientation
@@ -255,8 +255,8 @@ def template(packet: RtpPacket, block: bytes) -> bytearray:
 
 def patch(buf: bytearray, pt_marker: int, seq: int, ts: int, ssrc: int) -> None:
     buf[1] = pt_marker
-    _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, ssrc)
+    SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, ssrc)
 
 
 def patch_u16(buf: bytearray, offset: int, value: int) -> None:
-    _U16.pack_into(buf, offset, value)
+    U16.pack_into(buf, offset, value)

@@ -26,7 +26,7 @@ from sfu.ice import (
 )
 from sfu.router import Consumer, Producer, Router
 from sfu.rtp import ExtensionLayout
-from sfu.transport import PeerTransport, TransportCounters
+from sfu.transport import PeerTransport
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class WorkerCore:
         self.sessions: dict[str, PeerTransport] = {}
         self.by_ufrag: dict[str, PeerTransport] = {}
         self.by_addr: dict[Address, PeerTransport] = {}
-        self.closed_counters = TransportCounters()
+        self.closed_counters: dict[str, int] = {}
         self.datagrams_dropped = 0
 
     # -- datagrams ----------------------------------------------------------------------
@@ -339,8 +339,8 @@ class WorkerCore:
                 for addr in transport.ice.validated:
                     if self.by_addr.get(addr) is transport:
                         del self.by_addr[addr]
-                for name_, value in transport.counters.as_dict().items():
-                    setattr(self.closed_counters, name_, getattr(self.closed_counters, name_) + value)
+                for key, value in transport.counter_values().items():
+                    self.closed_counters[key] = self.closed_counters.get(key, 0) + value
                 router = self.rooms.get(transport.room)
                 if router is not None and not router.producers and not any(
                     t.room == transport.room for t in self.sessions.values()
@@ -349,10 +349,10 @@ class WorkerCore:
         self.emit(name, data)
 
     def stats(self) -> dict[str, Any]:
-        totals = self.closed_counters.as_dict()
+        totals = dict(self.closed_counters)
         for transport in self.sessions.values():
-            for key, value in transport.counters.as_dict().items():
-                totals[key] += value
+            for key, value in transport.counter_values().items():
+                totals[key] = totals.get(key, 0) + value
         return {
             "sessions": len(self.sessions),
             "rooms": len(self.rooms),
