@@ -103,6 +103,13 @@ async def _gathered(pc: RTCPeerConnection) -> None:
         await asyncio.sleep(0.01)
 
 
+def _via(answer: str, port: int | None) -> str:
+    """Point the client at a relay: rewrite the port of the server's host candidate."""
+    if port is None:
+        return answer
+    return re.sub(r"(a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1) \d+", rf"\1 {port}", answer)
+
+
 def _prefer(pc: RTCPeerConnection, kind: str, codec: str) -> None:
     codecs = RTCRtpSender.getCapabilities(kind).codecs
     wanted = [c for c in codecs if c.mimeType.lower() == f"{kind}/{codec.lower()}"]
@@ -122,7 +129,14 @@ class WhipPublisher:
         self.location: str | None = None
         self.answer = ""
 
-    async def start(self, video_codec: str | None = "VP8", audio: bool = True, width: int = 320, height: int = 240) -> None:
+    async def start(
+        self,
+        video_codec: str | None = "VP8",
+        audio: bool = True,
+        width: int = 320,
+        height: int = 240,
+        via_port: int | None = None,
+    ) -> None:
         if video_codec:
             self.video = MovingVideoTrack(width, height)
             self.pc.addTransceiver(self.video, direction="sendonly")
@@ -131,7 +145,7 @@ class WhipPublisher:
             self.pc.addTransceiver(SineAudioTrack(), direction="sendonly")
         await _gathered(self.pc)
         self.answer, self.location = await _post_offer(self.http, self.url, self.token, self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(self.answer, "answer"))
+        await self.pc.setRemoteDescription(RTCSessionDescription(_via(self.answer, via_port), "answer"))
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -189,10 +203,7 @@ class WhepViewer:
         await _gathered(self.pc)
         self.started_at = time.monotonic()
         self.answer, self.location = await _post_offer(self.http, self.url, self.token, self.pc.localDescription.sdp)
-        answer = self.answer
-        if via_port is not None:
-            answer = re.sub(r"(a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1) \d+", rf"\1 {via_port}", answer)
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await self.pc.setRemoteDescription(RTCSessionDescription(_via(self.answer, via_port), "answer"))
 
     def server_port(self) -> int:
         match = re.search(r"a=candidate:\S+ 1 udp \d+ \S+ (\d+)", self.answer)

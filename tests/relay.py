@@ -26,9 +26,12 @@ class _Side(asyncio.DatagramProtocol):
 
 
 class LossyRelay:
-    def __init__(self, server: Address, loss: float, seed: int = 7) -> None:
+    """``loss`` applies toward the client (downlink) or, with ``uplink=True``, toward the SFU."""
+
+    def __init__(self, server: Address, loss: float, seed: int = 7, uplink: bool = False) -> None:
         self.server = server
         self.loss = loss
+        self.uplink = uplink
         self.random = random.Random(seed)
         self.client: Address | None = None
         self.forwarded = 0
@@ -45,18 +48,21 @@ class LossyRelay:
         )
         self.port = self._down.get_extra_info("sockname")[1]
 
+    def _lose(self, data: bytes, lossy: bool) -> bool:
+        if lossy and 127 < data[0] < 192 and self.random.random() < self.loss:
+            self.dropped += 1
+            return True
+        self.forwarded += 1
+        return False
+
     def _from_client(self, data: bytes, addr: Address) -> None:
         self.client = addr
-        self._up.sendto(data, self.server)
+        if not self._lose(data, self.uplink):
+            self._up.sendto(data, self.server)
 
     def _from_server(self, data: bytes, addr: Address) -> None:
-        if self.client is None:
-            return
-        if 127 < data[0] < 192 and self.random.random() < self.loss:
-            self.dropped += 1
-            return
-        self.forwarded += 1
-        self._down.sendto(data, self.client)
+        if self.client is not None and not self._lose(data, not self.uplink):
+            self._down.sendto(data, self.client)
 
     def close(self) -> None:
         self._down.close()

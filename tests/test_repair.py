@@ -7,8 +7,9 @@ import statistics
 import time
 import urllib.request
 
-from tests.peers import WhepViewer, start_whep_viewer, start_whip_publisher
+from tests.peers import WhepViewer, WhipPublisher, start_whep_viewer, start_whip_publisher
 from tests.relay import LossyRelay
+from tests.test_lifecycle import health
 
 
 def worker_counter(server, name: str) -> float:
@@ -88,3 +89,32 @@ async def test_viewer_of_named_participant_and_session_end(server):
         await viewer.close()
     finally:
         await lead.close()
+
+
+async def test_lossy_uplink_is_repaired_by_nacks_to_the_publisher(server):
+    """A presenting site on a bad link: the SFU NACKs the publisher, which resends."""
+    room = "uplink"
+    publisher = WhipPublisher(server.base_url, room, server.token(room, "district", "lead"))
+    relay = LossyRelay(("127.0.0.1", health(server)["workers"][0]["port"]), loss=0.10, uplink=True)
+    await relay.start()
+    viewer = None
+    try:
+        await publisher.start("VP8", audio=False, via_port=relay.port)
+        await publisher.wait_connected()
+        viewer = await start_whep_viewer(server.base_url, room, server.token(room, "central", "observer"))
+        await viewer.wait_frames(10)
+        base = viewer.video_frames
+        sent_before = publisher.video.count
+        await asyncio.sleep(8)
+        decoded = viewer.video_frames - base
+        sent = publisher.video.count - sent_before
+        print(f"frames sent {sent}, decoded {decoded}; relay dropped {relay.dropped} of {relay.dropped + relay.forwarded}")
+        assert relay.dropped > 15
+        assert decoded >= 0.95 * sent, (decoded, sent)
+        assert worker_counter(server, "nacks_out") > 0
+        assert worker_counter(server, "retransmissions") > 0
+    finally:
+        relay.close()
+        if viewer is not None:
+            await viewer.close()
+        await publisher.close()
