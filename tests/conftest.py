@@ -26,7 +26,9 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, tmp: Path, workers: int = 1, consent_timeout: float = 30, extra: str = "") -> None:
+    def __init__(
+        self, tmp: Path, workers: int = 1, consent_timeout: float = 30, dev_tokens: bool = True, extra: str = ""
+    ) -> None:
         self.secret = secrets.token_urlsafe(48)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -36,7 +38,7 @@ class RunningServer:
 [server]
 host = "127.0.0.1"
 port = {self.port}
-dev_tokens = true
+dev_tokens = {'true' if dev_tokens else 'false'}
 [auth]
 secret = "{self.secret}"
 [media]
