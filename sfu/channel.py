@@ -45,8 +45,10 @@ class Decoder:
             del self._buffer[: 4 + length]
             try:
                 message = json.loads(body)
-            except ValueError as exc:
+            except ValueError as exc:  # includes UnicodeDecodeError
                 raise ChannelError(f"frame is not JSON: {exc}") from None
+            except RecursionError:  # "[[[[..." nested deeper than the interpreter allows
+                raise ChannelError("frame is not JSON: nested too deeply") from None
             if not isinstance(message, dict):
                 raise ChannelError("frame is not a JSON object")
             messages.append(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import struct
 
 from aioice import stun
 
@@ -40,7 +41,9 @@ def parse_binding_request(data: bytes) -> tuple[stun.Message, str, str] | None:
     """
     try:
         message = stun.parse_message(data)
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError):
+    except (ValueError, KeyError, IndexError, struct.error):
+        # aioice raises struct.error (not a ValueError) for attributes of the wrong length,
+        # e.g. a 2-byte PRIORITY: any sender could otherwise raise into the worker.
         return None
     if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
         return None

@@ -39,6 +39,10 @@ SUPPORTED_FEEDBACK = {
 }
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+# NUL, a bare CR inside a line and other C0 controls (tab aside) are never valid SDP; a CR
+# kept inside a value would also be copied into the answer (fmtp) as a line break.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class SdpError(ValueError):
@@ -134,11 +138,16 @@ class SessionDescription:
         return sections
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() is true for "²", which int() then refuses."""
+    return _DIGITS.fullmatch(text) is not None
+
+
 def _int(value: str, what: str, low: int = 0, high: int = 2**32 - 1) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise SdpError(f"{what} is not a number: {value[:40]!r}") from None
+    value = value.strip()
+    if not _is_number(value):
+        raise SdpError(f"{what} is not a number: {value[:40]!r}")
+    number = int(value)
     if not low <= number <= high:
         raise SdpError(f"{what} out of range: {number}")
     return number
@@ -169,6 +178,8 @@ def parse(sdp: str) -> SessionDescription:
     for number, line in enumerate(lines, start=1):
         if len(line) < 2 or line[1] != "=":
             raise SdpError(f"line {number} is not of the form x=...")
+        if _CONTROL.search(line):
+            raise SdpError(f"line {number} contains a control character")
         kind, value = line[0], line[2:]
         if kind == "m":
             if current is not None:
@@ -191,6 +202,9 @@ def parse(sdp: str) -> SessionDescription:
         _finish_media(current, rtpmaps)
     if not session.media:
         raise SdpError("SDP has no m= section")
+    mids = [m.mid for m in session.media if m.mid is not None]
+    if len(mids) != len(set(mids)):
+        raise SdpError("a=mid values must be unique")
     return session
 
 
@@ -286,12 +300,12 @@ def _finish_media(media: MediaSection, rtpmaps: dict[int, Codec]) -> None:
     by_pt = dict(rtpmaps)
     ordered: list[Codec] = []
     for fmt in media.formats:
-        if fmt.isdigit() and int(fmt) in by_pt:
+        if _is_number(fmt) and int(fmt) in by_pt:
             ordered.append(by_pt[int(fmt)])
     for codec in ordered:
         if codec.name == "rtx":
             apt = codec.fmtp.get("apt", "")
-            if apt.isdigit() and int(apt) in by_pt:
+            if _is_number(apt) and int(apt) in by_pt:
                 by_pt[int(apt)].rtx_payload_type = codec.payload_type
     media.codecs = ordered
 

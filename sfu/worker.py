@@ -74,6 +74,9 @@ class WorkerCore:
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """One datagram from the shared port. Unknown senders cost one dict lookup."""
+        if not data:
+            self.datagrams_dropped += 1
+            return
         transport = self.by_addr.get(addr)
         if transport is not None and not is_stun(data):
             transport.receive(data, addr, now)
@@ -105,6 +108,10 @@ class WorkerCore:
 
     # -- control API ----------------------------------------------------------------------
     def handle(self, method: str, params: dict[str, Any], now: float) -> dict[str, Any]:
+        if method in ("publish", "subscribe"):
+            for key in ("session", "room"):
+                if not isinstance(params.get(key), str) or not params[key]:
+                    raise RequestError("bad_request", f"{method} needs a {key}")
         if method == "publish":
             return self.publish(params, now)
         if method == "subscribe":

@@ -230,13 +230,23 @@ async def _read_offer(request: web.Request) -> str:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/sdp")
     if request.content_length is not None and request.content_length > MAX_SDP:
         raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
-    body = await request.content.read(MAX_SDP + 1)
-    if len(body) > MAX_SDP:
-        raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
+    body = await _read_limited(request)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "bad_sdp", "SDP must be UTF-8 text") from None
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    """The whole body, refusing more than MAX_SDP bytes (chunked bodies included)."""
+    body = bytearray()
+    while True:
+        chunk = await request.content.read(MAX_SDP + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > MAX_SDP:
+            raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
 
 
 def _created(request: web.Request, session: MediaSession, answer: str) -> web.Response:
@@ -303,7 +313,7 @@ async def session_patch(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/trickle-ice-sdpfrag":
         raise ApiError(415, "unsupported_media_type", "PATCH takes application/trickle-ice-sdpfrag")
-    body = (await request.content.read(MAX_SDP)).decode("utf-8", "replace")
+    body = (await _read_limited(request)).decode("utf-8", "replace")
     if "a=ice-ufrag:" in body or "a=ice-pwd:" in body:
         raise ApiError(422, "ice_restart_unsupported", "ICE restart is not supported; start a new session")
     return web.Response(status=204)

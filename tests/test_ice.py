@@ -1,0 +1,283 @@
+"""ICE-lite, sans-I/O: binding requests in, responses out, with a fake clock.
+
+The session-level tests drive IceLiteSession directly; the worker-level ones go through
+WorkerCore.receive, which demultiplexes one UDP port by USERNAME and bound address.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import pytest
+from aioice import stun
+from aiortc.rtcdtlstransport import RTCCertificate
+
+from sfu.ice import (
+    CONSENT_TIMEOUT,
+    IceLiteSession,
+    is_stun,
+    new_credentials,
+    parse_binding_request,
+)
+from sfu.worker import WorkerCore
+
+OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_text()
+REMOTE_UFRAG = "d+QB"  # the offer's a=ice-ufrag
+LOCAL_UFRAG, LOCAL_PWD = "srvUfrag", "serverpasswordserverpass"
+PEER = ("192.0.2.10", 50000)
+
+
+def binding_request(
+    username: str,
+    password: str | None,
+    *,
+    use_candidate: bool = False,
+    fingerprint: bool = True,
+    transaction_id: bytes | None = None,
+) -> bytes:
+    """A browser's connectivity check (it is the controlling agent against ICE-lite)."""
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=transaction_id)
+    message.attributes["USERNAME"] = username
+    message.attributes["PRIORITY"] = 1853824767
+    message.attributes["ICE-CONTROLLING"] = 0x1122334455667788
+    if use_candidate:
+        message.attributes["USE-CANDIDATE"] = None
+    if password is not None:
+        message.add_message_integrity(password.encode())
+    elif fingerprint:
+        message.add_fingerprint()
+    if not fingerprint:
+        message.attributes.pop("FINGERPRINT", None)
+    return bytes(message)
+
+
+def check(session: IceLiteSession, data: bytes, addr=PEER, now: float = 0.0) -> bytes | None:
+    parsed = parse_binding_request(data)
+    if parsed is None:
+        return None
+    message, local, remote = parsed
+    assert local == session.local_ufrag
+    return session.handle_request(message, remote, addr, now)
+
+
+def assert_success_response(response: bytes, request: bytes, addr, password: str) -> stun.Message:
+    message = stun.parse_message(response)  # verifies FINGERPRINT when present
+    assert message.message_method == stun.Method.BINDING
+    assert message.message_class == stun.Class.RESPONSE
+    assert message.transaction_id == stun.parse_message(request).transaction_id
+    assert message.attributes["XOR-MAPPED-ADDRESS"] == addr
+    assert "FINGERPRINT" in message.attributes
+    assert message.check_message_integrity(password.encode()), "response must be signed with our ICE password"
+    return message
+
+
+def new_session(now: float = 0.0, consent_timeout: float = CONSENT_TIMEOUT) -> IceLiteSession:
+    return IceLiteSession(LOCAL_UFRAG, LOCAL_PWD, REMOTE_UFRAG, now, consent_timeout)
+
+
+# -- demultiplexing and parsing -------------------------------------------------------------
+
+
+def test_is_stun_follows_rfc7983():
+    request = binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD)
+    assert is_stun(request)
+    assert not is_stun(request[:19])
+    assert not is_stun(b"\x16" + request[1:])  # DTLS content type
+    assert not is_stun(b"\x80" + request[1:])  # RTP
+    assert not is_stun(request[:4] + b"\x00\x00\x00\x00" + request[8:])  # no magic cookie
+    assert not is_stun(b"")
+
+
+def test_parse_binding_request_returns_both_ufrags():
+    request = binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD)
+    parsed = parse_binding_request(request)
+    assert parsed is not None
+    message, local, remote = parsed
+    assert (local, remote) == (LOCAL_UFRAG, REMOTE_UFRAG)
+    assert message.message_class == stun.Class.REQUEST
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", None), id="no-integrity"),
+        pytest.param(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, fingerprint=False), id="no-fingerprint"),
+        pytest.param(binding_request(LOCAL_UFRAG, LOCAL_PWD), id="username-without-colon"),
+        pytest.param(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD)[:-1], id="truncated"),
+        pytest.param(
+            bytes(stun.Message(stun.Method.BINDING, stun.Class.INDICATION, attributes={"USERNAME": "a:b"})),
+            id="indication",
+        ),
+        pytest.param(
+            bytes(stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST, attributes={"USERNAME": "a:b"})),
+            id="allocate",
+        ),
+        # A PRIORITY attribute of 2 bytes: aioice raises struct.error (not ValueError) here.
+        pytest.param(
+            b"\x00\x01\x00\x08\x21\x12\xa4\x42" + bytes(12) + b"\x00\x24\x00\x02\x00\x01\x00\x00",
+            id="short-priority",
+        ),
+        pytest.param(
+            b"\x00\x01\x00\x08\x21\x12\xa4\x42" + bytes(12) + b"\x80\x28\x00\x02\x00\x01\x00\x00",
+            id="short-fingerprint",
+        ),
+    ],
+)
+def test_parse_binding_request_rejects(data):
+    assert parse_binding_request(data) is None
+
+
+def test_corrupted_fingerprint_is_rejected():
+    request = bytearray(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD))
+    request[-1] ^= 1
+    assert parse_binding_request(bytes(request)) is None
+
+
+def test_new_credentials_meet_rfc8839():
+    seen = set()
+    for _ in range(50):
+        ufrag, pwd = new_credentials()
+        assert len(ufrag) >= 4 and len(pwd) >= 22
+        assert set(ufrag + pwd) <= set(string.ascii_letters + string.digits)
+        seen.add(ufrag)
+    assert len(seen) == 50
+
+
+# -- one session ---------------------------------------------------------------------------
+
+
+def test_valid_check_is_answered_and_validates_address():
+    session = new_session()
+    request = binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD)
+    response = check(session, request, now=1.0)
+    assert response is not None
+    assert_success_response(response, request, PEER, LOCAL_PWD)
+    assert PEER in session.validated
+    assert session.selected is None, "without USE-CANDIDATE nothing is nominated"
+
+
+def test_use_candidate_selects_the_address_and_can_move():
+    session = new_session()
+    other = ("198.51.100.7", 40000)
+    check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD), addr=other)
+    assert session.selected is None
+    response = check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True))
+    assert response is not None
+    assert session.selected == PEER
+    # A later check without USE-CANDIDATE from another address keeps the nomination.
+    check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD), addr=other)
+    assert session.selected == PEER
+    # The controlling agent nominates another pair (e.g. the network changed).
+    check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True), addr=other)
+    assert session.selected == other
+    assert session.validated == {PEER, other}
+
+
+def test_wrong_remote_ufrag_is_dropped():
+    session = new_session()
+    request = binding_request(f"{LOCAL_UFRAG}:someoneelse", LOCAL_PWD, use_candidate=True)
+    assert check(session, request) is None
+    assert session.selected is None and not session.validated
+
+
+def test_wrong_password_is_dropped_and_does_not_refresh_consent():
+    session = new_session(now=0.0)
+    request = binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", "not-the-password-at-all!", use_candidate=True)
+    assert check(session, request, now=25.0) is None
+    assert session.selected is None and not session.validated
+    assert session.last_consent == 0.0
+    assert session.expired(CONSENT_TIMEOUT + 1)
+
+
+def test_consent_expires_without_checks_and_is_refreshed_by_them():
+    session = new_session(now=100.0, consent_timeout=30.0)
+    assert not session.expired(100.0)
+    assert not session.expired(129.9)
+    assert session.expired(130.1)
+    check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True), now=120.0)
+    assert not session.expired(145.0), "a valid check at 120 s refreshes consent until 150 s"
+    assert session.expired(150.5)
+
+
+# -- through the worker --------------------------------------------------------------------
+
+
+class Harness:
+    """A WorkerCore with one publisher session from the Chromium offer; no sockets."""
+
+    def __init__(self, consent_timeout: float = 30.0) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.events: list[tuple[str, dict]] = []
+        self.core = WorkerCore(
+            RTCCertificate.generateCertificate(),
+            "127.0.0.1",
+            40000,
+            lambda data, addr: self.sent.append((bytes(data), addr)),
+            lambda name, data: self.events.append((name, data)),
+            consent_timeout=consent_timeout,
+        )
+        result = self.core.handle("publish", {"room": "r", "session": "pub", "identity": "lead", "offer": OFFER}, 0.0)
+        answer = result["answer"]
+        self.ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)
+        self.pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)
+
+
+def test_worker_answers_valid_check_and_binds_address():
+    h = Harness()
+    request = binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True)
+    h.core.receive(request, PEER, 1.0)
+    assert len(h.sent) == 1
+    response, addr = h.sent[0]
+    assert addr == PEER
+    assert_success_response(response, request, PEER, h.pwd)
+    transport = h.core.sessions["pub"]
+    assert h.core.by_addr[PEER] is transport
+    assert transport.addr == PEER
+
+
+def test_worker_drops_wrong_password_wrong_ufrag_and_unknown_ufrag():
+    h = Harness()
+    before = h.core.datagrams_dropped
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", "wrongwrongwrongwrongwrong"), PEER, 1.0)
+    h.core.receive(binding_request(f"{h.ufrag}:otherpeer", h.pwd), PEER, 1.0)
+    h.core.receive(binding_request(f"nosuchufrag:{REMOTE_UFRAG}", h.pwd), PEER, 1.0)
+    assert h.sent == []
+    assert PEER not in h.core.by_addr
+    assert h.core.datagrams_dropped == before + 3
+
+
+def test_unbound_address_cannot_send_dtls_or_rtp():
+    h = Harness()
+    h.core.receive(b"\x16\xfe\xfd" + bytes(60), PEER, 1.0)
+    h.core.receive(b"\x80\x60" + bytes(40), PEER, 1.0)
+    assert h.sent == []
+    assert h.core.datagrams_dropped == 2
+    assert h.core.sessions["pub"].counters.dropped == 0, "the transport never saw them"
+
+
+def test_consent_expiry_closes_session_through_worker_tick():
+    h = Harness(consent_timeout=30.0)
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True), PEER, 1.0)
+    for t in (10.0, 20.0, 30.0):
+        h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, t)
+        h.core.tick(t)
+    h.core.tick(59.0)
+    assert "pub" in h.core.sessions, "consent refreshed at 30 s lasts until 60 s"
+    h.core.tick(60.5)
+    assert "pub" not in h.core.sessions
+    assert ("closed", {"session": "pub", "reason": "ice consent expired"}) in h.events
+    assert PEER not in h.core.by_addr and h.ufrag not in h.core.by_ufrag
+    # The expired session's credentials no longer get answers.
+    h.sent.clear()
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 61.0)
+    assert h.sent == []
+
+
+def test_session_never_checked_expires_too():
+    h = Harness(consent_timeout=30.0)
+    h.core.tick(29.0)
+    assert "pub" in h.core.sessions
+    h.core.tick(31.0)
+    assert "pub" not in h.core.sessions
