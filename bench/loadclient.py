@@ -1,0 +1,992 @@
+"""Lightweight but real WebRTC peers for load tests: many of them share one event loop.
+
+* :class:`LoadViewer`: a WHEP viewer. It offers recvonly VP8 (+RTX) and Opus with BUNDLE
+  and rtcp-mux, runs ICE as the controlling agent (authenticated binding requests with
+  USE-CANDIDATE toward the ICE-lite server), the DTLS client handshake with its own
+  certificate (checked against the answer's fingerprint by the server, and the server's
+  against the answer by us), derives the SRTP keys and then only counts what arrives,
+  decrypting one packet in :data:`SAMPLE_EVERY` to prove the stream is real. It never
+  decodes, so hundreds fit on one core.
+* :class:`SyntheticPublisher`: a WHIP publisher with the same ICE/DTLS dance that sends
+  real VP8 (a clip encoded once at start with aiortc's encoder, packetised by it) and
+  real Opus at a chosen packet rate, with the header extensions the answer negotiated,
+  a keyframe every ``keyframe_interval`` seconds and at once after a PLI/FIR, RTX answers
+  to NACKs and sender reports every second.
+
+``python -m bench.loadclient --url URL --room R --viewers N --rate PPS`` runs one
+publisher and N viewers and prints one JSON status line per second on stdout until its
+standard input closes (that is how :mod:`bench.fanout` drives it) or ``--max-seconds``.
+Traffic goes only to the address in the server's answer (127.0.0.1 in the benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import random
+import re
+import resource
+import secrets
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aioice import stun
+from aiortc.codecs import get_encoder
+from aiortc.rtcdtlstransport import (
+    SRTP_AEAD_AES_128_GCM,
+    SRTP_AES128_CM_SHA1_80,
+    RTCCertificate,
+    certificate_digest,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+)
+from OpenSSL import SSL
+from pylibsrtp import Error as SrtpLibError
+from pylibsrtp import Policy, Session
+
+VIDEO_PT = 96
+RTX_PT = 97
+AUDIO_PT = 111
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+# One id per URI across the bundle, as browsers do.
+EXT_IDS = {URI_MID: 1, URI_ABS_SEND_TIME: 2, URI_AUDIO_LEVEL: 3}
+PROFILES = [SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80]  # what we offer, in order
+MTU = 1200
+SAMPLE_EVERY = 256  # decrypt one received RTP packet in this many (power of two)
+CONSENT_INTERVAL = 5.0
+CHECK_RETRY = 0.5
+ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _ice_credentials() -> tuple[str, str]:
+    return (
+        "".join(secrets.choice(ICE_CHARS) for _ in range(8)),
+        "".join(secrets.choice(ICE_CHARS) for _ in range(24)),
+    )
+
+
+def _fingerprint(certificate: RTCCertificate) -> str:
+    for fp in certificate.getFingerprints():
+        if fp.algorithm == "sha-256":
+            return fp.value
+    raise RuntimeError("no sha-256 fingerprint")
+
+
+@dataclass
+class RemoteSection:
+    kind: str
+    mid: str
+    port: int
+    direction: str = "inactive"
+    extensions: dict[str, int] = field(default_factory=dict)
+    payload_types: list[int] = field(default_factory=list)
+    ssrcs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    """The few things a client needs from the server's answer."""
+
+    ufrag: str = ""
+    pwd: str = ""
+    fingerprint: tuple[str, str] = ("", "")
+    setup: str = ""
+    candidate: tuple[str, int] | None = None
+    sections: list[RemoteSection] = field(default_factory=list)
+
+    def section(self, kind: str) -> RemoteSection | None:
+        return next((s for s in self.sections if s.kind == kind and s.port != 0), None)
+
+
+def parse_answer(text: str) -> Answer:
+    answer = Answer()
+    current: RemoteSection | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            parts = line[2:].split()
+            current = RemoteSection(parts[0], "", int(parts[1]), payload_types=[int(p) for p in parts[3:] if p.isdigit()])
+            answer.sections.append(current)
+        elif line.startswith("a="):
+            name, _, value = line[2:].partition(":")
+            if name == "ice-ufrag":
+                answer.ufrag = value
+            elif name == "ice-pwd":
+                answer.pwd = value
+            elif name == "fingerprint":
+                algorithm, _, fp = value.partition(" ")
+                answer.fingerprint = (algorithm.lower(), fp.upper())
+            elif name == "setup":
+                answer.setup = value
+            elif name == "candidate" and answer.candidate is None:
+                fields = value.split()
+                if len(fields) >= 8 and fields[2].lower() == "udp":
+                    answer.candidate = (fields[4], int(fields[5]))
+            elif current is not None:
+                if name == "mid":
+                    current.mid = value
+                elif name in ("sendonly", "recvonly", "sendrecv", "inactive"):
+                    current.direction = name
+                elif name == "extmap":
+                    ext_id, _, uri = value.partition(" ")
+                    current.extensions[uri.split()[0]] = int(ext_id.split("/")[0])
+                elif name == "ssrc":
+                    ssrc = int(value.split()[0])
+                    if ssrc not in current.ssrcs:
+                        current.ssrcs.append(ssrc)
+    if not answer.ufrag or not answer.pwd or answer.candidate is None:
+        raise ValueError("answer without ICE credentials or candidate")
+    return answer
+
+
+def _media_lines(
+    kind: str,
+    mid: str,
+    port: int,
+    direction: str,
+    ufrag: str,
+    pwd: str,
+    fingerprint: str,
+    ssrcs: tuple[int, int | None] | None = None,
+    cname: str = "",
+) -> list[str]:
+    if kind == "video":
+        lines = [f"m=video {port} UDP/TLS/RTP/SAVPF {VIDEO_PT} {RTX_PT}"]
+    else:
+        lines = [f"m=audio {port} UDP/TLS/RTP/SAVPF {AUDIO_PT}"]
+    lines += [
+        "c=IN IP4 127.0.0.1",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        f"a=ice-ufrag:{ufrag}",
+        f"a=ice-pwd:{pwd}",
+        f"a=fingerprint:sha-256 {fingerprint}",
+        "a=setup:active",
+        f"a=mid:{mid}",
+        f"a=extmap:{EXT_IDS[URI_MID]} {URI_MID}",
+    ]
+    if kind == "video":
+        lines.append(f"a=extmap:{EXT_IDS[URI_ABS_SEND_TIME]} {URI_ABS_SEND_TIME}")
+    else:
+        lines.append(f"a=extmap:{EXT_IDS[URI_AUDIO_LEVEL]} {URI_AUDIO_LEVEL}")
+    lines += [f"a={direction}", "a=rtcp-mux", "a=rtcp-rsize"]
+    if kind == "video":
+        lines += [
+            f"a=rtpmap:{VIDEO_PT} VP8/90000",
+            f"a=rtcp-fb:{VIDEO_PT} goog-remb",
+            f"a=rtcp-fb:{VIDEO_PT} ccm fir",
+            f"a=rtcp-fb:{VIDEO_PT} nack",
+            f"a=rtcp-fb:{VIDEO_PT} nack pli",
+            f"a=rtpmap:{RTX_PT} rtx/90000",
+            f"a=fmtp:{RTX_PT} apt={VIDEO_PT}",
+        ]
+    else:
+        lines += [f"a=rtpmap:{AUDIO_PT} opus/48000/2", f"a=fmtp:{AUDIO_PT} minptime=10;useinbandfec=1"]
+    if ssrcs is not None:
+        media, rtx = ssrcs
+        stream = f"load-{cname}"
+        lines.append(f"a=msid:{stream} {kind}-{cname}")
+        if rtx is not None:
+            lines.append(f"a=ssrc-group:FID {media} {rtx}")
+        for ssrc in (media, rtx):
+            if ssrc is not None:
+                lines.append(f"a=ssrc:{ssrc} cname:{cname}")
+                lines.append(f"a=ssrc:{ssrc} msid:{stream} {kind}-{cname}")
+    lines += [f"a=candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host", "a=end-of-candidates"]
+    return lines
+
+
+def build_offer(port: int, ufrag: str, pwd: str, fingerprint: str, direction: str, ssrcs: dict[str, tuple[int, int | None]] | None = None, cname: str = "") -> str:
+    lines = [
+        "v=0",
+        f"o=- {random.getrandbits(62)} 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "a=msid-semantic: WMS *",
+    ]
+    for mid, kind in (("0", "video"), ("1", "audio")):
+        section_ssrcs = ssrcs.get(kind) if ssrcs else None
+        lines += _media_lines(kind, mid, port, direction, ufrag, pwd, fingerprint, section_ssrcs, cname)
+    return "\r\n".join(lines) + "\r\n"
+
+
+class PeerError(Exception):
+    pass
+
+
+class _Peer(asyncio.DatagramProtocol):
+    """ICE (controlling, full agent toward an ICE-lite server) + DTLS client + SRTP keys."""
+
+    kind = "peer"
+
+    def __init__(self, base_url: str, room: str, token: str, certificate: RTCCertificate | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.room = room
+        self.token = token
+        self.certificate = certificate or RTCCertificate.generateCertificate()
+        self.local_fingerprint = _fingerprint(self.certificate)
+        self.ufrag, self.pwd = _ice_credentials()
+        self.tie_breaker = random.getrandbits(64)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.answer: Answer | None = None
+        self.remote: tuple[str, int] | None = None
+        self.location: str | None = None
+        self.ssl: SSL.Connection | None = None
+        self.tx: Session | None = None
+        self.rx: Session | None = None
+        self.profile = ""
+        self.ice_ok = False
+        self.connected = False
+        self.failed: str | None = None
+        self.closed = False
+        self.pending_checks: dict[bytes, float] = {}
+        self.last_check = 0.0
+        self.last_consent_ok = 0.0
+        self.connected_at = 0.0
+        self.started_at = 0.0
+        self.stun_sent = 0
+        self.stun_ok = 0
+        self.dtls_in = 0
+
+    # -- setup --------------------------------------------------------------------------
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        sock = self.transport.get_extra_info("socket")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        except OSError:
+            pass
+        self.port = self.transport.get_extra_info("sockname")[1]
+
+    def offer(self) -> str:
+        raise NotImplementedError
+
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    async def negotiate(self, http: aiohttp.ClientSession) -> None:
+        """POST the offer, read the answer, start ICE."""
+        self.started_at = time.monotonic()
+        headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"}
+        async with http.post(self.base_url + self.endpoint(), data=self.offer(), headers=headers) as response:
+            body = await response.text()
+            if response.status != 201:
+                raise PeerError(f"{self.kind}: HTTP {response.status}: {body[:200]}")
+            self.location = response.headers.get("Location")
+        self.answer = parse_answer(body)
+        if self.answer.setup not in ("passive", ""):
+            raise PeerError(f"{self.kind}: answer has a=setup:{self.answer.setup}, we are active")
+        self.remote = self.answer.candidate
+        self.on_answer(self.answer)
+        self.send_check(time.monotonic())
+
+    def on_answer(self, answer: Answer) -> None:
+        pass
+
+    async def delete(self, http: aiohttp.ClientSession) -> None:
+        if self.location:
+            try:
+                async with http.delete(self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}):
+                    pass
+            except aiohttp.ClientError:
+                pass
+            self.location = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- ICE ----------------------------------------------------------------------------
+    def send_check(self, now: float) -> None:
+        assert self.answer is not None and self.transport is not None
+        message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        message.attributes["USERNAME"] = f"{self.answer.ufrag}:{self.ufrag}"
+        message.attributes["PRIORITY"] = 1853824767
+        message.attributes["ICE-CONTROLLING"] = self.tie_breaker
+        message.attributes["USE-CANDIDATE"] = None
+        message.add_message_integrity(self.answer.pwd.encode())
+        message.add_fingerprint()
+        self.pending_checks[message.transaction_id] = now
+        if len(self.pending_checks) > 8:
+            self.pending_checks.pop(next(iter(self.pending_checks)))
+        self.last_check = now
+        self.stun_sent += 1
+        self.transport.sendto(bytes(message), self.remote)
+
+    def _on_stun(self, data: bytes) -> None:
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            return
+        if message.message_class != stun.Class.RESPONSE or message.transaction_id not in self.pending_checks:
+            return
+        assert self.answer is not None
+        if not message.check_message_integrity(self.answer.pwd.encode()):
+            return
+        del self.pending_checks[message.transaction_id]
+        self.stun_ok += 1
+        self.last_consent_ok = time.monotonic()
+        if not self.ice_ok:
+            self.ice_ok = True
+            self._start_dtls()
+
+    # -- DTLS ---------------------------------------------------------------------------
+    def _start_dtls(self) -> None:
+        context = self.certificate._create_ssl_context(srtp_profiles=PROFILES)
+        self.ssl = SSL.Connection(context, None)
+        self.ssl.set_connect_state()
+        self.ssl.set_ciphertext_mtu(MTU)
+        self._handshake()
+
+    def _handshake(self) -> None:
+        assert self.ssl is not None
+        try:
+            self.ssl.do_handshake()
+        except SSL.WantReadError:
+            self._flush()
+            return
+        except SSL.Error as exc:
+            self._flush()
+            self.failed = f"DTLS handshake failed: {exc}"
+            return
+        self._flush()
+        self._on_dtls_connected()
+
+    def _flush(self) -> None:
+        assert self.ssl is not None and self.transport is not None
+        while True:
+            try:
+                data = self.ssl.bio_read(MTU + 100)
+            except SSL.Error:
+                return
+            self.transport.sendto(data, self.remote)
+
+    def _on_dtls(self, data: bytes) -> None:
+        self.dtls_in += 1
+        if self.ssl is None:
+            return
+        try:
+            self.ssl.bio_write(data)
+        except SSL.Error:
+            return
+        if not self.connected and self.failed is None:
+            self._handshake()
+        else:
+            try:
+                self.ssl.recv(1500)
+            except SSL.ZeroReturnError:
+                self.failed = "DTLS closed by the server"
+            except SSL.Error:
+                pass
+            self._flush()
+
+    def _on_dtls_connected(self) -> None:
+        assert self.ssl is not None and self.answer is not None
+        certificate = self.ssl.get_peer_certificate(as_cryptography=True)
+        algorithm, expected = self.answer.fingerprint
+        if certificate is None or certificate_digest(certificate, algorithm) != expected:
+            self.failed = "server certificate does not match the answer's fingerprint"
+            return
+        selected = self.ssl.get_selected_srtp_profile()
+        profile = next((p for p in PROFILES if p.openssl_profile == selected), None)
+        if profile is None:
+            self.failed = f"no SRTP profile negotiated ({selected!r})"
+            return
+        material = self.ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+        # RFC 5764 4.2: client key, server key, client salt, server salt. We are the client.
+        tx_policy = Policy(key=profile.get_key_and_salt(material, 0), ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
+        tx_policy.allow_repeat_tx = True  # RTX resends reuse an index
+        rx_policy = Policy(key=profile.get_key_and_salt(material, 1), ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile.libsrtp_profile)
+        rx_policy.window_size = 1024
+        self.tx = Session(tx_policy)
+        self.rx = Session(rx_policy)
+        self.profile = profile.openssl_profile.decode()
+        self.connected = True
+        self.connected_at = time.monotonic()
+        self.on_connected()
+
+    def on_connected(self) -> None:
+        pass
+
+    # -- timers -------------------------------------------------------------------------
+    def timer(self, now: float) -> None:
+        """Check retransmission until ICE answers, DTLS retransmission, consent."""
+        if self.closed or self.answer is None or self.failed is not None:
+            return
+        if not self.ice_ok:
+            if now - self.last_check >= CHECK_RETRY:
+                self.send_check(now)
+            return
+        if now - self.last_check >= CONSENT_INTERVAL:
+            self.send_check(now)
+        if not self.connected and self.ssl is not None:
+            timeout = self.ssl.DTLSv1_get_timeout()
+            if timeout is not None and timeout <= 0:
+                try:
+                    self.ssl.DTLSv1_handle_timeout()
+                except SSL.Error:
+                    pass
+                self._flush()
+
+    # -- datagrams ----------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        first = data[0]
+        if first < 4:
+            self._on_stun(data)
+        elif 19 < first < 64:
+            self._on_dtls(data)
+        elif 127 < first < 192 and self.connected:
+            self.on_srtp(data)
+
+    def on_srtp(self, data: bytes) -> None:
+        pass
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
+class LoadViewer(_Peer):
+    """A WHEP viewer that counts SRTP packets and decrypts a sample of them."""
+
+    kind = "viewer"
+
+    def __init__(self, base_url: str, room: str, token: str, participant: str | None = None, certificate: RTCCertificate | None = None) -> None:
+        super().__init__(base_url, room, token, certificate)
+        self.participant = participant
+        self.rtp = 0
+        self.rtp_bytes = 0
+        self.rtcp = 0
+        self.verified = 0
+        self.verify_failed = 0
+        self.first_rtp_at = 0.0
+        self.expected_ssrcs: set[int] = set()
+
+    def endpoint(self) -> str:
+        suffix = f"?participant={self.participant}" if self.participant else ""
+        return f"/whep/{self.room}{suffix}"
+
+    def offer(self) -> str:
+        return build_offer(self.port, self.ufrag, self.pwd, self.local_fingerprint, "recvonly")
+
+    def on_answer(self, answer: Answer) -> None:
+        for section in answer.sections:
+            self.expected_ssrcs.update(section.ssrcs)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        first = data[0]
+        if 127 < first < 192:  # the hot path: count, and verify one in SAMPLE_EVERY
+            if 191 < data[1] < 224:
+                self.rtcp += 1
+                return
+            self.rtp += 1
+            self.rtp_bytes += len(data)
+            if not self.rtp & (SAMPLE_EVERY - 1) or self.rtp == 1:
+                self._verify(data)
+            return
+        super().datagram_received(data, addr)
+
+    def _verify(self, data: bytes) -> None:
+        if self.rx is None:
+            self.verify_failed += 1
+            return
+        if self.rtp == 1:
+            self.first_rtp_at = time.monotonic()
+        try:
+            plain = self.rx.unprotect(data)
+        except SrtpLibError:
+            self.verify_failed += 1
+            return
+        pt = plain[1] & 0x7F
+        ssrc = struct.unpack_from("!I", plain, 8)[0]
+        if pt in (VIDEO_PT, RTX_PT, AUDIO_PT) and (not self.expected_ssrcs or ssrc in self.expected_ssrcs):
+            self.verified += 1
+        else:
+            self.verify_failed += 1
+
+
+# -- the publisher's media ---------------------------------------------------------------
+
+
+@dataclass
+class Clip:
+    """Packetised VP8 frames (frame 0 a keyframe) and Opus packets, encoded once."""
+
+    video: list[list[bytes]]
+    audio: list[bytes]
+    width: int
+    height: int
+    video_bitrate: int
+
+    @property
+    def packets_per_frame(self) -> float:
+        return sum(len(f) for f in self.video) / len(self.video)
+
+
+def make_clip(rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640, height: int = 360) -> Clip:
+    """Encode ``seconds`` of a moving test picture with aiortc's VP8 encoder at the bitrate
+    that fills ``rate`` packets/s at ``fps`` (so frames are paced near real time), and one
+    second of a tone with its Opus encoder."""
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VIDEO_PT)
+    encoder = get_encoder(codec)
+    bitrate = int(min(max(rate / fps * 1150 * 8 * fps, 300_000), 20_000_000))
+    # aiortc caps target_bitrate at 1.5 Mbps; a load test wants more packets per frame.
+    if hasattr(encoder, "_Vp8Encoder__target_bitrate"):
+        encoder._Vp8Encoder__target_bitrate = bitrate  # type: ignore[attr-defined]
+    else:  # pragma: no cover - other aiortc versions
+        encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
+    rng = np.random.default_rng(7)
+    ramp = (np.arange(width) * 255 // width).astype(np.uint8)
+    base = np.repeat(np.repeat(ramp[None, :, None], height, axis=0), 3, axis=2)
+    frames: list[list[bytes]] = []
+    time_base = fractions.Fraction(1, 90000)
+    for index in range(max(1, int(seconds * fps))):
+        image = base.copy()
+        x = (index * 8) % width
+        image[:, x : x + 40, :] = (40, 200, 255)
+        h, w = height // 3, width // 3
+        image[h : 2 * h, w : 2 * w, :] = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = index * (90000 // fps)
+        frame.time_base = time_base
+        payloads, _ = encoder.encode(frame, force_keyframe=index == 0)
+        if payloads:
+            frames.append(payloads)
+    audio_codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=AUDIO_PT)
+    audio_encoder = get_encoder(audio_codec)
+    audio: list[bytes] = []
+    samples = 960
+    for index in range(50):
+        t = (np.arange(samples) + index * samples) / 48000
+        data = (np.sin(2 * np.pi * 440 * t) * 6000).astype(np.int16).reshape(1, -1)
+        audio_frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        audio_frame.sample_rate = 48000
+        audio_frame.pts = index * samples
+        audio_frame.time_base = fractions.Fraction(1, 48000)
+        payloads, _ = audio_encoder.encode(audio_frame)
+        audio.extend(payloads)
+    return Clip(frames, audio, width, height, bitrate)
+
+
+def _ext_block(items: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in items if 0 < i < 15)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+def _ntp(now: float) -> int:
+    seconds = now + 2208988800
+    return (int(seconds) << 32) | int((seconds % 1) * (1 << 32))
+
+
+class SyntheticPublisher(_Peer):
+    """A WHIP publisher sending pre-encoded VP8 at ``rate`` packets/s and Opus at 50/s."""
+
+    kind = "publisher"
+
+    def __init__(
+        self,
+        base_url: str,
+        room: str,
+        token: str,
+        clip: Clip,
+        rate: float = 1000.0,
+        keyframe_interval: float = 4.0,
+        audio: bool = True,
+        certificate: RTCCertificate | None = None,
+    ) -> None:
+        super().__init__(base_url, room, token, certificate)
+        self.clip = clip
+        self.rate = rate
+        self.keyframe_interval = keyframe_interval
+        self.audio = audio
+        self.video_ssrc = random.randint(1, 0xFFFFFFFE)
+        self.rtx_ssrc = random.randint(1, 0xFFFFFFFE)
+        self.audio_ssrc = random.randint(1, 0xFFFFFFFE)
+        self.cname = secrets.token_hex(6)
+        self.video_seq = random.randint(0, 0x7FFF)
+        self.rtx_seq = random.randint(0, 0x7FFF)
+        self.audio_seq = random.randint(0, 0x7FFF)
+        self.video_ts0 = random.randint(0, 0x7FFFFFFF)
+        self.audio_ts = random.randint(0, 0x7FFFFFFF)
+        self.video_ts = self.video_ts0
+        self.picture_id = random.randint(0, 0x7FFF)
+        self.frame_index = 0
+        self.packet_index = 0
+        self.keyframe_due = True
+        self.last_keyframe = 0.0
+        self.video_sent = 0
+        self.video_bytes = 0
+        self.audio_sent = 0
+        self.audio_bytes = 0
+        self.keyframes_sent = 0
+        self.plis = 0
+        self.firs = 0
+        self.nacks = 0
+        self.rtx_sent = 0
+        self.history: list[tuple[int, int, int, bytes] | None] = [None] * 1024
+        self.video_ext = b""
+        self.audio_ext = b""
+        self.send_start = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def endpoint(self) -> str:
+        return f"/whip/{self.room}"
+
+    def offer(self) -> str:
+        ssrcs: dict[str, tuple[int, int | None]] = {"video": (self.video_ssrc, self.rtx_ssrc)}
+        if self.audio:
+            ssrcs["audio"] = (self.audio_ssrc, None)
+        text = build_offer(self.port, self.ufrag, self.pwd, self.local_fingerprint, "sendonly", ssrcs, self.cname)
+        if not self.audio:  # keep only the video section
+            text = re.sub(r"m=audio.*", "", text, flags=re.S).replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0")
+        return text
+
+    def on_answer(self, answer: Answer) -> None:
+        video = answer.section("video")
+        if video is None:
+            raise PeerError("the server did not accept the video section")
+        self.video_ext = self._extensions(video, [])
+        audio = answer.section("audio")
+        if audio is not None and URI_AUDIO_LEVEL in audio.extensions:
+            self.audio_ext = self._extensions(audio, [(audio.extensions[URI_AUDIO_LEVEL], b"\x1e")])
+        elif audio is not None:
+            self.audio_ext = self._extensions(audio, [])
+
+    @staticmethod
+    def _extensions(section: RemoteSection, extra: list[tuple[int, bytes]]) -> bytes:
+        items = []
+        if URI_MID in section.extensions:
+            items.append((section.extensions[URI_MID], section.mid.encode()))
+        items += extra
+        return _ext_block(items) if items else b""
+
+    def on_connected(self) -> None:
+        self._task = asyncio.ensure_future(self._send_loop())
+
+    # -- sending ------------------------------------------------------------------------
+    def _packet(self, pt: int, marker: bool, seq: int, ts: int, ssrc: int, ext: bytes, payload: bytes) -> bytes:
+        b0 = 0x90 if ext else 0x80
+        return struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq, ts, ssrc) + ext + payload
+
+    def _send(self, plain: bytes) -> int:
+        assert self.tx is not None and self.transport is not None
+        data = self.tx.protect(plain)
+        self.transport.sendto(data, self.remote)
+        return len(data)
+
+    def _send_video(self, now: float) -> None:
+        clip = self.clip.video
+        if self.packet_index == 0:  # a frame starts: keyframe when due, else the next frame
+            if self.keyframe_due or now - self.last_keyframe >= self.keyframe_interval or self.frame_index >= len(clip):
+                self.frame_index = 0
+            if self.frame_index == 0:
+                self.keyframe_due = False
+                self.last_keyframe = now
+                self.keyframes_sent += 1
+            self.video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
+            self.picture_id = (self.picture_id + 1) & 0x7FFF
+        frame = clip[self.frame_index]
+        payload = bytearray(frame[self.packet_index])
+        if len(payload) > 3 and payload[0] & 0x80 and payload[1] & 0x80 and payload[2] & 0x80:
+            payload[2] = 0x80 | (self.picture_id >> 8)
+            payload[3] = self.picture_id & 0xFF
+        self.packet_index += 1
+        marker = self.packet_index == len(frame)
+        if marker:
+            self.packet_index = 0
+            self.frame_index += 1
+        self.video_seq = (self.video_seq + 1) & 0xFFFF
+        self.history[self.video_seq & 1023] = (self.video_seq, self.video_ts, marker, bytes(payload))
+        plain = self._packet(VIDEO_PT, marker, self.video_seq, self.video_ts, self.video_ssrc, self.video_ext, bytes(payload))
+        self.video_bytes += self._send(plain)
+        self.video_sent += 1
+
+    def _send_audio(self) -> None:
+        payload = self.clip.audio[self.audio_sent % len(self.clip.audio)]
+        self.audio_seq = (self.audio_seq + 1) & 0xFFFF
+        self.audio_ts = (self.audio_ts + 960) & 0xFFFFFFFF
+        plain = self._packet(AUDIO_PT, self.audio_sent == 0, self.audio_seq, self.audio_ts, self.audio_ssrc, self.audio_ext, payload)
+        self.audio_bytes += self._send(plain)
+        self.audio_sent += 1
+
+    def _send_reports(self, now: float) -> None:
+        ntp = _ntp(time.time())
+        video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
+        compound = bytes(RtcpSrPacket(self.video_ssrc, RtcpSenderInfo(ntp, video_ts, self.video_sent & 0xFFFFFFFF, self.video_bytes & 0xFFFFFFFF)))
+        if self.audio:
+            compound += bytes(RtcpSrPacket(self.audio_ssrc, RtcpSenderInfo(ntp, self.audio_ts, self.audio_sent & 0xFFFFFFFF, self.audio_bytes & 0xFFFFFFFF)))
+        assert self.tx is not None and self.transport is not None
+        self.transport.sendto(self.tx.protect_rtcp(compound), self.remote)
+
+    async def _send_loop(self) -> None:
+        """Pace video at ``rate`` and audio at 50 packets/s in 5 ms steps."""
+        self.send_start = time.monotonic()
+        next_report = self.send_start + 1.0
+        while not self.closed and self.failed is None:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            elapsed = now - self.send_start
+            due = min(int(elapsed * self.rate) - self.video_sent, 200)
+            for _ in range(due):
+                self._send_video(now)
+            if self.audio:
+                for _ in range(min(int(elapsed * 50) - self.audio_sent + 1, 10)):
+                    self._send_audio()
+            if now >= next_report:
+                next_report = now + 1.0
+                self._send_reports(now)
+
+    def _retransmit(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            entry = self.history[seq & 1023]
+            if entry is None or entry[0] != seq:
+                continue
+            _, ts, marker, payload = entry
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            plain = self._packet(RTX_PT, marker, self.rtx_seq, ts, self.rtx_ssrc, self.video_ext, struct.pack("!H", seq) + payload)
+            self._send(plain)
+            self.rtx_sent += 1
+
+    def on_srtp(self, data: bytes) -> None:
+        if not 191 < data[1] < 224 or self.rx is None:
+            return  # the server sends us RTCP only
+        try:
+            packets = RtcpPacket.parse(self.rx.unprotect_rtcp(data))
+        except (SrtpLibError, ValueError):
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpPsfbPacket) and packet.media_ssrc == self.video_ssrc:
+                if packet.fmt == 1:
+                    self.plis += 1
+                    self.keyframe_due = True
+                elif packet.fmt == 4:
+                    self.firs += 1
+                    self.keyframe_due = True
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1 and packet.media_ssrc == self.video_ssrc:
+                self.nacks += 1
+                self._retransmit([s & 0xFFFF for s in packet.lost])
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        super().close()
+
+
+# -- a load run ---------------------------------------------------------------------------
+
+
+async def fetch_token(http: aiohttp.ClientSession, base_url: str, room: str, identity: str, role: str, secret: str | None) -> str:
+    if secret:
+        from signaling import tokens
+
+        return tokens.mint(secret, room, identity, role, 3600)
+    async with http.post(f"{base_url}/dev/token", json={"room": room, "identity": identity, "role": role}) as response:
+        if response.status != 200:
+            raise PeerError(f"/dev/token: HTTP {response.status}: {await response.text()}")
+        return (await response.json())["token"]
+
+
+class LoadRun:
+    """One publisher per room and N viewers spread over the rooms, on this event loop."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.publishers: list[SyntheticPublisher] = []
+        self.viewers: list[LoadViewer] = []
+        self.errors: list[str] = []
+        self.started = time.monotonic()
+        self.viewers_started = 0
+
+    def _all(self) -> list[_Peer]:
+        return [*self.publishers, *self.viewers]
+
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for peer in self._all():
+                peer.timer(now)
+
+    def status(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        viewers = self.viewers
+        return {
+            "t": time.time(),
+            "elapsed": round(time.monotonic() - self.started, 3),
+            "viewers": self.args.viewers,
+            "viewers_started": self.viewers_started,
+            "connected": sum(1 for v in viewers if v.connected),
+            "receiving": sum(1 for v in viewers if v.rtp > 0),
+            "failed": sum(1 for v in viewers if v.failed) + len(self.errors),
+            "rx": sum(v.rtp for v in viewers),
+            "rx_bytes": sum(v.rtp_bytes for v in viewers),
+            "rx_rtcp": sum(v.rtcp for v in viewers),
+            "verified": sum(v.verified for v in viewers),
+            "verify_failed": sum(v.verify_failed for v in viewers),
+            "publishers_connected": sum(1 for p in self.publishers if p.connected),
+            # what the viewers should have received in all: each publisher's packets x its room's viewers
+            "expected": sum(
+                (p.video_sent + p.audio_sent) * sum(1 for v in viewers if v.connected and v.room == p.room)
+                for p in self.publishers
+            ),
+            "sent_video": sum(p.video_sent for p in self.publishers),
+            "sent_audio": sum(p.audio_sent for p in self.publishers),
+            "keyframes": sum(p.keyframes_sent for p in self.publishers),
+            "plis": sum(p.plis + p.firs for p in self.publishers),
+            "nacks": sum(p.nacks for p in self.publishers),
+            "rtx": sum(p.rtx_sent for p in self.publishers),
+            "profile": next((v.profile for v in viewers if v.profile), ""),
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "errors": self.errors[-3:],
+        }
+
+    async def _viewer(self, http: aiohttp.ClientSession, index: int, room: str, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            try:
+                token = await fetch_token(http, self.args.url, room, f"viewer-{index}", "observer", self.args.secret)
+                viewer = LoadViewer(self.args.url, room, token, participant="load-lead")
+                await viewer.open()
+                self.viewers.append(viewer)
+                self.viewers_started += 1
+                await viewer.negotiate(http)
+                deadline = time.monotonic() + 20
+                while not viewer.connected and viewer.failed is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+            except (PeerError, aiohttp.ClientError, ValueError, OSError) as exc:
+                self.errors.append(f"viewer {index}: {exc}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        args = self.args
+        loop = asyncio.get_running_loop()
+        timers = asyncio.ensure_future(self._timers())
+        emit_task = asyncio.ensure_future(self._emit(stop))
+        clip = await loop.run_in_executor(None, make_clip, args.rate, args.keyframe_interval)
+        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            try:
+                rooms = [args.room if args.rooms == 1 else f"{args.room}-{n}" for n in range(args.rooms)]
+                for room in rooms:
+                    token = await fetch_token(http, args.url, room, "load-lead", "lead", args.secret)
+                    publisher = SyntheticPublisher(args.url, room, token, clip, args.rate, args.keyframe_interval, audio=not args.no_audio)
+                    await publisher.open()
+                    self.publishers.append(publisher)
+                    await publisher.negotiate(http)
+                for publisher in self.publishers:
+                    deadline = time.monotonic() + 20
+                    while not publisher.connected and time.monotonic() < deadline and publisher.failed is None:
+                        await asyncio.sleep(0.02)
+                    if not publisher.connected:
+                        raise PeerError(f"publisher did not connect: {publisher.failed or 'timeout'}")
+                limit = asyncio.Semaphore(args.concurrency)
+                tasks = [
+                    asyncio.ensure_future(self._viewer(http, n, rooms[n % len(rooms)], limit)) for n in range(args.viewers)
+                ]
+                await asyncio.gather(*tasks)
+                await stop.wait()
+            except (PeerError, aiohttp.ClientError, OSError) as exc:
+                self.errors.append(str(exc))
+                await stop.wait()
+            finally:
+                emit_task.cancel()
+                timers.cancel()
+                self._print(self.status() | {"final": True})
+                for peer in self._all():
+                    peer.close()
+                if not args.no_delete:
+                    try:
+                        await asyncio.wait_for(asyncio.gather(*(p.delete(http) for p in self._all())), 10)
+                    except TimeoutError:
+                        pass
+
+    async def _emit(self, stop: asyncio.Event) -> None:
+        deadline = self.started + self.args.max_seconds
+        while not stop.is_set():
+            self._print(self.status())
+            if time.monotonic() > deadline:
+                stop.set()
+                return
+            await asyncio.sleep(self.args.interval)
+
+    def _print(self, status: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(status) + "\n")
+        sys.stdout.flush()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadclient", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--room", default="load")
+    parser.add_argument("--rooms", type=int, default=1, help="one publisher per room; viewers spread over them")
+    parser.add_argument("--viewers", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=1000.0, help="video packets/s from each publisher")
+    parser.add_argument("--keyframe-interval", type=float, default=4.0)
+    parser.add_argument("--no-audio", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=16, help="WHEP requests in flight")
+    parser.add_argument(
+        "--secret",
+        default=os.environ.get("TELEBRIDGE_BENCH_SECRET"),
+        help="mint tokens with this key (default $TELEBRIDGE_BENCH_SECRET) instead of POST /dev/token",
+    )
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between status lines")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="stop after this long in any case")
+    parser.add_argument("--no-delete", action="store_true", help="do not DELETE the sessions at the end")
+    parser.add_argument("--stdin-stop", action="store_true", help="stop when standard input closes")
+    return parser.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if args.stdin_stop:
+
+        def on_stdin() -> None:
+            if not os.read(sys.stdin.fileno(), 4096):
+                loop.remove_reader(sys.stdin.fileno())
+                stop.set()
+
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+    try:
+        import signal
+
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover
+        pass
+    await LoadRun(args).run(stop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not args.url.startswith("http://127.0.0.1") and not args.url.startswith("http://localhost"):
+        print("warning: the load client is meant for a server on this machine", file=sys.stderr)
+    try:
+        import uvloop
+
+        uvloop.run(amain(args))
+    except ImportError:  # pragma: no cover
+        asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()
