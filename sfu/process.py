@@ -20,7 +20,6 @@ from typing import Any
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu import channel
-from sfu.ice import Address
 from sfu.worker import RequestError, WorkerCore
 
 logger = logging.getLogger("sfu.process")
@@ -31,14 +30,17 @@ TICK = 0.02  # seconds between timer sweeps (NACK, PLI throttle, reports, consen
 class MediaProtocol(asyncio.DatagramProtocol):
     """The thin I/O layer: datagrams straight into the core; never raises into the loop."""
 
-    def __init__(self, core: WorkerCore, loop: asyncio.AbstractEventLoop) -> None:
-        self.core = core
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.core: WorkerCore | None = None
         self.errors = 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        core = self.core
+        if core is None:
+            return
         try:
-            self.core.receive(data, (addr[0], addr[1]), self.loop.time())
+            core.receive(data, (addr[0], addr[1]), self.loop.time())
         except Exception:  # one bad packet must never stop the worker
             self.errors += 1
             if self.errors < 20 or self.errors % 1000 == 0:
@@ -61,44 +63,33 @@ class ControlLink:
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     certificate = RTCCertificate.generateCertificate()
-    pending: list[tuple[dict[str, Any], Any]] = []
-    link: ControlLink | None = None
+    reader = asyncio.StreamReader(limit=channel.MAX_MESSAGE + 4)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
+    write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(1, "wb", 0))
+    link = ControlLink(write_transport)  # type: ignore[arg-type]
 
     def emit(event: str, data: dict[str, Any]) -> None:
-        if link is not None:
-            link.write({"event": event, "data": data})
-        else:
-            pending.append(({"event": event, "data": data}, None))
+        link.write({"event": event, "data": data})
 
-    udp: asyncio.DatagramTransport | None = None
-
-    def sender(data: bytes, addr: Address) -> None:
-        udp.sendto(data, addr)  # type: ignore[union-attr]
-
-    core = WorkerCore(
-        certificate,
-        args.announce,
-        0,
-        sender,
-        emit,
-        publisher_bitrate=args.publisher_bitrate,
-        consent_timeout=args.consent_timeout,
-    )
-    udp, _ = await loop.create_datagram_endpoint(
-        lambda: MediaProtocol(core, loop), local_addr=(args.host, args.port)
-    )
+    protocol = MediaProtocol(loop)
+    udp, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(args.host, args.port))
     sock = udp.get_extra_info("socket")
     try:  # a burst of keyframe packets to many viewers must not overflow the queues
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     except OSError:
         pass
-    core.port = udp.get_extra_info("sockname")[1]
+    core = WorkerCore(
+        certificate,
+        args.announce,
+        udp.get_extra_info("sockname")[1],
+        udp.sendto,  # uvloop sends at once when it can; it keeps the bytes otherwise
+        emit,
+        publisher_bitrate=args.publisher_bitrate,
+        consent_timeout=args.consent_timeout,
+    )
+    protocol.core = core
 
-    reader = asyncio.StreamReader(limit=channel.MAX_MESSAGE + 4)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
-    write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(1, "wb", 0))
-    link = ControlLink(write_transport)  # type: ignore[arg-type]
     link.write(
         {
             "event": "ready",

@@ -28,7 +28,8 @@ def _session(key: bytes, profile: int, inbound: bool) -> Session:
         srtp_profile=profile,
     )
     policy.allow_repeat_tx = True  # retransmissions reuse the packet index
-    policy.window_size = 1024
+    if inbound:  # the replay window matters only when receiving (it costs on protect)
+        policy.window_size = 1024
     return Session(policy)
 
 

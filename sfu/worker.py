@@ -69,9 +69,6 @@ class WorkerCore:
         self.datagrams_dropped = 0
 
     # -- datagrams ----------------------------------------------------------------------
-    def send(self, data: bytes, addr: Address) -> None:
-        self.sender(data, addr)
-
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """One datagram from the shared port. Unknown senders cost one dict lookup."""
         if not data:
@@ -152,7 +149,7 @@ class WorkerCore:
             str(params.get("identity", "")),
             ice,
             dtls,
-            self.send,
+            self.sender,
             self._on_transport_event,
             extensions,
             now,
