@@ -34,7 +34,7 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -59,6 +59,9 @@ from aiortc.rtp import (
 from OpenSSL import SSL
 from pylibsrtp import Error as SrtpLibError
 from pylibsrtp import Policy, Session
+
+from sfu import sdp
+from sfu.rtp import pack_extensions
 
 VIDEO_PT = 96
 RTX_PT = 97
@@ -91,70 +94,37 @@ def _fingerprint(certificate: RTCCertificate) -> str:
 
 
 @dataclass
-class RemoteSection:
-    kind: str
-    mid: str
-    port: int
-    direction: str = "inactive"
-    extensions: dict[str, int] = field(default_factory=dict)
-    payload_types: list[int] = field(default_factory=list)
-    ssrcs: list[int] = field(default_factory=list)
-
-
-@dataclass
 class Answer:
-    """The few things a client needs from the server's answer."""
+    """The few things a client needs from the server's answer, parsed by sfu.sdp."""
 
-    ufrag: str = ""
-    pwd: str = ""
-    fingerprint: tuple[str, str] = ("", "")
-    setup: str = ""
-    candidate: tuple[str, int] | None = None
-    sections: list[RemoteSection] = field(default_factory=list)
+    ufrag: str
+    pwd: str
+    fingerprint: tuple[str, str]
+    setup: str
+    candidate: tuple[str, int]
+    sections: list[sdp.MediaSection]
 
-    def section(self, kind: str) -> RemoteSection | None:
+    def section(self, kind: str) -> sdp.MediaSection | None:
         return next((s for s in self.sections if s.kind == kind and s.port != 0), None)
 
 
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", re.MULTILINE | re.IGNORECASE)
+
+
 def parse_answer(text: str) -> Answer:
-    answer = Answer()
-    current: RemoteSection | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("m="):
-            parts = line[2:].split()
-            current = RemoteSection(parts[0], "", int(parts[1]), payload_types=[int(p) for p in parts[3:] if p.isdigit()])
-            answer.sections.append(current)
-        elif line.startswith("a="):
-            name, _, value = line[2:].partition(":")
-            if name == "ice-ufrag":
-                answer.ufrag = value
-            elif name == "ice-pwd":
-                answer.pwd = value
-            elif name == "fingerprint":
-                algorithm, _, fp = value.partition(" ")
-                answer.fingerprint = (algorithm.lower(), fp.upper())
-            elif name == "setup":
-                answer.setup = value
-            elif name == "candidate" and answer.candidate is None:
-                fields = value.split()
-                if len(fields) >= 8 and fields[2].lower() == "udp":
-                    answer.candidate = (fields[4], int(fields[5]))
-            elif current is not None:
-                if name == "mid":
-                    current.mid = value
-                elif name in ("sendonly", "recvonly", "sendrecv", "inactive"):
-                    current.direction = name
-                elif name == "extmap":
-                    ext_id, _, uri = value.partition(" ")
-                    current.extensions[uri.split()[0]] = int(ext_id.split("/")[0])
-                elif name == "ssrc":
-                    ssrc = int(value.split()[0])
-                    if ssrc not in current.ssrcs:
-                        current.ssrcs.append(ssrc)
-    if not answer.ufrag or not answer.pwd or answer.candidate is None:
-        raise ValueError("answer without ICE credentials or candidate")
-    return answer
+    parsed = sdp.parse(text)
+    candidate = _CANDIDATE.search(text)
+    if candidate is None:
+        raise ValueError("answer without a UDP host candidate")
+    ufrag, pwd = parsed.ice_credentials()
+    return Answer(
+        ufrag=ufrag,
+        pwd=pwd,
+        fingerprint=parsed.dtls_fingerprints()[0],
+        setup=parsed.dtls_setup(),
+        candidate=(candidate.group(1), int(candidate.group(2))),
+        sections=parsed.media,
+    )
 
 
 def _media_lines(
@@ -588,12 +558,6 @@ def make_clip(rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640
     return Clip(frames, audio, width, height, bitrate)
 
 
-def _ext_block(items: list[tuple[int, bytes]]) -> bytes:
-    body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in items if 0 < i < 15)
-    body += bytes(-len(body) % 4)
-    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
-
-
 def _ntp(now: float) -> int:
     seconds = now + 2208988800
     return (int(seconds) << 32) | int((seconds % 1) * (1 << 32))
@@ -674,12 +638,12 @@ class SyntheticPublisher(_Peer):
             self.audio_ext = self._extensions(audio, [])
 
     @staticmethod
-    def _extensions(section: RemoteSection, extra: list[tuple[int, bytes]]) -> bytes:
+    def _extensions(section: sdp.MediaSection, extra: list[tuple[int, bytes]]) -> bytes:
         items = []
         if URI_MID in section.extensions:
             items.append((section.extensions[URI_MID], section.mid.encode()))
         items += extra
-        return _ext_block(items) if items else b""
+        return pack_extensions(items)[0] if items else b""
 
     def on_connected(self) -> None:
         self._task = asyncio.ensure_future(self._send_loop())
