@@ -81,7 +81,7 @@ class Producer:
         self.on_close: list[Callable[[Producer], None]] = []
 
     # -- incoming ---------------------------------------------------------------------
-    def receive(self, packet: RtpPacket, now: float, retransmission: bool = False) -> None:
+    def receive(self, packet: RtpPacket, now: float) -> None:
         """One packet from the publisher: record it, then forward it to every consumer."""
         self.stats.on_packet(packet.seq, packet.ts, packet.size, now)
         if self.nack is not None:

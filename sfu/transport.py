@@ -39,6 +39,7 @@ class TransportCounters:
         "plis_in",
         "plis_out",
         "retransmissions",
+        "rtx_in",
         "dropped",
     )
 
@@ -124,6 +125,10 @@ class PeerTransport:
             self.consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
         if not self.closed:
             self.on_event("consumer_closed", {"session": self.session_id, "consumer": consumer.id})
+            if not self.consumers and not self.producers:
+                # A viewer whose source went away: end it, so its client learns at once
+                # (DTLS close_notify) and can reconnect, rather than wait on silence.
+                self.close("source ended")
 
     def counter_values(self) -> dict[str, int]:
         values = self.counters.as_dict()
@@ -212,8 +217,8 @@ class PeerTransport:
         original = unwrap_rtx(packet, producer.ssrc, producer.codec.payload_type)
         if original is None:
             return
-        counters.retransmissions += 1
-        producer.receive(original, now, retransmission=True)
+        counters.rtx_in += 1
+        producer.receive(original, now)
 
     def _learn_ssrc(self, packet: Any) -> Producer | None:
         """Bind an unsignalled SSRC to its track by MID extension or payload type."""

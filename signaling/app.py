@@ -309,7 +309,7 @@ async def session_patch(request: web.Request) -> web.Response:
     """Trickle ICE fragments are accepted and not needed: an ICE-lite server learns the
     client's address from its checks. ICE restarts are not supported (422)."""
     kind = request.match_info["kind"]
-    _server_, _session, _grant = _session_for(request, kind)
+    _session_for(request, kind)  # authorises the caller for this session
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/trickle-ice-sdpfrag":
         raise ApiError(415, "unsupported_media_type", "PATCH takes application/trickle-ice-sdpfrag")
