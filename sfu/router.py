@@ -78,6 +78,8 @@ class Producer:
         self.paused = False
         self.closed = False
         self.keyframes_received = 0
+        self.level_sum = 0
+        self.level_count = 0
         self.on_close: list[Callable[[Producer], None]] = []
 
     # -- incoming ---------------------------------------------------------------------
@@ -92,6 +94,9 @@ class Producer:
                 self.keyframes_received += 1
                 self.keyframes.on_keyframe(now)
             self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
+        elif packet.audio_level >= 0:  # for the active speaker: -dBov, 0 loudest, 127 silence
+            self.level_sum += packet.audio_level & 0x7F
+            self.level_count += 1
         if self.paused:
             return
         send_time = abs_send_time(now)
@@ -113,6 +118,17 @@ class Producer:
                     if twcc_offset >= 0:
                         twcc_offset += 12
                 consumer.send(packet, bytearray(buf_template), twcc_offset, now)
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        """Mute or unmute: while paused nothing is forwarded; on resume every consumer
+        restarts at the next keyframe with continuous sequence numbers (no gap to NACK)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            for consumer in self.consumers:
+                consumer.waiting_keyframe = True
+            self.request_keyframe(now)
 
     def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
         self.stats.on_sender_report(ntp, rtp_ts, now)

@@ -122,6 +122,7 @@ class ReceiveStats:
         "sr_rtp",
         "sr_ntp",
         "bytes",
+        "last_fraction",
     )
 
     def __init__(self, clock_rate: int) -> None:
@@ -139,6 +140,7 @@ class ReceiveStats:
         self.sr_rtp = -1  # RTP time and NTP time of the last SR, for translation
         self.sr_ntp = 0
         self.bytes = 0
+        self.last_fraction = 0  # of the last report, /256
 
     def on_packet(self, seq: int, ts: int, size: int, now: float) -> None:
         self.received += 1
@@ -183,6 +185,7 @@ class ReceiveStats:
         fraction = 0
         if expected_interval > 0 and lost_interval > 0:
             fraction = min(255, (lost_interval << 8) // expected_interval)
+        self.last_fraction = fraction
         dlsr = int((now - self.last_sr_at) * 65536) if self.last_sr else 0
         return RtcpReceiverInfo(
             ssrc=ssrc,

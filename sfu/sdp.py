@@ -372,13 +372,16 @@ def write_answer(
     address: str,
     port: int,
     session_id: int,
+    setup: str = "passive",
+    version: int = 2,
 ) -> str:
-    """An ICE-lite, BUNDLE, rtcp-mux, DTLS passive answer with one host candidate."""
+    """An ICE-lite, BUNDLE, rtcp-mux description with one host candidate: an answer
+    (DTLS passive) or, with ``setup="actpass"``, the server's own offer to a subscriber."""
     accepted = [s.offer.mid for s in sections if s.codec is not None and s.offer.mid]
     ip_version = "IP6" if ":" in address else "IP4"
     lines = [
         "v=0",
-        f"o=- {session_id} 2 IN {ip_version} {address}",
+        f"o=- {session_id} {version} IN {ip_version} {address}",
         "s=Telebridge",
         "t=0 0",
         "a=ice-lite",
@@ -387,7 +390,7 @@ def write_answer(
     if accepted:
         lines.append("a=group:BUNDLE " + " ".join(accepted))
     for section in sections:
-        lines.extend(_answer_media(section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version))
+        lines.extend(_answer_media(section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup))
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -399,6 +402,7 @@ def _answer_media(
     address: str,
     port: int,
     ip_version: str,
+    setup: str,
 ) -> list[str]:
     offer = s.offer
     if s.codec is None:
@@ -406,7 +410,17 @@ def _answer_media(
         lines = [f"m={offer.kind} 0 {offer.proto} {fmt}", f"c=IN {ip_version} {address}"]
         if offer.mid is not None:
             lines.append(f"a=mid:{offer.mid}")
-        lines.append("a=inactive")
+        # aiortc wants ICE, DTLS, rtcp-mux and a codec even on a rejected section.
+        lines += [
+            f"a=ice-ufrag:{ice_ufrag}",
+            f"a=ice-pwd:{ice_pwd}",
+            f"a=fingerprint:{fingerprint[0]} {fingerprint[1]}",
+            f"a=setup:{setup}",
+            "a=inactive",
+            "a=rtcp-mux",
+        ]
+        if offer.codecs:
+            lines.append(f"a=rtpmap:{offer.codecs[0].payload_type} {offer.codecs[0].rtpmap()}")
         return lines
     codec = s.codec
     pts = [str(codec.payload_type)]
@@ -419,7 +433,7 @@ def _answer_media(
         f"a=ice-ufrag:{ice_ufrag}",
         f"a=ice-pwd:{ice_pwd}",
         f"a=fingerprint:{fingerprint[0]} {fingerprint[1]}",
-        "a=setup:passive",
+        f"a=setup:{setup}",
         f"a={s.direction}",
         "a=rtcp-mux",
     ]

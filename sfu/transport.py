@@ -9,6 +9,7 @@ by the worker's clock.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ class PeerTransport:
         room: str,
         identity: str,
         ice: IceLiteSession,
-        dtls: DtlsSession,
+        dtls: DtlsSession | None,
         sender: Callable[[bytes, Address], None],
         on_event: Callable[[str, dict[str, Any]], None],
         extensions: dict[str, int],
@@ -75,7 +76,9 @@ class PeerTransport:
         self.srtp: SrtpContext | None = None
         self.sender = sender
         self.on_event = on_event
+        self.extensions = dict(extensions)
         self.ext_map = read_map(extensions)
+        self.sdp_session_id = random.getrandbits(62)  # o= stays the same across renegotiations
         self.addr: Address | None = None
         self.now = now
         self.rtcp_ssrc = random_ssrc()
@@ -95,6 +98,15 @@ class PeerTransport:
         self.closed = False
         self.close_reason = ""
         self.connected_at: float | None = None
+        # WHEP viewers end with their source; a conference subscriber stays for new tracks.
+        self.close_when_idle = False
+        self.quality = "excellent"
+        self.subscriber: Any = None  # sfu.subscriber.SubscriberSession for subscribe connections
+
+    def add_extensions(self, extensions: dict[str, int]) -> None:
+        """A renegotiated offer may add sections with extensions we had not seen."""
+        self.extensions.update(extensions)
+        self.ext_map = read_map(self.extensions)
 
     # -- tracks -------------------------------------------------------------------------
     def add_producer(self, producer: Producer) -> None:
@@ -125,7 +137,7 @@ class PeerTransport:
             self.consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
         if not self.closed:
             self.on_event("consumer_closed", {"session": self.session_id, "consumer": consumer.id})
-            if not self.consumers and not self.producers:
+            if self.close_when_idle and not self.consumers and not self.producers:
                 # A viewer whose source went away: end it, so its client learns at once
                 # (DTLS close_notify) and can reconnect, rather than wait on silence.
                 self.close("source ended")
@@ -164,7 +176,16 @@ class PeerTransport:
         else:
             self.counters.dropped += 1
 
+    def set_remote(self, remote_ufrag: str, dtls: DtlsSession) -> None:
+        """A subscribe connection learns the client's ICE ufrag and certificate from its
+        first answer; until then its checks and DTLS are dropped."""
+        self.ice.remote_ufrag = remote_ufrag
+        self.dtls = dtls
+
     def _receive_dtls(self, data: bytes, now: float) -> None:
+        if self.dtls is None:
+            self.counters.dropped += 1
+            return
         was_connected = self.dtls.connected
         try:
             replies = self.dtls.receive(data)
@@ -350,8 +371,8 @@ class PeerTransport:
         if self.ice.expired(now):
             self.close("ice consent expired")
             return
-        timeout = self.dtls.next_timeout()
-        if timeout is not None and timeout <= 0:
+        timeout = self.dtls.next_timeout() if self.dtls is not None else None
+        if timeout is not None and timeout <= 0 and self.dtls is not None:
             for reply in self.dtls.handle_timeout():
                 self._send_raw(reply)
         if self.srtp is None:
@@ -379,8 +400,9 @@ class PeerTransport:
     def close(self, reason: str) -> None:
         if self.closed:
             return
-        for reply in self.dtls.close():
-            self._send_raw(reply)
+        if self.dtls is not None:
+            for reply in self.dtls.close():
+                self._send_raw(reply)
         self.closed = True
         self.close_reason = reason
         for producer in list(self.producers):

@@ -7,7 +7,6 @@ the media worker that hosts the room, which answers with the SDP answer.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,13 +23,16 @@ from prometheus_client import (
 )
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool, WorkerSettings
-from signaling import tokens
+from signaling import schema, tokens
+from signaling.conference import Conference
 from signaling.config import Config
+from signaling.rooms import NAME_PATTERN
+from signaling.ws import Hub
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-NAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
+NAME = NAME_PATTERN
 MAX_SDP = 64 * 1024
 ERROR_STATUS = {
     "bad_sdp": 400,
@@ -109,6 +111,7 @@ class Server:
             self._on_worker_event,
         )
         self.sessions: dict[str, MediaSession] = {}
+        self.conference = Conference(self.pool)
         self.publishers: dict[tuple[str, str], str] = {}  # (room, identity) -> WHIP session id
         self.metrics = Metrics()
 
@@ -116,6 +119,8 @@ class Server:
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
         session_id = str(data.get("session", ""))
         session = self.sessions.get(session_id)
+        if session is None and self.conference.on_worker_event(worker, event, data):
+            return
         if event == "connected" and session is not None:
             session.connected = True
             logger.info("%s %s (%s/%s) connected, %s", session.kind, session.id, session.room, session.identity, data.get("srtp_profile"))
@@ -220,7 +225,7 @@ def _server(request: web.Request) -> Server:
 def _room(request: web.Request) -> str:
     room = request.match_info["room"]
     if not NAME.match(room):
-        raise ApiError(400, "bad_request", "room names are 1-64 letters, digits or _.@:-")
+        raise ApiError(400, "bad_request", "room names are 1-64 letters, digits or _.-")
     return room
 
 
@@ -331,11 +336,15 @@ async def dev_token(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "body must be a JSON object")
     room, identity, role = body.get("room"), body.get("identity"), body.get("role", "observer")
     if not isinstance(room, str) or not NAME.match(room) or not isinstance(identity, str) or not NAME.match(identity):
-        raise ApiError(400, "bad_request", "room and identity are 1-64 letters, digits or _.@:-")
+        raise ApiError(400, "bad_request", "room and identity are 1-64 letters, digits or _.-")
     if role not in tokens.ROLES:
         raise ApiError(400, "bad_request", f"role must be one of {', '.join(tokens.ROLES)}")
     token = tokens.mint(server.config.jwt_secret, room, identity, role, ttl=3600, issuer=server.config.token_issuer)
     return web.json_response({"token": token, "room": room, "identity": identity, "role": role})
+
+
+async def protocol_schema(request: web.Request) -> web.Response:
+    return web.json_response(schema.document())
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -392,6 +401,9 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/dev/token", dev_token)
+    hub = Hub(server.conference, config.jwt_secret, config.token_issuer)
+    app.router.add_get("/ws", hub.handle)
+    app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)
     app.router.add_post("/whip/{room}", whip_post)
     app.router.add_post("/whep/{room}", whep_post)
     app.router.add_delete("/{kind:whip|whep}/{room}/{session}", session_delete)
@@ -399,10 +411,12 @@ def create_app(config: Config) -> web.Application:
 
     async def start_workers(app: web.Application) -> None:
         await server.pool.start()
+        server.conference.start()
         for worker in server.pool.workers:
             logger.info("media worker %d: udp %s:%d", worker.index, config.media_host, worker.port)
 
     async def stop_workers(app: web.Application) -> None:
+        await server.conference.stop()
         await server.pool.stop()
 
     app.on_startup.append(start_workers)

@@ -1,0 +1,377 @@
+"""The conference service: rooms and roles (signaling/rooms.py) joined to the media workers.
+
+The WebSocket protocol (signaling/ws.py) and the REST API (signaling/api.py) both act
+through this class, and every change it makes is announced once to its listeners (the
+WebSocket fan-out, webhooks, metrics) as ``(event, room, data, target)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sfu.pool import WorkerError, WorkerHandle, WorkerPool
+from signaling.rooms import SOURCES, Participant, Room, RoomError, RoomOptions, Track
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[str, str, dict[str, Any], str | None], None]
+
+class Conference:
+    def __init__(self, pool: WorkerPool, resume_grace: float = 20.0) -> None:
+        self.pool = pool
+        self.resume_grace = resume_grace
+        self.rooms: dict[str, Room] = {}
+        self.listeners: list[Listener] = []
+        # media session id -> (room, identity, "publish" | "subscribe")
+        self.media_sessions: dict[str, tuple[str, str, str]] = {}
+        self._offer_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._janitor: asyncio.Task[None] | None = None
+
+    # -- events -------------------------------------------------------------------------------
+    def add_listener(self, callback: Listener) -> None:
+        self.listeners.append(callback)
+
+    def emit(self, event: str, room: str, data: dict[str, Any], target: str | None = None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, room, data, target)
+            except Exception:  # a broken listener must not break the room
+                logger.exception("listener failed on %s", event)
+
+    # -- rooms ----------------------------------------------------------------------------------
+    def create_room(self, name: str, options: RoomOptions) -> Room:
+        existing = self.rooms.get(name)
+        if existing is not None and not existing.ended:
+            raise RoomError("conflict", f"room {name!r} exists")
+        room = Room(name=name, options=options)
+        room.empty_since = time.time()
+        self.rooms[name] = room
+        self.emit("room_started", name, {"room": room.as_dict()})
+        logger.info("room %s created %s", name, options.as_dict())
+        return room
+
+    def get_room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None or room.ended:
+            raise RoomError("not_found", f"no room {name!r}")
+        return room
+
+    def list_rooms(self) -> list[Room]:
+        return [room for room in self.rooms.values() if not room.ended]
+
+    async def end_room(self, name: str, by: str | None = None, reason: str = "ended") -> None:
+        room = self.get_room(name)
+        room.ended = True
+        self.emit("room_ended", name, {"reason": reason, "by": by})
+        for identity in list(room.participants):
+            await self._drop(room, identity, "room_ended")
+        self.rooms.pop(name, None)
+        logger.info("room %s ended (%s, by %s)", name, reason, by)
+
+    # -- participants ---------------------------------------------------------------------------
+    def join(self, room_name: str, identity: str, role: str, name: str) -> tuple[Room, Participant, bool]:
+        """Admit (or re-admit) a participant. Returns (room, participant, is_new)."""
+        room = self.rooms.get(room_name)
+        if room is None or room.ended:
+            room = self.create_room(room_name, RoomOptions())
+        room.check_admit(identity, role)
+        existing = room.participants.get(identity)
+        if existing is not None:
+            existing.connected = True
+            existing.disconnected_at = None
+            return room, existing, False
+        participant = Participant(identity=identity, name=name, role=role, joined_at=time.time())
+        room.participants[identity] = participant
+        room.empty_since = None
+        self.emit("participant_joined", room.name, {"participant": participant.as_dict()})
+        return room, participant, True
+
+    def disconnected(self, room: Room, participant: Participant) -> None:
+        """The WebSocket dropped: keep media for the grace period, then leave."""
+        participant.connected = False
+        participant.disconnected_at = time.monotonic()
+
+    async def leave(self, room_name: str, identity: str, reason: str = "left") -> None:
+        room = self.rooms.get(room_name)
+        if room is not None and identity in room.participants:
+            await self._drop(room, identity, reason)
+
+    async def _drop(self, room: Room, identity: str, reason: str) -> None:
+        participant = room.participants.pop(identity, None)
+        if participant is None:
+            return
+        for track in room.tracks_of(identity):
+            await self._remove_track(room, track)
+        for session in (participant.publish_session, participant.subscribe_session):
+            if session is not None:
+                self.media_sessions.pop(session, None)
+                await self._request(room.name, "close", {"session": session, "reason": reason}, quiet=True)
+        if room.active_speaker == identity:
+            room.active_speaker = None
+        self.emit("participant_left", room.name, {"identity": identity, "reason": reason})
+        if not room.participants:
+            room.empty_since = time.time()
+
+    async def set_role(self, room_name: str, identity: str, role: str, actor: Participant | None = None) -> None:
+        room = self.get_room(room_name)
+        target = room.participant(identity)
+        room.check_role_change(actor, target, role)
+        if target.role == role:
+            return
+        target.role = role
+        if role == "observer":  # the floor is taken back: stop what they publish
+            for track in room.tracks_of(identity):
+                await self._remove_track(room, track)
+            target.hand_raised = False
+        self.emit("role_changed", room.name, {"identity": identity, "role": role, "by": actor.identity if actor else None})
+
+    async def remove(self, room_name: str, identity: str, actor: Participant | None = None) -> None:
+        room = self.get_room(room_name)
+        room.check_moderator(actor, "remove someone")
+        room.participant(identity)
+        if actor is not None and actor.identity == identity:
+            raise RoomError("invalid", "use leave to leave")
+        self.emit("removed", room.name, {"by": actor.identity if actor else None}, target=identity)
+        await self._drop(room, identity, "removed")
+
+    def raise_hand(self, room: Room, participant: Participant, raised: bool) -> None:
+        if participant.hand_raised != raised:
+            participant.hand_raised = raised
+            self.emit("hand_raised", room.name, {"identity": participant.identity, "raised": raised})
+
+    # -- tracks ---------------------------------------------------------------------------------
+    async def publish(
+        self, room: Room, participant: Participant, sdp: str, sources: list[dict[str, str]]
+    ) -> tuple[str, list[Track]]:
+        if not participant.can_publish:
+            raise RoomError("forbidden", f"{participant.role}s cannot publish")
+        by_mid = {item["mid"]: item["source"] for item in sources}
+        renegotiate = participant.publish_session is not None
+        session = participant.publish_session or secrets.token_urlsafe(12)
+        params = {"room": room.name, "session": session, "identity": participant.identity, "offer": sdp}
+        params["renegotiate"] = renegotiate
+        if not renegotiate:
+            self.media_sessions[session] = (room.name, participant.identity, "publish")
+        try:
+            result = await self._request(room.name, "publish", params)
+        except RoomError:
+            if not renegotiate:
+                self.media_sessions.pop(session, None)
+            raise
+        participant.publish_session = session
+        for producer_id in result.get("removed", []):
+            track = room.tracks.get(producer_id)
+            if track is not None:
+                await self._remove_track(room, track, close_producer=False)
+        added = []
+        for info in result.get("tracks", []):
+            if info["id"] in room.tracks:
+                continue
+            source = by_mid.get(info["mid"]) or ("microphone" if info["kind"] == "audio" else "camera")
+            if source not in SOURCES:
+                source = "camera"
+            track = Track(
+                id=info["id"],
+                owner=participant.identity,
+                kind=info["kind"],
+                source=source,
+                mid=info["mid"],
+                producer_id=info["id"],
+            )
+            room.tracks[track.id] = track
+            added.append(track)
+            self.emit("track_published", room.name, {"track": track.as_dict()})
+        return str(result["answer"]), added
+
+    async def unpublish(self, room: Room, track_id: str, actor: Participant | None) -> None:
+        track = room.track(track_id)
+        room.check_track_control(actor, track)
+        await self._remove_track(room, track)
+
+    async def _remove_track(self, room: Room, track: Track, close_producer: bool = True) -> None:
+        if room.tracks.pop(track.id, None) is None:
+            return
+        if close_producer:
+            await self._request(room.name, "producer_close", {"producer": track.producer_id}, quiet=True)
+        self.emit("track_unpublished", room.name, {"track": track.id, "owner": track.owner})
+        for participant in list(room.participants.values()):
+            if track.id in participant.subscriptions:
+                participant.subscriptions.discard(track.id)
+                try:
+                    await self.renegotiate(room, participant)
+                except RoomError as exc:
+                    logger.warning("room %s: renegotiating %s failed: %s", room.name, participant.identity, exc.message)
+
+    async def mute(self, room_name: str, track_id: str, muted: bool, actor: Participant | None = None) -> None:
+        room = self.get_room(room_name)
+        track = room.track(track_id)
+        room.check_track_control(actor, track)
+        if track.muted == muted:
+            return
+        await self._request(room.name, "producer_pause", {"producer": track.producer_id, "paused": muted})
+        track.muted = muted
+        self.emit("track_muted", room.name, {"track": track.id, "muted": muted, "by": actor.identity if actor else None})
+
+    async def subscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
+        for track_id in track_ids:
+            room.track(track_id)
+        participant.subscriptions.update(track_ids)
+        await self.renegotiate(room, participant)
+
+    async def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
+        participant.subscriptions.difference_update(track_ids)
+        await self.renegotiate(room, participant)
+
+    async def renegotiate(self, room: Room, participant: Participant) -> None:
+        """Send the participant a new offer for its current subscriptions (server-driven)."""
+        lock = self._offer_locks.setdefault((room.name, participant.identity), asyncio.Lock())
+        async with lock:
+            if participant.identity not in room.participants:
+                return
+            if participant.subscribe_session is None:
+                if not participant.subscriptions:
+                    return
+                session = secrets.token_urlsafe(12)
+                self.media_sessions[session] = (room.name, participant.identity, "subscribe")
+                try:
+                    await self._request(
+                        room.name, "subscriber", {"room": room.name, "session": session, "identity": participant.identity}
+                    )
+                except RoomError:
+                    self.media_sessions.pop(session, None)
+                    raise
+                participant.subscribe_session = session
+            consumers = [
+                {"producer": room.tracks[t].producer_id, "stream": room.tracks[t].owner, "track": t}
+                for t in sorted(participant.subscriptions)
+                if t in room.tracks
+            ]
+            try:
+                result = await self._request(
+                    room.name, "subscriber_offer", {"session": participant.subscribe_session, "consumers": consumers}
+                )
+            except RoomError as exc:
+                if exc.code != "not_found":
+                    raise
+                participant.subscribe_session = None  # the connection died; the next subscribe makes a new one
+                return
+            if result.get("changed", True):
+                self.emit("offer", room.name, {"sdp": result["offer"], "version": result["version"]}, target=participant.identity)
+
+    async def answer(self, room: Room, participant: Participant, sdp: str, version: int) -> None:
+        if participant.subscribe_session is None:
+            raise RoomError("invalid", "no offer to answer")
+        await self._request(room.name, "subscriber_answer", {"session": participant.subscribe_session, "answer": sdp, "version": version})
+
+    # -- media worker plumbing --------------------------------------------------------------------
+    def _worker(self, room: str) -> WorkerHandle:
+        return self.pool.for_room(room)
+
+    async def _request(self, room: str, method: str, params: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+        worker = self._worker(room)
+        try:
+            result = await worker.request(method, params)
+        except WorkerError as exc:
+            if quiet:
+                logger.debug("%s on worker %d: %s", method, worker.index, exc)
+                return {}
+            code = {"bad_sdp": "bad_sdp", "not_found": "not_found", "bad_request": "invalid", "stale": "invalid"}.get(
+                exc.code, "internal"
+            )
+            raise RoomError(code, exc.message) from None
+        except TimeoutError:
+            if quiet:
+                return {}
+            raise RoomError("internal", "the media worker did not answer in time") from None
+        if method in ("publish", "subscriber"):
+            worker.sessions.add(params["session"])
+        return result
+
+    def on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> bool:
+        """Media worker events about conference sessions; False if not ours."""
+        if event == "active_speaker":
+            room = self.rooms.get(str(data.get("room")))
+            if room is None:
+                return True
+            producer = data.get("producer")
+            track = room.tracks.get(str(producer)) if producer else None
+            identity = track.owner if track is not None else None
+            if identity != room.active_speaker:
+                room.active_speaker = identity
+                self.emit(
+                    "active_speaker",
+                    room.name,
+                    {"identity": identity, "track": track.id if track else None, "level": data.get("level", -127)},
+                )
+            return True
+        session = str(data.get("session", ""))
+        owner = self.media_sessions.get(session)
+        if owner is None:
+            return False
+        room_name, identity, kind = owner
+        room = self.rooms.get(room_name)
+        participant = room.participants.get(identity) if room is not None else None
+        if room is None or participant is None:
+            return True
+        if event == "quality":
+            quality = str(data.get("quality"))
+            if quality != participant.quality:
+                participant.quality = quality
+                self.emit(
+                    "connection_quality",
+                    room.name,
+                    {"identity": identity, "quality": quality, "loss": data.get("loss", 0.0), "rtt": data.get("rtt")},
+                )
+        elif event == "closed":
+            self.media_sessions.pop(session, None)
+            asyncio.ensure_future(self._media_session_closed(room, participant, kind, session, str(data.get("reason"))))
+        elif event == "producer_closed":
+            track = room.tracks.get(str(data.get("producer")))
+            if track is not None:
+                asyncio.ensure_future(self._remove_track(room, track, close_producer=False))
+        return True
+
+    async def _media_session_closed(self, room: Room, participant: Participant, kind: str, session: str, reason: str) -> None:
+        logger.info("room %s: %s's %s connection closed: %s", room.name, participant.identity, kind, reason)
+        if kind == "publish" and participant.publish_session == session:
+            participant.publish_session = None
+            for track in room.tracks_of(participant.identity):
+                await self._remove_track(room, track, close_producer=False)
+        elif kind == "subscribe" and participant.subscribe_session == session:
+            participant.subscribe_session = None
+            if participant.quality != "lost":
+                participant.quality = "lost"
+                self.emit("connection_quality", room.name, {"identity": participant.identity, "quality": "lost", "loss": 1.0, "rtt": None})
+
+    # -- housekeeping -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._janitor = asyncio.ensure_future(self._sweep())
+
+    async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            await asyncio.gather(self._janitor, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        """Every second: participants past the resume grace leave; empty rooms time out."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.sweep(time.monotonic(), time.time())
+            except Exception:
+                logger.exception("conference sweep failed")
+
+    async def sweep(self, monotonic: float, wall: float) -> None:
+        for room in list(self.rooms.values()):
+            for participant in list(room.participants.values()):
+                gone = participant.disconnected_at
+                if not participant.connected and gone is not None and monotonic - gone > self.resume_grace:
+                    await self._drop(room, participant.identity, "disconnected")
+            if not room.ended and not room.participants and room.empty_since is not None:
+                if wall - room.empty_since > room.options.empty_timeout:
+                    await self.end_room(room.name, None, "empty_timeout")

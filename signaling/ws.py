@@ -1,0 +1,361 @@
+"""The client protocol on WebSocket /ws (docs/protocol.md): one Connection per socket.
+
+A connection validates each message against its schema, checks the token's expiry and
+the participant's current role, calls the conference service, and answers. Events from
+the conference reach each socket through a bounded queue and a writer task, so a slow
+client never holds up a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from signaling import schema, tokens
+from signaling.conference import Conference
+from signaling.rooms import NAME_PATTERN, Participant, Room, RoomError
+
+logger = logging.getLogger(__name__)
+
+SEND_QUEUE = 1000  # messages waiting for a slow client before it is disconnected
+RATE = 20.0  # messages per second per connection
+BURST = 40.0
+MAX_STRIKES = 50  # rate-limited messages before the connection is closed
+JOINS_PER_WINDOW = 20  # joins per address per window
+JOIN_WINDOW = 10.0
+
+CLOSE_CODES = {
+    "unauthorized": 4401,
+    "room_full": 4403,
+    "room_ended": 4410,
+    "rate_limited": 4429,
+    "removed": 4001,
+    "replaced": 4009,
+    "slow": 4008,
+}
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class JoinLimiter:
+    """Joins per remote address in a sliding window: a token guesser gets nowhere fast."""
+
+    def __init__(self, limit: int = JOINS_PER_WINDOW, window: float = JOIN_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self.seen: dict[str, collections.deque[float]] = {}
+
+    def allow(self, address: str) -> bool:
+        now = time.monotonic()
+        stamps = self.seen.setdefault(address, collections.deque())
+        while stamps and now - stamps[0] > self.window:
+            stamps.popleft()
+        if len(stamps) >= self.limit:
+            return False
+        stamps.append(now)
+        if len(self.seen) > 10000:
+            self.seen = {a: d for a, d in self.seen.items() if d and now - d[-1] < self.window}
+        return True
+
+
+class Hub:
+    """Every open connection, and the conference events fanned out to them."""
+
+    def __init__(
+        self,
+        conference: Conference,
+        secret: str,
+        issuer: str,
+        observe_join: Callable[[float], None] | None = None,
+    ) -> None:
+        self.conference = conference
+        self.secret = secret
+        self.issuer = issuer
+        self.observe_join = observe_join
+        self.connections: dict[tuple[str, str], Connection] = {}
+        self.joins = JoinLimiter()
+        conference.add_listener(self.on_event)
+
+    def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:
+        if event == "room_started":
+            return
+        message = {"v": schema.VERSION, "type": "event", "event": event, "data": data}
+        for (room_name, identity), connection in list(self.connections.items()):
+            if room_name != room or (target is not None and target != identity):
+                continue
+            connection.send(message)
+            ending = data.get("reason") not in ("disconnected", "left")  # leave closes after its response
+            if event == "participant_left" and data.get("identity") == identity and ending:
+                connection.close_after_flush(CLOSE_CODES.get(str(data.get("reason")), 1000), str(data.get("reason")))
+            elif event == "room_ended":
+                connection.close_after_flush(CLOSE_CODES["room_ended"], "room ended")
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=schema.MAX_MESSAGE_BYTES, heartbeat=20.0)
+        await ws.prepare(request)
+        connection = Connection(self, ws, request.remote or "?")
+        await connection.run()
+        return ws
+
+
+class Connection:
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, address: str) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.address = address
+        self.opened = time.monotonic()
+        self.room: Room | None = None
+        self.participant: Participant | None = None
+        self.grant: tokens.Grant | None = None
+        self.bucket = TokenBucket(RATE, BURST)
+        self.strikes = 0
+        self.queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(SEND_QUEUE)
+        self.closing = False
+        self.left = False
+
+    @property
+    def label(self) -> str:
+        if self.participant is not None and self.room is not None:
+            return f"{self.room.name}/{self.participant.identity}"
+        return self.address
+
+    # -- output -----------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            logger.warning("ws %s: client too slow, %d messages waiting; disconnecting", self.label, SEND_QUEUE)
+            self.closing = True
+            asyncio.ensure_future(self.ws.close(code=CLOSE_CODES["slow"], message=b"too slow"))
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once what is queued has been sent."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.queue.put_nowait((code, reason))
+        except asyncio.QueueFull:
+            asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
+
+    def error(self, request_id: Any, code: str, message: str) -> None:
+        out: dict[str, Any] = {"v": schema.VERSION, "type": "error", "code": code, "message": message}
+        if request_id is not None:
+            out["id"] = request_id
+        self.send(out)
+
+    async def _writer(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, tuple):
+                await self.ws.close(code=item[0], message=item[1].encode()[:120])
+                return
+            try:
+                await self.ws.send_str(json.dumps(item, separators=(",", ":")))
+            except (ConnectionError, RuntimeError):
+                return
+
+    # -- input ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        writer = asyncio.ensure_future(self._writer())
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self.on_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self.error(None, "bad_json", "messages are JSON text frames")
+                elif msg.type == WSMsgType.ERROR:
+                    break
+                if self.closing:
+                    break
+        finally:
+            await self._closed()
+            try:
+                await asyncio.wait_for(writer, 2.0)
+            except TimeoutError:
+                writer.cancel()
+            if not self.ws.closed:
+                await self.ws.close()
+
+    async def _closed(self) -> None:
+        room, participant = self.room, self.participant
+        if room is None or participant is None:
+            return
+        key = (room.name, participant.identity)
+        if self.hub.connections.get(key) is not self:
+            return  # replaced by a newer connection of the same participant
+        del self.hub.connections[key]
+        if not self.left and participant.identity in room.participants and not room.ended:
+            logger.info("ws %s: connection lost; keeping the media for the resume grace", self.label)
+            self.hub.conference.disconnected(room, participant)
+
+    async def on_text(self, text: str) -> None:
+        if not self.bucket.take():
+            self.strikes += 1
+            self.error(None, "rate_limited", f"more than {RATE:.0f} messages per second")
+            if self.strikes > MAX_STRIKES:
+                self.close_after_flush(CLOSE_CODES["rate_limited"], "rate limited")
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self.error(None, "bad_json", "not JSON")
+            return
+        request_id = message.get("id") if isinstance(message, dict) else None
+        if isinstance(request_id, (str, int)) and not isinstance(request_id, bool):
+            request_id = request_id if not isinstance(request_id, str) else request_id[:64]
+        else:
+            request_id = None
+        try:
+            kind = schema.validate(message)
+        except schema.SchemaError as exc:
+            self.error(request_id, exc.code, exc.message)
+            return
+        try:
+            data = await self.dispatch(kind, message)
+        except RoomError as exc:
+            self.error(request_id, exc.code, exc.message)
+            if exc.code in ("unauthorized", "room_full", "room_ended") and kind == "join":
+                self.close_after_flush(CLOSE_CODES[exc.code], exc.message)
+            elif exc.code == "unauthorized":
+                self.close_after_flush(CLOSE_CODES["unauthorized"], exc.message)
+            return
+        except Exception:
+            logger.exception("ws %s: %s failed", self.label, kind)
+            self.error(request_id, "internal", "server error; nothing was changed")
+            return
+        response: dict[str, Any] = {"v": schema.VERSION, "type": "response", "data": data}
+        if request_id is not None:
+            response["id"] = request_id
+        self.send(response)
+        if kind == "leave":
+            self.close_after_flush(1000, "left")
+
+    # -- requests -----------------------------------------------------------------------------
+    async def dispatch(self, kind: str, message: dict[str, Any]) -> dict[str, Any]:
+        if kind == "ping":
+            return {"time": time.time()}
+        if kind == "join":
+            return await self.join(message)
+        room, participant = self.room, self.participant
+        if room is None or participant is None or self.grant is None:
+            raise RoomError("not_joined", "send join first")
+        if time.time() > self.grant.expires + 5:
+            raise RoomError("unauthorized", "token expired")
+        if room.ended or participant.identity not in room.participants:
+            raise RoomError("room_ended", "you are no longer in the room")
+        conference = self.hub.conference
+        if kind == "publish":
+            answer, _added = await conference.publish(room, participant, message["sdp"], message["tracks"])
+            return {"sdp": answer, "tracks": [t.as_dict() for t in room.tracks_of(participant.identity)]}
+        if kind == "unpublish":
+            await conference.unpublish(room, message["track"], participant)
+            return {}
+        if kind in ("subscribe", "unsubscribe"):
+            for track_id in message["tracks"]:
+                if kind == "subscribe":
+                    room.track(track_id)
+            if kind == "subscribe":
+                participant.subscriptions.update(message["tracks"])
+            else:
+                participant.subscriptions.difference_update(message["tracks"])
+            # The offer follows the response, from the conference, as an event.
+            asyncio.get_running_loop().call_soon(self._renegotiate, room, participant)
+            return {}
+        if kind == "answer":
+            await conference.answer(room, participant, message["sdp"], message["version"])
+            return {}
+        if kind == "mute":
+            await conference.mute(room.name, message["track"], message["muted"], participant)
+            return {}
+        if kind == "raise_hand":
+            conference.raise_hand(room, participant, message["raised"])
+            return {}
+        if kind == "preferences":
+            participant.preferences.update({k: message[k] for k in ("max_height", "max_layer") if k in message})
+            return {}
+        if kind == "set_role":
+            await conference.set_role(room.name, message["identity"], message["role"], participant)
+            return {}
+        if kind == "remove":
+            await conference.remove(room.name, message["identity"], participant)
+            return {}
+        if kind == "end_room":
+            room.check_moderator(participant, "end the room")
+            await conference.end_room(room.name, participant.identity)
+            return {}
+        if kind == "leave":
+            self.left = True
+            await conference.leave(room.name, participant.identity, "left")
+            return {}
+        raise RoomError("unknown_type", kind)  # pragma: no cover - the schema lists every type
+
+    def _renegotiate(self, room: Room, participant: Participant) -> None:
+        async def run() -> None:
+            try:
+                await self.hub.conference.renegotiate(room, participant)
+            except RoomError as exc:
+                self.error(None, exc.code, f"renegotiation failed: {exc.message}")
+
+        asyncio.ensure_future(run())
+
+    async def join(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.participant is not None:
+            raise RoomError("invalid", "already joined")
+        if not self.hub.joins.allow(self.address):
+            raise RoomError("rate_limited", "too many joins from this address; wait a few seconds")
+        try:
+            grant = tokens.verify(self.hub.secret, message["token"], self.hub.issuer)
+        except tokens.TokenError as exc:
+            raise RoomError("unauthorized", str(exc)) from None
+        if not NAME_PATTERN.match(grant.room) or not NAME_PATTERN.match(grant.identity):
+            raise RoomError("unauthorized", "the token's room and identity must be 1-64 letters, digits or _.-")
+        conference = self.hub.conference
+        existing_room = conference.rooms.get(grant.room)
+        existing = existing_room.participants.get(grant.identity) if existing_room is not None else None
+        resume = message.get("resume")
+        if resume is not None and (existing is None or existing.resume_key != resume):
+            raise RoomError("invalid", "nothing to resume: the grace period is over or the key is wrong")
+        role = existing.role if existing is not None else grant.role
+        room, participant, _is_new = conference.join(grant.room, grant.identity, role, message.get("name") or grant.name)
+        key = (room.name, participant.identity)
+        previous = self.hub.connections.get(key)
+        self.hub.connections[key] = self
+        if previous is not None and previous is not self:
+            previous.close_after_flush(CLOSE_CODES["replaced"], "replaced by a newer connection")
+        self.room, self.participant, self.grant = room, participant, grant
+        if self.hub.observe_join is not None:
+            self.hub.observe_join(time.monotonic() - self.opened)
+        logger.info("ws %s joined as %s%s", self.label, participant.role, " (resumed)" if resume else "")
+        return {
+            "participant": participant.as_dict(),
+            "room": room.as_dict(),
+            "participants": [p.as_dict() for p in room.participants.values()],
+            "tracks": [t.as_dict() for t in room.tracks.values()],
+            "resume": participant.resume_key,
+            "protocol": schema.VERSION,
+        }
