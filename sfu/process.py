@@ -100,7 +100,11 @@ async def run(args: argparse.Namespace) -> None:
 
     async def ticker() -> None:
         while True:
+            due = loop.time() + TICK
             await asyncio.sleep(TICK)
+            # How late the loop woke us: the event loop lag a metric reports (max over ~1 s).
+            lag = max(0.0, loop.time() - due)
+            core.loop_lag = max(lag, core.loop_lag * 0.95)
             try:
                 core.tick(loop.time())
             except Exception:

@@ -80,6 +80,7 @@ class WorkerCore:
         self.by_addr: dict[Address, PeerTransport] = {}
         self.closed_counters: dict[str, int] = {}
         self.producers: dict[str, Producer] = {}
+        self.loop_lag = 0.0  # seconds, set by the event loop's ticker
         self.speakers: dict[str, str] = {}  # room -> producer id of its active speaker
         self.next_speaker_check = 0.0
         self.next_quality_check = 0.0
@@ -541,5 +542,6 @@ class WorkerCore:
             "producers": sum(len(r.producers) for r in self.rooms.values()),
             "consumers": sum(len(t.consumers) for t in self.sessions.values()),
             "datagrams_dropped": self.datagrams_dropped,
+            "loop_lag_seconds": self.loop_lag,
             "counters": totals,
         }
