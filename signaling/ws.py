@@ -106,8 +106,7 @@ class Hub:
             if room_name != room or (target is not None and target != identity):
                 continue
             connection.send(message)
-            ending = data.get("reason") not in ("disconnected", "left")  # leave closes after its response
-            if event == "participant_left" and data.get("identity") == identity and ending:
+            if event == "participant_left" and data.get("identity") == identity and data.get("reason") != "disconnected":
                 connection.close_after_flush(CLOSE_CODES.get(str(data.get("reason")), 1000), str(data.get("reason")))
             elif event == "room_ended":
                 connection.close_after_flush(CLOSE_CODES["room_ended"], "room ended")
@@ -134,6 +133,8 @@ class Connection:
         self.queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(SEND_QUEUE)
         self.closing = False
         self.left = False
+        self.dispatching = False  # a request is being served: a close waits for its answer
+        self.pending_close: tuple[int, str] | None = None
 
     @property
     def label(self) -> str:
@@ -153,7 +154,10 @@ class Connection:
             asyncio.ensure_future(self.ws.close(code=CLOSE_CODES["slow"], message=b"too slow"))
 
     def close_after_flush(self, code: int, reason: str) -> None:
-        """Close once what is queued has been sent."""
+        """Close once what is queued has been sent (and the request in hand answered)."""
+        if self.dispatching:
+            self.pending_close = self.pending_close or (code, reason)
+            return
         if self.closing:
             return
         self.closing = True
@@ -235,6 +239,15 @@ class Connection:
         except schema.SchemaError as exc:
             self.error(request_id, exc.code, exc.message)
             return
+        self.dispatching = True
+        try:
+            await self.serve(kind, message, request_id)
+        finally:
+            self.dispatching = False
+            if self.pending_close is not None:
+                self.close_after_flush(*self.pending_close)
+
+    async def serve(self, kind: str, message: dict[str, Any], request_id: Any) -> None:
         try:
             data = await self.dispatch(kind, message)
         except RoomError as exc:
