@@ -218,22 +218,25 @@ class Connection:
             self.hub.conference.disconnected(room, participant)
 
     async def on_text(self, text: str) -> None:
-        if not self.bucket.take():
-            self.strikes += 1
-            self.error(None, "rate_limited", f"more than {RATE:.0f} messages per second")
-            if self.strikes > MAX_STRIKES:
-                self.close_after_flush(CLOSE_CODES["rate_limited"], "rate limited")
-            return
+        limited = not self.bucket.take()
         try:
             message = json.loads(text)
         except ValueError:
-            self.error(None, "bad_json", "not JSON")
-            return
+            message = None
         request_id = message.get("id") if isinstance(message, dict) else None
         if isinstance(request_id, (str, int)) and not isinstance(request_id, bool):
             request_id = request_id if not isinstance(request_id, str) else request_id[:64]
         else:
             request_id = None
+        if limited:
+            self.strikes += 1
+            self.error(request_id, "rate_limited", f"more than {RATE:.0f} messages per second")
+            if self.strikes > MAX_STRIKES:
+                self.close_after_flush(CLOSE_CODES["rate_limited"], "rate limited")
+            return
+        if message is None:
+            self.error(None, "bad_json", "not JSON")
+            return
         try:
             kind = schema.validate(message)
         except schema.SchemaError as exc:
