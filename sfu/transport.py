@@ -101,6 +101,7 @@ class PeerTransport:
         # WHEP viewers end with their source; a conference subscriber stays for new tracks.
         self.close_when_idle = False
         self.quality = "excellent"
+        self.retired_mids: set[str] = set()  # mids whose producer was closed: never reopened
         self.subscriber: Any = None  # sfu.subscriber.SubscriberSession for subscribe connections
 
     def add_extensions(self, extensions: dict[str, int]) -> None:

@@ -279,6 +279,8 @@ class WorkerCore:
                 and section.proto.upper() == "UDP/TLS/RTP/SAVPF"
             )
             previous = current.get(section.mid or "")
+            if section.mid in transport.retired_mids:
+                sending = False  # an unpublished track does not come back under its old mid
             if previous is not None and sending:
                 codec = previous.codec
             elif sending and len(current) + len(added) < MAX_TRACKS_PER_SESSION:
@@ -346,6 +348,7 @@ class WorkerCore:
 
     def _producer_closed(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)
+        producer.transport.retired_mids.add(producer.mid)
         if not producer.transport.closed:
             self.emit("producer_closed", {"producer": producer.id, "session": producer.transport.session_id})
 

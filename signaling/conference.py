@@ -127,8 +127,8 @@ class Conference:
         if role == "observer":  # the floor is taken back: stop what they publish
             for track in room.tracks_of(identity):
                 await self._remove_track(room, track)
-            target.hand_raised = False
         self.emit("role_changed", room.name, {"identity": identity, "role": role, "by": actor.identity if actor else None})
+        self.raise_hand(room, target, False)  # given the floor or not, the hand comes down
 
     async def remove(self, room_name: str, identity: str, actor: Participant | None = None) -> None:
         room = self.get_room(room_name)
@@ -280,7 +280,7 @@ class Conference:
             if quiet:
                 logger.debug("%s on worker %d: %s", method, worker.index, exc)
                 return {}
-            code = {"bad_sdp": "bad_sdp", "not_found": "not_found", "bad_request": "invalid", "stale": "invalid"}.get(
+            code = {"bad_sdp": "bad_sdp", "not_found": "not_found", "bad_request": "invalid"}.get(
                 exc.code, "internal"
             )
             raise RoomError(code, exc.message) from None

@@ -287,7 +287,7 @@ class Connection:
         conference = self.hub.conference
         if kind == "publish":
             answer, _added = await conference.publish(room, participant, message["sdp"], message["tracks"])
-            return {"sdp": answer, "tracks": [t.as_dict() for t in room.tracks_of(participant.identity)]}
+            return {"sdp": answer, "tracks": [{**t.as_dict(), "mid": t.mid} for t in room.tracks_of(participant.identity)]}
         if kind == "unpublish":
             await conference.unpublish(room, message["track"], participant)
             return {}

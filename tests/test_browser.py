@@ -1,4 +1,4 @@
-"""End-to-end checks with headless Chromium and the demo page (signaling/static/).
+"""End-to-end checks with headless Chromium and the WHIP/WHEP demo page (/static/whip.html).
 
 Chromium's fake camera sends 1280x720 at 20 fps.  Every selenium call blocks, so the tests
 run them in worker threads: the server under test lives on the test's event loop.
@@ -63,7 +63,7 @@ async def js(driver, script: str, *args, timeout: float = 30):
 
 
 async def open_demo(driver, base_url: str) -> None:
-    await asyncio.to_thread(driver.get, base_url + "/")
+    await asyncio.to_thread(driver.get, base_url + "/static/whip.html")
     ready = await js(driver, "return typeof window.telebridgeDemo === 'object';")
     assert ready, "the demo page did not define window.telebridgeDemo"
 
