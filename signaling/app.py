@@ -14,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool, WorkerSettings
-from signaling import schema, tokens
+from signaling import api, metrics, schema, tokens, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
 from signaling.rooms import NAME_PATTERN
@@ -72,27 +65,6 @@ class MediaSession:
     connected: bool = False
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.sessions = Gauge("telebridge_sessions", "Media sessions by kind", ["kind"], registry=self.registry)
-        self.requests = Counter(
-            "telebridge_http_requests", "WHIP/WHEP requests by outcome", ["endpoint", "status"], registry=self.registry
-        )
-        self.worker_packets = Gauge(
-            "telebridge_worker_packets", "Packets through a media worker", ["worker", "direction"], registry=self.registry
-        )
-        self.worker_events = Gauge(
-            "telebridge_worker_events_total",
-            "Cumulative packet and feedback counts of a media worker (packets, NACKs, PLIs, retransmissions)",
-            ["worker", "name"],
-            registry=self.registry,
-        )
-        self.worker_cpu = Gauge(
-            "telebridge_worker_cpu_seconds", "CPU seconds used by a media worker", ["worker"], registry=self.registry
-        )
-
-
 class Server:
     """Sessions and rooms as the control process sees them."""
 
@@ -113,7 +85,10 @@ class Server:
         self.sessions: dict[str, MediaSession] = {}
         self.conference = Conference(self.pool)
         self.publishers: dict[tuple[str, str], str] = {}  # (room, identity) -> WHIP session id
-        self.metrics = Metrics()
+        self.metrics = metrics.Metrics()
+        self.conference.add_listener(self.metrics.on_event)
+        self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
+        self.conference.add_listener(self.webhooks.on_event)
 
     # -- worker events --------------------------------------------------------------------
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
@@ -197,22 +172,6 @@ class Server:
         if not leads:
             return None
         return max(leads, key=lambda s: s.created).identity
-
-    async def refresh_metrics(self) -> None:
-        for worker in self.pool.workers:
-            if not worker.alive:
-                continue
-            try:
-                stats = await worker.request("stats", {}, timeout=2)
-            except (WorkerError, TimeoutError):
-                continue
-            counters = stats.get("counters", {})
-            label = str(worker.index)
-            self.metrics.worker_packets.labels(label, "in").set(counters.get("packets_in", 0))
-            self.metrics.worker_packets.labels(label, "out").set(counters.get("packets_out", 0))
-            self.metrics.worker_cpu.labels(label).set(stats.get("cpu_seconds", 0))
-            for name, value in counters.items():
-                self.metrics.worker_events.labels(label, name).set(value)
 
 
 # -- HTTP handlers ---------------------------------------------------------------------------
@@ -361,12 +320,6 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": status == 200, "workers": workers}, status=status)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    server = _server(request)
-    await server.refresh_metrics()
-    return web.Response(body=generate_latest(server.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 @web.middleware
 async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
@@ -399,9 +352,9 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
     app.router.add_post("/dev/token", dev_token)
-    hub = Hub(server.conference, config.jwt_secret, config.token_issuer)
+    hub = Hub(server.conference, config.jwt_secret, config.token_issuer, observe_join=server.metrics.observe_join)
+    api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)
     app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)
     app.router.add_post("/whip/{room}", whip_post)
@@ -412,11 +365,13 @@ def create_app(config: Config) -> web.Application:
     async def start_workers(app: web.Application) -> None:
         await server.pool.start()
         server.conference.start()
+        await server.webhooks.start()
         for worker in server.pool.workers:
             logger.info("media worker %d: udp %s:%d", worker.index, config.media_host, worker.port)
 
     async def stop_workers(app: web.Application) -> None:
         await server.conference.stop()
+        await server.webhooks.stop()
         await server.pool.stop()
 
     app.on_startup.append(start_workers)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +28,46 @@ def _check_secret(value: str, where: str) -> str:
     return value
 
 
+API_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+# Room-wide events a webhook can subscribe to: the protocol's events (docs/protocol.md)
+# that concern the whole room, plus room_started. Per-participant ones (offer) never leave.
+WEBHOOK_EVENTS = (
+    "room_started",
+    "room_ended",
+    "participant_joined",
+    "participant_left",
+    "role_changed",
+    "track_published",
+    "track_unpublished",
+    "track_muted",
+    "active_speaker",
+    "connection_quality",
+    "hand_raised",
+    "recording_started",
+    "recording_stopped",
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One server-API credential (HTTP Basic user and password); several allow rotation."""
+
+    key: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where room events are POSTed, signed with ``secret``; ``events`` None means all."""
+
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] | None = None
+    max_attempts: int = 6  # one try and five retries, 0.5 s .. 8 s apart
+    timeout: float = 10.0  # seconds per attempt
+    queue_size: int = 1000  # events waiting for this URL before the oldest is dropped
+
+
 @dataclass
 class Config:
     http_host: str = "127.0.0.1"
@@ -42,6 +84,9 @@ class Config:
     publisher_bitrate: int = 2_500_000
     consent_timeout: float = 30.0
     log_level: str = "INFO"
+    api_keys: list[ApiKey] = field(default_factory=list)
+    metrics_auth: bool = False  # /metrics open (scrapers on a private network) unless set
+    webhooks: list[WebhookConfig] = field(default_factory=list)
     source: Path | None = None
 
 
@@ -70,6 +115,75 @@ def _secret(auth: dict[str, Any], base: Path) -> str:
     return value
 
 
+def _file_secret(entry: dict[str, Any], base: Path, where: str) -> str:
+    """``secret`` inline, else ``secret_file`` (relative to the config), read as is."""
+    inline = entry.get("secret", "")
+    if not isinstance(inline, str):
+        raise ConfigError(f"{where}.secret must be a string")
+    if inline:
+        return _check_secret(inline, f"{where}.secret")
+    name = entry.get("secret_file")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: secret or secret_file is required")
+    path = Path(name)
+    if not path.is_absolute():
+        path = base / path
+    try:
+        return _check_secret(path.read_text().strip(), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
+
+
+def _tables(value: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(f"{where} must be an array of tables ([[{where}]])")
+    return value
+
+
+def _api_keys(api: dict[str, Any], base: Path, source: Path) -> list[ApiKey]:
+    keys: list[ApiKey] = []
+    for i, entry in enumerate(_tables(api.get("keys", []), "api.keys")):
+        where = f"{source}: api.keys[{i}]"
+        key = entry.get("key")
+        if not isinstance(key, str) or not API_KEY_NAME.match(key):
+            raise ConfigError(f"{where}.key must be 1-64 letters, digits or _.-")
+        if any(k.key == key for k in keys):
+            raise ConfigError(f"{where}: key {key!r} is listed twice")
+        keys.append(ApiKey(key=key, secret=_file_secret(entry, base, where)))
+    return keys
+
+
+def _webhooks(entries: Any, base: Path, source: Path) -> list[WebhookConfig]:
+    hooks: list[WebhookConfig] = []
+    for i, entry in enumerate(_tables(entries, "webhooks")):
+        where = f"{source}: webhooks[{i}]"
+        url = entry.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s?#]+(/\S*)?\Z", url):
+            raise ConfigError(f"{where}.url must be an http:// or https:// URL")
+        events = entry.get("events")
+        if events is not None:
+            if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+                raise ConfigError(f"{where}.events must be a non-empty list of event names")
+            unknown = sorted(set(events) - set(WEBHOOK_EVENTS))
+            if unknown:
+                raise ConfigError(f"{where}.events: unknown {', '.join(unknown)} (known: {', '.join(WEBHOOK_EVENTS)})")
+        try:
+            hook = WebhookConfig(
+                url=url,
+                secret=_file_secret(entry, base, where),
+                events=tuple(events) if events is not None else None,
+                max_attempts=int(entry.get("max_attempts", 6)),
+                timeout=float(entry.get("timeout", 10.0)),
+                queue_size=int(entry.get("queue_size", 1000)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if hook.max_attempts < 1 or hook.queue_size < 1 or not (math.isfinite(hook.timeout) and hook.timeout > 0):
+            raise ConfigError(f"{where}: max_attempts, queue_size and timeout must be positive")
+        hooks.append(hook)
+    return hooks
+
+
 def _table(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, dict):
@@ -93,6 +207,7 @@ def load(path: str | Path | None) -> Config:
     auth = _table(data, "auth", source)
     media = _table(data, "media", source)
     log = _table(data, "logging", source)
+    api = _table(data, "api", source)
     origins = server.get("cors_origins", [])
     if not isinstance(origins, list):
         raise ConfigError(f"{source}: server.cors_origins must be a list")
@@ -113,6 +228,9 @@ def load(path: str | Path | None) -> Config:
             publisher_bitrate=int(media.get("publisher_bitrate", 2_500_000)),
             consent_timeout=float(media.get("consent_timeout", 30.0)),
             log_level=str(log.get("level", "INFO")),
+            api_keys=_api_keys(api, base, source),
+            metrics_auth=bool(api.get("metrics_auth", False)),
+            webhooks=_webhooks(data.get("webhooks", []), base, source),
             source=source,
         )
     except (TypeError, ValueError) as exc:
