@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 CHROMIUM_BINARY = os.environ.get("TELEBRIDGE_CHROMIUM", "/usr/lib/chromium/chromium")
 CHROMEDRIVER = os.environ.get("TELEBRIDGE_CHROMEDRIVER", "/usr/bin/chromedriver")
 
@@ -162,3 +164,22 @@ def run_async_js(driver: Any, script: str, *args: Any, timeout: float = 30) -> A
 async def run_async_js_async(driver: Any, script: str, *args: Any, timeout: float = 30) -> Any:
     """``run_async_js`` in a worker thread, for async tests."""
     return await asyncio.to_thread(run_async_js, driver, script, *args, timeout=timeout)
+
+
+def console_errors_besides_network(chromium: Any) -> list[dict]:
+    """SEVERE console entries that are not failed network requests (those are logged too)."""
+    return [e for e in chromium.console_errors() if e.get("source") != "network"]
+
+
+def read_png_rgb(path: Any) -> np.ndarray:
+    """A screenshot as an RGB array (PIL when installed, else PyAV)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        import av
+
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return frame.to_ndarray(format="rgb24")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

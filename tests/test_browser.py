@@ -15,8 +15,10 @@ import pytest
 from tests.browser import (
     JavascriptError,
     chromium_available,
+    console_errors_besides_network,
     launch_chromium,
     missing_reason,
+    read_png_rgb,
     run_async_js,
 )
 from tests.peers import start_whep_viewer
@@ -106,24 +108,6 @@ async def publish(driver, room: str, identity: str, role: str) -> str:
         pytest.fail(f"publish from Chromium failed: {exc}; status line: {status['text']!r}")
 
 
-def page_console_errors(chromium) -> list[dict]:
-    """SEVERE console entries that are not failed network requests (those are logged too)."""
-    return [e for e in chromium.console_errors() if e.get("source") != "network"]
-
-
-def read_png_rgb(path) -> np.ndarray:
-    try:
-        from PIL import Image
-    except ImportError:
-        import av
-
-        with av.open(str(path)) as container:
-            frame = next(container.decode(video=0))
-            return frame.to_ndarray(format="rgb24")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 async def test_chromium_publishes_whip_aiortc_receives(server, browser):
     """(a) Chromium -> WHIP -> SFU -> WHEP -> aiortc: video at the camera's rate, and audio."""
     room = "browser-whip"
@@ -155,7 +139,7 @@ async def test_chromium_publishes_whip_aiortc_receives(server, browser):
         )
         assert viewer.audio_frames > 0, "no audio frame reached the aiortc viewer"
         assert stats["framesSent"] > 0 and stats["publishState"] == "connected", stats
-        assert page_console_errors(browser) == []
+        assert console_errors_besides_network(browser) == []
     finally:
         await viewer.close()
 
@@ -227,7 +211,7 @@ async def test_chromium_views_whep_from_demo_page(server, browser, tmp_path):
         f"the remote video looks blank (mean {luma.mean():.1f}, std {luma.std():.1f}); "
         f"see {video_png}"
     )
-    assert page_console_errors(browser) == []
+    assert console_errors_besides_network(browser) == []
 
     await asyncio.to_thread(driver.switch_to.window, publisher_window)
     sender = await page_stats(driver)
@@ -281,7 +265,7 @@ async def test_observer_cannot_publish_from_demo_page(server, browser):
     )
     assert released, "the local preview still holds the camera after a refused publish"
     assert (await page_stats(driver))["state"] == "closed"
-    assert page_console_errors(browser) == []
+    assert console_errors_besides_network(browser) == []
 
 
 async def test_view_without_publisher_shows_404(server, browser):

@@ -23,8 +23,10 @@ import pytest
 from tests.browser import (
     JavascriptError,
     chromium_available,
+    console_errors_besides_network,
     launch_chromium,
     missing_reason,
+    read_png_rgb,
     run_async_js,
 )
 
@@ -43,24 +45,6 @@ def browser():
         yield chromium
     finally:
         chromium.quit()
-
-
-def page_errors(chromium) -> list[dict]:
-    """SEVERE console entries that are not failed network requests."""
-    return [e for e in chromium.console_errors() if e.get("source") != "network"]
-
-
-def read_png_rgb(path) -> np.ndarray:
-    try:
-        from PIL import Image
-    except ImportError:
-        import av
-
-        with av.open(str(path)) as container:
-            frame = next(container.decode(video=0))
-            return frame.to_ndarray(format="rgb24")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 # -- the client library against a fake server ---------------------------------------------------
@@ -273,7 +257,7 @@ def test_client_library_in_page(browser, tmp_path):
         "closed",
     }
     assert expected <= set(result["events"]), result
-    assert page_errors(browser) == []
+    assert console_errors_besides_network(browser) == []
 
 
 # -- the demo page against the real server -------------------------------------------------------
@@ -352,7 +336,7 @@ def test_consultation_demo(server, browser, tmp_path):
     )
     assert joined == {"identity": "dr-lead", "role": "lead", "room": room}, joined
     app_call(driver, "publish(arguments[0])", MEDIA)
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
 
     driver.switch_to.new_window("window")
     participant = driver.current_window_handle
@@ -432,7 +416,7 @@ def test_consultation_demo(server, browser, tmp_path):
         shot = tmp_path / f"tile-{other}.png"
         assert video.screenshot(str(shot))
         assert_picture(shot)
-        errors += page_errors(browser)
+        errors += console_errors_besides_network(browser)
 
     # An observer raises a hand; the lead sees it and promotes them from the list.
     driver.switch_to.new_window("window")
@@ -461,7 +445,7 @@ def test_consultation_demo(server, browser, tmp_path):
         10,
         "the lead to see site-7 promoted",
     )
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
 
     driver.switch_to.window(observer)
     wait_state(driver, lambda s: s["me"]["role"] == "participant", 10, "the observer's role change")
@@ -478,12 +462,12 @@ def test_consultation_demo(server, browser, tmp_path):
         20,
         "the observer to decode both videos",
     )
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
 
     for handle in (observer, participant, lead):
         driver.switch_to.window(handle)
         js(driver, "await window.telebridgeApp.leave();")
-        errors += page_errors(browser)
+        errors += console_errors_besides_network(browser)
     assert errors == [], errors
 
 
@@ -560,7 +544,7 @@ def test_moderation_and_resume(server, browser):
         20,
         "the patient's new camera track",
     )
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
 
     # A dropped WebSocket is resumed; media untouched.
     driver.switch_to.window(patient)
@@ -591,7 +575,7 @@ def test_moderation_and_resume(server, browser):
         "return telebridgeApp.client.localStream.getTracks().filter((t) => t.readyState === 'live').length;",
     )
     assert live == 0, "the camera or microphone is still on after the demotion"
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
 
     # Removed: the patient's page is back at the join form and says why.
     driver.switch_to.window(lead)
@@ -602,7 +586,7 @@ def test_moderation_and_resume(server, browser):
     assert state["closeInfo"]["code"] == 4001, state["closeInfo"]
     assert "removed" in status_text(driver), status_text(driver)
     assert driver.find_element("id", "joinForm").is_displayed()
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
 
     # The lead ends the room.
     driver.switch_to.window(lead)
@@ -611,5 +595,5 @@ def test_moderation_and_resume(server, browser):
         driver, lambda s: s["connectionState"] == "closed", 10, "the end of the room"
     )
     assert state["closeInfo"]["code"] == 4410 and state["ended"]["by"] == "dr-lead", state
-    errors += page_errors(browser)
+    errors += console_errors_besides_network(browser)
     assert errors == [], errors

@@ -67,27 +67,6 @@
     return body.token;
   }
 
-  function waitForIceGathering(pc, timeoutMs) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const finish = () => {
-        clearTimeout(timer);
-        pc.removeEventListener("icegatheringstatechange", onState);
-        pc.removeEventListener("icecandidate", onCandidate);
-        resolve();
-      };
-      const onState = () => {
-        if (pc.iceGatheringState === "complete") finish();
-      };
-      const onCandidate = (event) => {
-        if (!event.candidate) finish();
-      };
-      const timer = setTimeout(finish, timeoutMs);
-      pc.addEventListener("icegatheringstatechange", onState);
-      pc.addEventListener("icecandidate", onCandidate);
-    });
-  }
-
   async function deleteSession(session, keepalive) {
     if (!session.url) return;
     const url = session.url;
@@ -107,7 +86,7 @@
   async function negotiate(session, endpoint) {
     const pc = session.pc;
     await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc, GATHER_TIMEOUT_MS);
+    await Telebridge.waitForGathering(pc, GATHER_TIMEOUT_MS);
     if (session.closed) throw new Error("stopped");
     const resp = await fetch(endpoint, {
       method: "POST",
