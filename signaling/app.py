@@ -83,7 +83,7 @@ class Server:
             self._on_worker_event,
         )
         self.sessions: dict[str, MediaSession] = {}
-        self.conference = Conference(self.pool)
+        self.conference = Conference(self.pool, resume_grace=config.resume_grace)
         self.publishers: dict[tuple[str, str], str] = {}  # (room, identity) -> WHIP session id
         self.metrics = metrics.Metrics()
         self.conference.add_listener(self.metrics.on_event)
@@ -353,7 +353,14 @@ def create_app(config: Config) -> web.Application:
     app.router.add_static("/static/", STATIC)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/dev/token", dev_token)
-    hub = Hub(server.conference, config.jwt_secret, config.token_issuer, observe_join=server.metrics.observe_join)
+    hub = Hub(
+        server.conference,
+        config.jwt_secret,
+        config.token_issuer,
+        observe_join=server.metrics.observe_join,
+        join_limit=config.join_limit,
+        forwarded_for=config.forwarded_for,
+    )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)
     app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)

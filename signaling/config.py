@@ -87,6 +87,9 @@ class Config:
     api_keys: list[ApiKey] = field(default_factory=list)
     metrics_auth: bool = False  # /metrics open (scrapers on a private network) unless set
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    join_limit: int = 20  # WebSocket joins per client address per 10 s; 0 = no limit
+    forwarded_for: bool = False  # behind a reverse proxy: take the address from X-Forwarded-For
+    resume_grace: float = 20.0  # seconds a dropped WebSocket may come back
     source: Path | None = None
 
 
@@ -208,6 +211,7 @@ def load(path: str | Path | None) -> Config:
     media = _table(data, "media", source)
     log = _table(data, "logging", source)
     api = _table(data, "api", source)
+    ws = _table(data, "ws", source)
     origins = server.get("cors_origins", [])
     if not isinstance(origins, list):
         raise ConfigError(f"{source}: server.cors_origins must be a list")
@@ -231,10 +235,15 @@ def load(path: str | Path | None) -> Config:
             api_keys=_api_keys(api, base, source),
             metrics_auth=bool(api.get("metrics_auth", False)),
             webhooks=_webhooks(data.get("webhooks", []), base, source),
+            join_limit=int(ws.get("join_limit", 20)),
+            forwarded_for=bool(ws.get("forwarded_for", False)),
+            resume_grace=float(ws.get("resume_grace", 20.0)),
             source=source,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    if config.join_limit < 0:
+        raise ConfigError(f"{source}: ws.join_limit must be 0 (no limit) or more")
     if config.workers < 1:
         raise ConfigError(f"{source}: media.workers must be at least 1")
     for name, port in (("server.port", config.http_port), ("media.base_port", config.media_base_port)):
@@ -244,6 +253,7 @@ def load(path: str | Path | None) -> Config:
         ("auth.max_token_ttl", config.max_token_ttl),
         ("media.publisher_bitrate", config.publisher_bitrate),
         ("media.consent_timeout", config.consent_timeout),
+        ("ws.resume_grace", config.resume_grace),
     ):
         if not number > 0:  # also refuses NaN
             raise ConfigError(f"{source}: {name} must be positive")

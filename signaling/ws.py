@@ -89,13 +89,16 @@ class Hub:
         secret: str,
         issuer: str,
         observe_join: Callable[[float], None] | None = None,
+        join_limit: int = JOINS_PER_WINDOW,
+        forwarded_for: bool = False,
     ) -> None:
         self.conference = conference
         self.secret = secret
         self.issuer = issuer
         self.observe_join = observe_join
+        self.forwarded_for = forwarded_for
         self.connections: dict[tuple[str, str], Connection] = {}
-        self.joins = JoinLimiter()
+        self.joins = JoinLimiter(join_limit) if join_limit else None
         conference.add_listener(self.on_event)
 
     def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:
@@ -114,7 +117,10 @@ class Hub:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=schema.MAX_MESSAGE_BYTES, heartbeat=20.0)
         await ws.prepare(request)
-        connection = Connection(self, ws, request.remote or "?")
+        address = request.remote or "?"
+        if self.forwarded_for and request.headers.get("X-Forwarded-For"):
+            address = request.headers["X-Forwarded-For"].split(",")[0].strip()[:64]
+        connection = Connection(self, ws, address)
         await connection.run()
         return ws
 
@@ -342,7 +348,7 @@ class Connection:
     async def join(self, message: dict[str, Any]) -> dict[str, Any]:
         if self.participant is not None:
             raise RoomError("invalid", "already joined")
-        if not self.hub.joins.allow(self.address):
+        if self.hub.joins is not None and not self.hub.joins.allow(self.address):
             raise RoomError("rate_limited", "too many joins from this address; wait a few seconds")
         try:
             grant = tokens.verify(self.hub.secret, message["token"], self.hub.issuer)

@@ -226,3 +226,20 @@ async def test_rate_limit(server):
         await client.ping()  # the bucket refills
     finally:
         await client.close()
+
+
+async def test_joins_per_address_are_limited(tmp_path):
+    from tests.conftest import RunningServer
+
+    server = RunningServer(tmp_path, extra="[ws]\njoin_limit = 3")
+    clients = []
+    try:
+        for n in range(3):
+            clients.append(await join(server, "gate", f"site-{n}", "observer"))
+        with pytest.raises(ProtocolError) as refused:
+            await join(server, "gate", "site-3", "observer")
+        assert refused.value.code == "rate_limited"
+    finally:
+        for client in clients:
+            await client.close()
+        server.stop()
