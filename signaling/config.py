@@ -107,14 +107,19 @@ def _secret(auth: dict[str, Any], base: Path) -> str:
     try:
         if path.exists():
             return _check_secret(path.read_text().strip(), str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
+        return _create_secret(path, "token secret")
     except (OSError, UnicodeDecodeError) as exc:  # unreadable, a directory, no permission
         raise ConfigError(f"{path}: cannot read or create the token secret: {exc}") from None
-    logger.info("created a new token secret in %s (mode 0600)", path)
+
+
+def _create_secret(path: Path, what: str) -> str:
+    """A new random secret in a file only this user can read (mode 0600, never replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    logger.info("created a new %s in %s (mode 0600)", what, path)
     return value
 
 
@@ -132,6 +137,8 @@ def _file_secret(entry: dict[str, Any], base: Path, where: str) -> str:
     if not path.is_absolute():
         path = base / path
     try:
+        if not path.exists() and entry.get("create") is True:  # the embedded default's demo key
+            return _create_secret(path, f"secret for {where}")
         return _check_secret(path.read_text().strip(), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read {path}: {exc}") from None

@@ -57,8 +57,17 @@ def test_token_command_refuses_bad_input(tmp_path: Path):
 
 
 def test_shipped_configs_load(monkeypatch, tmp_path: Path):
-    default = config.load(ROOT / "configs" / "telebridge.toml")
+    (tmp_path / "configs").mkdir()
+    copy = tmp_path / "configs" / "telebridge.toml"
+    copy.write_text((ROOT / "configs" / "telebridge.toml").read_text())
+    default = config.load(copy)
     assert default.dev_tokens is True and default.workers == 1 and default.http_port == 8080
+    # Its token secret and demo API key secret are made on first use, readable by us alone.
+    assert [k.key for k in default.api_keys] == ["demo"]
+    for name in ("secret", "api-secret"):
+        assert stat.S_IMODE((tmp_path / "var" / name).stat().st_mode) == 0o600
+    assert default.api_keys[0].secret == (tmp_path / "var" / "api-secret").read_text().strip()
+    assert config.load(copy).api_keys[0].secret == default.api_keys[0].secret, "made once, then reused"
     monkeypatch.setenv("TELEBRIDGE_SECRET", "s" * 48)
     production = config.load(ROOT / "configs" / "production.example.toml")
     assert production.dev_tokens is False, "the production example must not mint tokens for anyone"
