@@ -532,6 +532,7 @@ class WorkerCore:
                     t.room == transport.room for t in self.sessions.values()
                 ):
                     del self.rooms[transport.room]
+                    self.speakers.pop(transport.room, None)
         self.emit(name, data)
 
     def stats(self) -> dict[str, Any]:

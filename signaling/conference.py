@@ -105,6 +105,7 @@ class Conference:
         participant = room.participants.pop(identity, None)
         if participant is None:
             return
+        self._offer_locks.pop((room.name, identity), None)
         for track in room.tracks_of(identity):
             await self._remove_track(room, track)
         for session in (participant.publish_session, participant.subscribe_session):
