@@ -77,7 +77,6 @@ class Producer:
         self.stats = rtcp.ReceiveStats(codec.clock_rate)
         self.paused = False
         self.closed = False
-        self.keyframes_received = 0
         self.level_sum = 0
         self.level_count = 0
         self.on_close: list[Callable[[Producer], None]] = []
@@ -91,7 +90,6 @@ class Producer:
         if self.is_video:
             if is_keyframe(self.codec_name, packet.payload):
                 packet.keyframe = True
-                self.keyframes_received += 1
                 self.keyframes.on_keyframe(now)
             self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
         elif packet.audio_level >= 0:  # for the active speaker: -dBov, 0 loudest, 127 silence
@@ -201,12 +199,8 @@ class Consumer:
         "last_ts",
         "last_sent_at",
         "closed",
-        "retransmitted",
-        "nacks",
-        "plis",
         "fraction_lost",
         "rtt",
-        "jitter",
     )
 
     def __init__(
@@ -241,12 +235,8 @@ class Consumer:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.closed = False
-        self.retransmitted = 0
-        self.nacks = 0
-        self.plis = 0
-        self.fraction_lost = 0
+        self.fraction_lost = 0  # from the viewer's receiver reports, for quality
         self.rtt: float | None = None
-        self.jitter = 0
 
     def start(self, packet: RtpPacket, now: float) -> None:
         """Begin (or resume after a source change) at this packet, keeping the viewer's
@@ -304,7 +294,6 @@ class Consumer:
 
     def retransmit(self, seqs: list[int], now: float) -> int:
         """Answer a viewer's NACK from the producer's cache, as RTX when negotiated."""
-        self.nacks += 1
         buffer = self.producer.buffer
         if buffer is None or self.waiting_keyframe:
             return 0
@@ -333,16 +322,13 @@ class Consumer:
                 patch_u16(buf, twcc_offset + 12, self.transport.next_twcc())
             if self.transport.send_rtp(buf):
                 sent += 1
-        self.retransmitted += sent
         return sent
 
     def request_keyframe(self, now: float) -> None:
-        self.plis += 1
         self.producer.request_keyframe(now)
 
     def on_receiver_report(self, report: rtcp.RtcpReceiverInfo, now_ntp: int) -> None:
         self.fraction_lost = report.fraction_lost
-        self.jitter = report.jitter
         rtt = rtcp.rtt_from_report(report, now_ntp)
         if rtt is not None:
             self.rtt = rtt

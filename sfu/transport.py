@@ -96,8 +96,6 @@ class PeerTransport:
         self.packets_out = 0  # kept outside counters: one attribute less per packet
         self.bytes_out = 0
         self.closed = False
-        self.close_reason = ""
-        self.connected_at: float | None = None
         # WHEP viewers end with their source; a conference subscriber stays for new tracks.
         self.close_when_idle = False
         self.quality = "excellent"
@@ -202,7 +200,6 @@ class PeerTransport:
         if not was_connected and self.dtls.connected and self.dtls.keys is not None:
             keys = self.dtls.keys
             self.srtp = SrtpContext(keys.profile, keys.tx_key, keys.rx_key)
-            self.connected_at = now
             for consumer in self.consumers:
                 consumer.activate(now)
             for producer in self.producers:
@@ -405,7 +402,6 @@ class PeerTransport:
             for reply in self.dtls.close():
                 self._send_raw(reply)
         self.closed = True
-        self.close_reason = reason
         for producer in list(self.producers):
             producer.close()
         for consumer in list(self.consumers):

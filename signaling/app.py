@@ -62,7 +62,6 @@ class MediaSession:
     worker: WorkerHandle
     created: float
     source: str | None = None  # the publisher's identity, for WHEP
-    connected: bool = False
 
 
 class Server:
@@ -97,7 +96,6 @@ class Server:
         if session is None and self.conference.on_worker_event(worker, event, data):
             return
         if event == "connected" and session is not None:
-            session.connected = True
             logger.info("%s %s (%s/%s) connected, %s", session.kind, session.id, session.room, session.identity, data.get("srtp_profile"))
         elif event == "closed" and session is not None:
             self._forget(session)

@@ -218,15 +218,15 @@ class Conference:
         track.muted = muted
         self.emit("track_muted", room.name, {"track": track.id, "muted": muted, "by": actor.identity if actor else None})
 
-    async def subscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
+    def subscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
+        """Add to what the participant receives; ``renegotiate`` then sends the offer (the
+        protocol answers the request first, so the caller decides when)."""
         for track_id in track_ids:
             room.track(track_id)
         participant.subscriptions.update(track_ids)
-        await self.renegotiate(room, participant)
 
-    async def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
+    def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
         participant.subscriptions.difference_update(track_ids)
-        await self.renegotiate(room, participant)
 
     async def renegotiate(self, room: Room, participant: Participant) -> None:
         """Send the participant a new offer for its current subscriptions (server-driven)."""

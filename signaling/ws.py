@@ -298,13 +298,10 @@ class Connection:
             await conference.unpublish(room, message["track"], participant)
             return {}
         if kind in ("subscribe", "unsubscribe"):
-            for track_id in message["tracks"]:
-                if kind == "subscribe":
-                    room.track(track_id)
             if kind == "subscribe":
-                participant.subscriptions.update(message["tracks"])
+                conference.subscribe(room, participant, message["tracks"])
             else:
-                participant.subscriptions.difference_update(message["tracks"])
+                conference.unsubscribe(room, participant, message["tracks"])
             # The offer follows the response, from the conference, as an event.
             asyncio.get_running_loop().call_soon(self._renegotiate, room, participant)
             return {}
