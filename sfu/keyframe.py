@@ -43,7 +43,7 @@ class KeyFrameRequester:
     def request(self, now: float) -> bool:
         """A viewer needs a keyframe; True means send a PLI to the publisher now."""
         last = self._last_sent
-        if last is None or now - last >= self.min_interval:
+        if last is None or now >= last + self.min_interval:
             self._last_sent = now
             self._pending = False
             return True
@@ -55,7 +55,7 @@ class KeyFrameRequester:
         if not self._pending:
             return False
         last = self._last_sent
-        if last is not None and now - last < self.min_interval:
+        if last is not None and now < last + self.min_interval:  # the very sum next_deadline gives
             return False
         self._last_sent = now
         self._pending = False

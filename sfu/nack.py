@@ -126,17 +126,20 @@ class NackGenerator:
         self._missing.clear()
         self._earliest = inf
 
-    def on_packet(self, seq: int, now: float) -> None:
-        """Account for one received packet with 16-bit sequence number ``seq``."""
+    def on_packet(self, seq: int, now: float) -> bool:
+        """Account for one received packet with 16-bit sequence number ``seq``.
+
+        Returns True when it found new loss, so the caller can make sure its timer runs
+        :meth:`due` (or :meth:`take_keyframe_request`) ``reorder_delay`` from now."""
         highest = self._highest
         if highest is None:
             self._highest = seq & _SEQ_MASK
-            return
+            return False
         # Signed distance from the highest seq, in [-32768, 32767].
         diff = ((seq - highest + _HALF) & _SEQ_MASK) - _HALF
         if diff == 1:  # in order: the common case, keep it to a few operations
             self._highest = highest + 1
-            return
+            return False
         if diff > 1:
             if diff > self.max_jump:
                 # Either a sender restart or massive loss: NACKing thousands of
@@ -145,21 +148,21 @@ class NackGenerator:
                 self._earliest = inf
                 self._highest = highest + diff
                 self._keyframe_needed = True
-                return
+                return True
             missing = self._missing
             if len(missing) + diff - 1 > self.max_missing:
                 missing.clear()
                 self._earliest = inf
                 self._highest = highest + diff
                 self._keyframe_needed = True
-                return
+                return True
             for ext in range(highest + 1, highest + diff):
                 missing[ext] = _Missing(now)
             deadline = now + self.reorder_delay
             if deadline < self._earliest:
                 self._earliest = deadline
             self._highest = highest + diff
-            return
+            return True
         if diff < -self.max_jump:
             # Far behind: most likely the sender restarted its sequence lower. Without
             # a reset every later packet would look "old" and loss would go unnoticed.
@@ -167,10 +170,21 @@ class NackGenerator:
             self._missing.clear()
             self._earliest = inf
             self._highest = highest + diff
-            return
+            return False
         # Late, duplicate or retransmitted packet (diff <= 0): fills a hole if any.
         if self._missing:
             self._missing.pop(highest + diff, None)
+        return False
+
+    def repair(self, seq: int) -> bool:
+        """A retransmission of ``seq`` arrived: True if we were missing it (and no longer
+        are). A retransmission we did not ask for (a duplicate, a bandwidth probe made
+        of old packets, or garbage) is not worth forwarding."""
+        highest = self._highest
+        if highest is None:
+            return False
+        diff = ((seq - highest + _HALF) & _SEQ_MASK) - _HALF
+        return self._missing.pop(highest + diff, None) is not None
 
     def due(self, now: float) -> list[int]:
         """Sequence numbers (16-bit, oldest first) to put in a NACK now.

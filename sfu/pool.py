@@ -12,10 +12,11 @@ import itertools
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sfu import channel
+from sfu import channel, control
+from sfu.control import Method
+from sfu.settings import MediaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +28,8 @@ class WorkerError(Exception):
         self.message = message
 
 
-@dataclass
-class WorkerSettings:
-    host: str = "127.0.0.1"
-    announce: str = "127.0.0.1"
-    base_port: int = 0  # worker i binds base_port + i; 0 means an ephemeral port each
-    publisher_bitrate: int = 2_500_000
-    consent_timeout: float = 30.0
-    log_level: str = "INFO"
-
+P = TypeVar("P")
+R = TypeVar("R")
 
 EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
 
@@ -43,7 +37,7 @@ EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
 class WorkerHandle:
     """One worker process and its request/response bookkeeping."""
 
-    def __init__(self, index: int, settings: WorkerSettings, on_event: EventHandler) -> None:
+    def __init__(self, index: int, settings: MediaSettings, on_event: EventHandler) -> None:
         self.index = index
         self.settings = settings
         self.on_event = on_event
@@ -59,26 +53,14 @@ class WorkerHandle:
         self.stopping = False
 
     async def start(self, timeout: float = 20.0) -> None:
-        s = self.settings
-        port = s.base_port + self.index if s.base_port else 0
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "sfu.process",
             "--index",
             str(self.index),
-            "--host",
-            s.host,
-            "--port",
-            str(port),
-            "--announce",
-            s.announce,
-            "--publisher-bitrate",
-            str(s.publisher_bitrate),
-            "--consent-timeout",
-            str(s.consent_timeout),
-            "--log-level",
-            s.log_level,
+            "--settings",
+            self.settings.to_json(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -143,7 +125,14 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None and not self.stopping
 
+    async def call(self, method: Method[P, R], params: P, timeout: float = 10.0) -> R:
+        """One request as declared in :mod:`sfu.control`; raises WorkerError or TimeoutError."""
+        result = await self.request(method.name, params, timeout)  # type: ignore[arg-type]
+        return result  # type: ignore[return-value]
+
     async def request(self, method: str, params: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        if method not in control.METHODS:
+            raise WorkerError("unknown_method", f"unknown method {method!r}")
         if not self.alive or self.process is None or self.process.stdin is None:
             raise WorkerError("worker_gone", f"media worker {self.index} is not running")
         request_id = next(self._ids)
@@ -173,10 +162,10 @@ class WorkerHandle:
 class WorkerPool:
     """All media workers of this server; restarts one that dies."""
 
-    def __init__(self, count: int, settings: WorkerSettings, on_event: EventHandler) -> None:
+    def __init__(self, settings: MediaSettings, on_event: EventHandler) -> None:
         self.settings = settings
         self.on_event = on_event
-        self.workers = [WorkerHandle(i, settings, self._event) for i in range(max(1, count))]
+        self.workers = [WorkerHandle(i, settings, self._event) for i in range(settings.workers)]
         self._restarts: set[asyncio.Task[None]] = set()
         self.stopping = False
 

@@ -1,8 +1,12 @@
-"""The media worker process: one UDP port, one event loop (uvloop), one WorkerCore.
+"""The media worker process: the thin asyncio layer around one :class:`WorkerCore`.
 
 Started by :class:`sfu.pool.WorkerPool` as ``python -m sfu.process``; it reads control
 requests from stdin and writes responses and events to stdout (see :mod:`sfu.channel`).
 Logs go to stderr. When the control process goes away (stdin closes), the worker exits.
+
+This layer moves bytes and arms one timer: datagrams from the shared UDP port and from
+plain transports' sockets go straight into the core; ``loop.call_at`` is armed at the
+core's earliest deadline and re-armed whenever that moves earlier.
 """
 
 from __future__ import annotations
@@ -15,23 +19,72 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Callable
+from math import inf
 from typing import Any
 
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu import channel
-from sfu.worker import RequestError, WorkerCore
+from sfu.control import ControlError
+from sfu.plain_transport import PlainAddress, PlainSocket
+from sfu.settings import MediaSettings
+from sfu.worker import WorkerCore
 
 logger = logging.getLogger("sfu.process")
 
-TICK = 0.02  # seconds between timer sweeps (NACK, PLI throttle, reports, consent)
+SOCKET_BUFFER = 4 << 20  # a burst of keyframe packets to many viewers must not overflow
 
 
-class MediaProtocol(asyncio.DatagramProtocol):
-    """The thin I/O layer: datagrams straight into the core; never raises into the loop."""
+class Clock:
+    """One ``loop.call_at`` at the core's earliest deadline (see :mod:`sfu.timers`)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.core: WorkerCore | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.armed_at = inf
+
+    def rearm(self) -> None:
+        """Something may have gained an earlier deadline: arm for it."""
+        if self.core is not None and self.core.timers.deadline < self.armed_at:
+            self._arm(self.core.timers.deadline)
+
+    def _arm(self, at: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.armed_at = at
+        if at != inf:
+            # Never a past or infinite time: uvloop cannot convert -inf to its clock.
+            self.handle = self.loop.call_at(max(at, self.loop.time()), self._fire)
+
+    def _fire(self) -> None:
+        core = self.core
+        assert core is not None
+        now = self.loop.time()
+        # How late the loop ran the timer: the event loop lag a metric reports.
+        core.loop_lag = max(now - self.armed_at, core.loop_lag * 0.95)
+        self.handle = None
+        self.armed_at = inf
+        try:
+            deadline = core.run_timers(now)
+        except Exception:  # pragma: no cover - TimerQueue already isolates its owners
+            logger.exception("worker: timers failed")
+            deadline = now + 0.5
+        self._arm(deadline)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+class MediaProtocol(asyncio.DatagramProtocol):
+    """Datagrams from the shared port straight into the core; never raises into the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
+        self.loop = loop
+        self.clock = clock
         self.core: WorkerCore | None = None
         self.errors = 0
 
@@ -41,6 +94,7 @@ class MediaProtocol(asyncio.DatagramProtocol):
             return
         try:
             core.receive(data, (addr[0], addr[1]), self.loop.time())
+            self.clock.rearm()
         except Exception:  # one bad packet must never stop the worker
             self.errors += 1
             if self.errors < 20 or self.errors % 1000 == 0:
@@ -48,6 +102,70 @@ class MediaProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("udp error: %s", exc)
+
+
+class LoopSocket:
+    """A plain transport's non-blocking socket, read with ``loop.add_reader``."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        clock: Clock,
+        unix: bool,
+        bind: str,
+        on_datagram: Callable[[bytes, Any, float], None],
+    ) -> None:
+        family = socket.AF_UNIX if unix else (socket.AF_INET6 if ":" in bind else socket.AF_INET)
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.path = bind if unix else None
+        try:
+            self.sock.setblocking(False)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            if unix:
+                old_umask = os.umask(0o177)  # the socket file is created 0600
+                try:
+                    self.sock.bind(bind)
+                finally:
+                    os.umask(old_umask)
+            else:
+                self.sock.bind((bind, 0))
+        except OSError:
+            self.sock.close()
+            raise
+        name = self.sock.getsockname()
+        self.local: PlainAddress = name if unix else (name[0], name[1])
+        self.loop = loop
+        self.clock = clock
+        self.on_datagram = on_datagram
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        for _ in range(64):  # bounded, so one busy socket cannot starve the others
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                logger.debug("plain socket %s: %s", self.local, exc)
+                break
+            try:
+                self.on_datagram(data, addr, self.loop.time())
+            except Exception:
+                logger.exception("worker: error handling a plain datagram from %s", addr)
+        self.clock.rearm()
+
+    def sendto(self, data: bytes | bytearray, addr: PlainAddress) -> None:
+        self.sock.sendto(data, addr)
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 class ControlLink:
@@ -62,6 +180,7 @@ class ControlLink:
 
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    settings: MediaSettings = args.settings
     certificate = RTCCertificate.generateCertificate()
     reader = asyncio.StreamReader(limit=channel.MAX_MESSAGE + 4)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
@@ -71,24 +190,32 @@ async def run(args: argparse.Namespace) -> None:
     def emit(event: str, data: dict[str, Any]) -> None:
         link.write({"event": event, "data": data})
 
-    protocol = MediaProtocol(loop)
-    udp, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(args.host, args.port))
+    clock = Clock(loop)
+    protocol = MediaProtocol(loop, clock)
+    port = settings.base_port + args.index if settings.base_port else 0
+    udp, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(settings.listen, port))
     sock = udp.get_extra_info("socket")
-    try:  # a burst of keyframe packets to many viewers must not overflow the queues
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
     except OSError:
         pass
+
+    def open_socket(unix: bool, bind: str, on_datagram: Callable[[bytes, Any, float], None]) -> PlainSocket:
+        return LoopSocket(loop, clock, unix, bind, on_datagram)
+
     core = WorkerCore(
         certificate,
-        args.announce,
+        settings.announced,
         udp.get_extra_info("sockname")[1],
         udp.sendto,  # uvloop sends at once when it can; it keeps the bytes otherwise
         emit,
-        publisher_bitrate=args.publisher_bitrate,
-        consent_timeout=args.consent_timeout,
+        settings,
+        open_socket,
     )
     protocol.core = core
+    clock.core = core
+    clock.rearm()
 
     link.write(
         {
@@ -96,21 +223,8 @@ async def run(args: argparse.Namespace) -> None:
             "data": {"index": args.index, "port": core.port, "pid": os.getpid(), "fingerprint": core.fingerprint[1]},
         }
     )
-    logger.info("worker %d listening on %s:%d (announcing %s)", args.index, args.host, core.port, args.announce)
+    logger.info("worker %d listening on %s:%d (announcing %s)", args.index, settings.listen, core.port, settings.announced)
 
-    async def ticker() -> None:
-        while True:
-            due = loop.time() + TICK
-            await asyncio.sleep(TICK)
-            # How late the loop woke us: the event loop lag a metric reports (max over ~1 s).
-            lag = max(0.0, loop.time() - due)
-            core.loop_lag = max(lag, core.loop_lag * 0.95)
-            try:
-                core.tick(loop.time())
-            except Exception:
-                logger.exception("worker: timer sweep failed")
-
-    tick_task = asyncio.create_task(ticker())
     decoder = channel.Decoder()
     try:
         while True:
@@ -119,25 +233,28 @@ async def run(args: argparse.Namespace) -> None:
                 break
             for message in decoder.feed(data):
                 link.write(handle(core, message, loop.time()))
+            clock.rearm()
     except channel.ChannelError as exc:
         logger.error("worker: control channel broken: %s", exc)
     finally:
-        tick_task.cancel()
-        for session_id in list(core.sessions):
-            core.close_session(session_id, "worker shutting down")
+        clock.stop()
+        core.close_all("worker shutting down")
         udp.close()
 
 
 def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, Any]:
+    """One framed request in, its framed answer out; nothing a request holds can raise."""
     request_id = message.get("id")
     method = message.get("method")
-    params = message.get("params") or {}
-    if not isinstance(method, str) or not isinstance(params, dict):
+    params = message.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(method, str):
         return {"id": request_id, "error": {"code": "bad_request", "message": "method and params required"}}
     started = time.perf_counter()
     try:
         result = core.handle(method, params, now)
-    except RequestError as exc:
+    except ControlError as exc:
         return {"id": request_id, "error": {"code": exc.code, "message": exc.message}}
     except Exception as exc:
         logger.exception("worker: request %s failed", method)
@@ -152,16 +269,11 @@ def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, A
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sfu.process")
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--announce", default="127.0.0.1")
-    parser.add_argument("--publisher-bitrate", type=int, default=2_500_000)
-    parser.add_argument("--consent-timeout", type=float, default=30.0)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--settings", type=MediaSettings.from_json, default=MediaSettings(), help="MediaSettings as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
-        level=args.log_level.upper(),
+        level=args.settings.log_level.upper(),
         format=f"%(asctime)s worker-{args.index} %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -14,9 +14,10 @@ import logging
 from dataclasses import dataclass
 
 from sfu import sdp
-from sfu.router import Consumer, Producer
+from sfu.consumer import SimpleConsumer, consumer_for
+from sfu.producer import Producer
 from sfu.rtp import ExtensionLayout
-from sfu.transport import PeerTransport
+from sfu.webrtc_transport import WebRtcTransport
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class OfferedSection:
     mid: str
     kind: str
     codec: sdp.Codec  # with this connection's payload types
-    consumer: Consumer | None
+    consumer: SimpleConsumer | None
     producer_id: str
     stream: str
     track: str
@@ -55,7 +56,7 @@ def _codec_key(codec: sdp.Codec) -> tuple[object, ...]:
 class SubscriberSession:
     """The offer/answer state of one subscribe connection."""
 
-    def __init__(self, transport: PeerTransport) -> None:
+    def __init__(self, transport: WebRtcTransport) -> None:
         self.transport = transport
         self.sections: list[OfferedSection] = []
         self.version = 0
@@ -104,7 +105,7 @@ class SubscriberSession:
             )
             mid = str(self.next_mid)
             self.next_mid += 1
-            consumer = Consumer(
+            consumer = consumer_for(
                 f"{self.transport.session_id}-{mid}",
                 producer,
                 self.transport,

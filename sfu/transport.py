@@ -1,32 +1,42 @@
-"""One WebRTC peer on a worker's shared UDP port: ICE-lite, DTLS-SRTP, RTP/RTCP dispatch.
+"""What every transport does, whatever carries its bytes (mediasoup's Transport).
 
-Sans-I/O: the worker hands in datagrams with ``receive`` and the current time; the
-transport sends through the ``sender`` callable it was given and reports lifecycle
-events through ``on_event``. No socket, no task, no timer of its own: ``tick`` is called
-by the worker's clock.
+A transport is one connection to one peer: producers receive from it, consumers send
+through it. This base class holds what does not depend on how bytes travel: the SSRC
+demultiplexing of incoming RTP to receive streams, the RTCP feedback units, reports,
+counters, timers and lifecycle. Subclasses move bytes and own their crypto:
+:class:`~sfu.webrtc_transport.WebRtcTransport` (ICE-lite + DTLS-SRTP) and
+:class:`~sfu.plain_transport.PlainTransport` (plain RTP/RTCP on a local socket).
+
+Sans-I/O: datagrams come in with the current time; a ``sender`` callable takes what goes
+out; the worker's :class:`~sfu.timers.TimerQueue` calls :meth:`Transport.on_timer`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from math import inf
 from typing import Any
 
-from aioice import stun
-
 from sfu import rtcp
-from sfu.dtls import DtlsError, DtlsSession, is_dtls
-from sfu.ice import Address, IceLiteSession
-from sfu.nack import build_nack
-from sfu.router import Consumer, Producer, random_ssrc
-from sfu.rtp import RtpError, is_rtcp, parse_rtp, read_map, unwrap_rtx
-from sfu.srtp import SrtpContext, SrtpError
+from sfu.consumer import Consumer, random_ssrc
+from sfu.feedback import FeedbackUnit, standard_units
+from sfu.producer import Producer
+from sfu.rtp import RtpError, parse_rtp, read_map, unwrap_rtx
+from sfu.streams import RecvStream
+from sfu.timers import TimerQueue
 
 logger = logging.getLogger(__name__)
 
-REPORT_INTERVAL = 1.0
-MAX_LEARNED_SSRCS = 16
+MAX_LEARNED_SSRCS = 16  # SSRCs an unsignalled publisher may introduce on one transport
+RTCP_MTU = 1200
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+def _ignore(name: str, data: dict[str, Any]) -> None:
+    pass
 
 
 class TransportCounters:
@@ -52,359 +62,309 @@ class TransportCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class PeerTransport:
-    """A WHIP publisher's or WHEP viewer's connection, and the tracks on it."""
+class Transport(ABC):
+    """One connection: its producers and consumers, RTCP units, counters and timers."""
+
+    kind = "transport"
 
     def __init__(
         self,
         session_id: str,
         room: str,
         identity: str,
-        ice: IceLiteSession,
-        dtls: DtlsSession | None,
-        sender: Callable[[bytes, Address], None],
-        on_event: Callable[[str, dict[str, Any]], None],
-        extensions: dict[str, int],
+        *,
+        timers: TimerQueue,
+        on_event: EventSink,
         now: float,
-        publisher_bitrate: int = 2_500_000,
+        publisher_bitrate: int,
+        report_interval: float,
+        extensions: dict[str, int] | None = None,
     ) -> None:
         self.session_id = session_id
         self.room = room
         self.identity = identity
-        self.ice = ice
-        self.dtls = dtls
-        self.srtp: SrtpContext | None = None
-        self.sender = sender
+        self.timers = timers
         self.on_event = on_event
-        self.extensions = dict(extensions)
-        self.ext_map = read_map(extensions)
-        self.sdp_session_id = random.getrandbits(62)  # o= stays the same across renegotiations
-        self.addr: Address | None = None
         self.now = now
         self.rtcp_ssrc = random_ssrc()
-        self.publisher_bitrate = publisher_bitrate
-        self.producers: list[Producer] = []
-        self.producers_by_ssrc: dict[int, Producer] = {}
-        self.rtx_by_ssrc: dict[int, Producer] = {}
-        self.producers_by_pt: dict[int, Producer] = {}
-        self.producers_by_mid: dict[bytes, Producer] = {}
-        self.consumers: list[Consumer] = []
-        self.consumers_by_ssrc: dict[int, Consumer] = {}
-        self.twcc_seq = 0
-        self.next_report = now + REPORT_INTERVAL
-        self.counters = TransportCounters()
-        self.packets_out = 0  # kept outside counters: one attribute less per packet
-        self.bytes_out = 0
-        self.closed = False
-        # WHEP viewers end with their source; a conference subscriber stays for new tracks.
-        self.close_when_idle = False
-        self.quality = "excellent"
-        self.retired_mids: set[str] = set()  # mids whose producer was closed: never reopened
-        self.subscriber: Any = None  # sfu.subscriber.SubscriberSession for subscribe connections
-
-    def add_extensions(self, extensions: dict[str, int]) -> None:
-        """A renegotiated offer may add sections with extensions we had not seen."""
-        self.extensions.update(extensions)
+        self.extensions: dict[str, int] = dict(extensions or {})
         self.ext_map = read_map(self.extensions)
+        self.producers: list[Producer] = []
+        self.consumers: list[Consumer] = []
+        self.streams_by_ssrc: dict[int, RecvStream] = {}
+        self.rtx_by_ssrc: dict[int, RecvStream] = {}
+        self.producers_by_mid: dict[bytes, Producer] = {}
+        self.producers_by_pt: dict[int, Producer] = {}
+        self.consumers_by_ssrc: dict[int, Consumer] = {}
+        self.counters = TransportCounters()
+        self.packets_out = 0  # outside counters: one attribute less per packet
+        self.bytes_out = 0
+        self.twcc_seq = 0
+        self.closed = False
+        self.close_when_idle = False  # a WHEP viewer ends with its source
+        self.quality = "excellent"
+        self.report_interval = report_interval
+        self.next_report = inf
+        self.units: list[FeedbackUnit] = standard_units(self, publisher_bitrate)
+        self._rtcp_handlers: dict[type, list[Callable[[Any, float], None]]] = {}
+        self._sent_hooks: list[Callable[[int, int, float], None]] = []
+        for unit in self.units:
+            self._hook(unit)
 
-    # -- tracks -------------------------------------------------------------------------
+    def _hook(self, unit: FeedbackUnit) -> None:
+        for packet_type in unit.handles:
+            self._rtcp_handlers.setdefault(packet_type, []).append(unit.on_rtcp)
+        if type(unit).on_sent is not FeedbackUnit.on_sent:
+            self._sent_hooks.append(unit.on_sent)
+
+    def add_unit(self, unit: FeedbackUnit) -> None:
+        """Another feedback feature on this transport (transport-cc, say)."""
+        self.units.append(unit)
+        self._hook(unit)
+
+    def unit(self, unit_type: type[FeedbackUnit]) -> Any:
+        for unit in self.units:
+            if isinstance(unit, unit_type):
+                return unit
+        return None
+
+    # -- what subclasses provide ------------------------------------------------------------
+    @property
+    @abstractmethod
+    def connected(self) -> bool:
+        """Media can flow: keys are agreed and the peer's address is known."""
+
+    @abstractmethod
+    def send_rtp(self, buf: bytearray, twcc_offset: int, now: float) -> None:
+        """Send one RTP packet, stamping the next transport-wide sequence number at
+        ``twcc_offset`` if it is not -1. The hot path: called once per forwarded copy."""
+
+    @abstractmethod
+    def _send_rtcp_packet(self, data: bytes) -> bool:
+        """Send one plain compound RTCP packet (protecting it if the transport encrypts)."""
+
+    def _sent(self, twcc: int, size: int, now: float) -> None:
+        for hook in self._sent_hooks:
+            hook(twcc, size, now)
+
+    # -- producers and consumers ------------------------------------------------------------
     def add_producer(self, producer: Producer) -> None:
         self.producers.append(producer)
         self.producers_by_pt[producer.codec.payload_type] = producer
         if producer.rtx_pt is not None:
             self.producers_by_pt[producer.rtx_pt] = producer
         self.producers_by_mid[producer.mid.encode()] = producer
-        if producer.ssrc is not None:
-            self.producers_by_ssrc[producer.ssrc] = producer
-        if producer.rtx_ssrc is not None:
-            self.rtx_by_ssrc[producer.rtx_ssrc] = producer
+        for stream in producer.streams:
+            if stream.ssrc is not None:
+                self.streams_by_ssrc[stream.ssrc] = stream
+            if stream.rtx_ssrc is not None:
+                self.rtx_by_ssrc[stream.rtx_ssrc] = stream
+        producer.on_close.append(self._producer_closed)
+        if self.connected:
+            producer.request_keyframe(self.now)
+
+    def _producer_closed(self, producer: Producer) -> None:
+        if producer in self.producers:
+            self.producers.remove(producer)
+        for table in (self.streams_by_ssrc, self.rtx_by_ssrc):
+            for ssrc in [s for s, stream in table.items() if stream.producer is producer]:
+                del table[ssrc]
+        for mapping in (self.producers_by_pt, self.producers_by_mid):
+            for key in [k for k, p in mapping.items() if p is producer]:
+                del mapping[key]  # type: ignore[attr-defined]
+        self._maybe_idle()
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
-        self.consumers_by_ssrc[consumer.ssrc] = consumer
-        if consumer.rtx_ssrc is not None:
-            self.consumers_by_ssrc[consumer.rtx_ssrc] = consumer
-        consumer.producer.add_consumer(consumer)
-        if self.srtp is not None:
+        for ssrc in consumer.ssrcs():
+            self.consumers_by_ssrc[ssrc] = consumer
+        if self.connected:
             consumer.activate(self.now)
 
     def consumer_closed(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
-        self.consumers_by_ssrc.pop(consumer.ssrc, None)
-        if consumer.rtx_ssrc is not None:
-            self.consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
+        for ssrc in consumer.ssrcs():
+            if self.consumers_by_ssrc.get(ssrc) is consumer:
+                del self.consumers_by_ssrc[ssrc]
         if not self.closed:
             self.on_event("consumer_closed", {"session": self.session_id, "consumer": consumer.id})
-            if self.close_when_idle and not self.consumers and not self.producers:
-                # A viewer whose source went away: end it, so its client learns at once
-                # (DTLS close_notify) and can reconnect, rather than wait on silence.
-                self.close("source ended")
+            self._maybe_idle()
 
+    def _maybe_idle(self) -> None:
+        if self.close_when_idle and not self.closed and not self.consumers and not self.producers:
+            # A viewer whose source went away: end it, so its client learns at once
+            # (DTLS close_notify) and can reconnect, rather than wait on silence.
+            self.close("source ended")
+
+    def add_extensions(self, extensions: dict[str, int]) -> None:
+        """A renegotiated offer may add sections with extensions we had not seen."""
+        self.extensions.update(extensions)
+        self.ext_map = read_map(self.extensions)
+
+    def _on_connected(self, now: float, details: dict[str, Any]) -> None:
+        """Keys are up: consumers start (at a keyframe), publishers are asked for one."""
+        self.next_report = now + self.report_interval
+        for consumer in self.consumers:
+            consumer.activate(now)
+        for producer in self.producers:
+            producer.request_keyframe(now)
+        self.wake(self.next_report)
+        self.on_event("connected", {"session": self.session_id, **details})
+
+    # -- incoming ---------------------------------------------------------------------------
+    def receive_rtp(self, plain: bytes, size: int, now: float) -> None:
+        """One decrypted RTP packet: to the receive stream its SSRC belongs to."""
+        try:
+            packet = parse_rtp(plain, self.ext_map)
+        except RtpError:
+            self.counters.dropped += 1
+            return
+        counters = self.counters
+        counters.packets_in += 1
+        counters.bytes_in += size
+        stream = self.streams_by_ssrc.get(packet.ssrc)
+        if stream is not None:
+            stream.receive(packet, now)
+            return
+        stream = self.rtx_by_ssrc.get(packet.ssrc)
+        if stream is None:
+            found = self._learn(packet, now)
+            if found is None:
+                counters.dropped += 1
+                return
+            stream, is_rtx = found
+            if not is_rtx:
+                stream.receive(packet, now)
+                return
+        # An RTX packet: a retransmission we asked for, or a padding probe to drop.
+        producer = stream.producer
+        if stream.ssrc is None or producer.rtx_pt is None or packet.pt != producer.rtx_pt:
+            counters.dropped += 1
+            return
+        original = unwrap_rtx(packet, stream.ssrc, producer.codec.payload_type)
+        if original is None:
+            return  # a padding-only probe
+        if stream.receive_retransmission(original, now):
+            counters.rtx_in += 1
+        else:
+            counters.dropped += 1
+
+    def _learn(self, packet: Any, now: float) -> tuple[RecvStream, bool] | None:
+        """Bind an unsignalled SSRC to its producer (by MID extension, else payload type)
+        and, through the producer, to one of its encodings."""
+        if len(self.streams_by_ssrc) + len(self.rtx_by_ssrc) >= MAX_LEARNED_SSRCS:
+            return None
+        producer = self.producers_by_mid.get(packet.mid) if packet.mid is not None else None
+        if producer is None:
+            producer = self.producers_by_pt.get(packet.pt)
+        if producer is None:
+            return None
+        found = producer.bind(packet, now)
+        if found is None:
+            return None
+        stream, is_rtx = found
+        tables = [self.rtx_by_ssrc] if is_rtx else [self.streams_by_ssrc, self.rtx_by_ssrc]
+        for table in tables:  # the encoding's previous SSRCs (a new media SSRC voids its RTX)
+            for stale in [s for s, known in table.items() if known is stream]:
+                del table[stale]
+        (self.rtx_by_ssrc if is_rtx else self.streams_by_ssrc)[packet.ssrc] = stream
+        return found
+
+    def receive_rtcp(self, plain: bytes, now: float) -> None:
+        """One decrypted compound RTCP packet: each part to the units that handle it."""
+        try:
+            packets = rtcp.parse_compound(plain)
+        except rtcp.RtcpError:
+            self.counters.dropped += 1
+            return
+        self.counters.rtcp_in += 1
+        handlers = self._rtcp_handlers
+        for packet in packets:
+            for handler in handlers.get(type(packet), ()):
+                handler(packet, now)
+
+    # -- outgoing RTCP -------------------------------------------------------------------------
+    def send_rtcp(self, packet: bytes) -> None:
+        """One feedback message, at once (PLI, NACK)."""
+        if self.connected and not self.closed and self._send_rtcp_packet(packet):
+            self.counters.rtcp_out += 1
+
+    def send_keyframe_request(self, stream: RecvStream) -> None:
+        if stream.ssrc is None:
+            return
+        self.counters.plis_out += 1
+        self.send_rtcp(rtcp.pli(self.rtcp_ssrc, stream.ssrc))
+
+    def _report(self, now: float) -> None:
+        """Every unit's report packets in compounds of at most RTCP_MTU bytes, each
+        starting with an SR or RR (RFC 3550 6.1)."""
+        packets = [packet for unit in self.units for packet in unit.report(now)]
+        chunk = b""
+        for packet in packets:
+            if chunk and len(chunk) + len(packet) > RTCP_MTU:
+                self.send_rtcp(chunk)
+                chunk = b""
+            if not chunk and packet[1] not in (200, 201):
+                chunk = rtcp.receiver_report(self.rtcp_ssrc, [])
+            chunk += packet
+        if chunk:
+            self.send_rtcp(chunk)
+
+    # -- timers -------------------------------------------------------------------------------
+    def wake(self, at: float) -> None:
+        """Make sure :meth:`on_timer` runs by ``at``."""
+        if not self.closed:
+            self.timers.schedule(self, at)
+
+    def next_deadline(self) -> float:
+        if self.closed:
+            return inf
+        earliest = self.next_report
+        for unit in self.units:
+            at = unit.next_deadline()
+            if at < earliest:
+                earliest = at
+        return earliest
+
+    def on_timer(self, now: float) -> None:
+        self.now = now
+        if self.closed or not self.connected:
+            return
+        for unit in self.units:
+            if unit.next_deadline() <= now:
+                unit.on_timer(now)
+        if now >= self.next_report:
+            self.next_report = now + self.report_interval
+            self._report(now)
+
+    # -- lifecycle -------------------------------------------------------------------------------
     def counter_values(self) -> dict[str, int]:
         values = self.counters.as_dict()
         values["packets_out"] = self.packets_out
         values["bytes_out"] = self.bytes_out
         return values
 
-    # -- input --------------------------------------------------------------------------
-    def handle_stun(self, message: stun.Message, remote_ufrag: str, addr: Address, now: float) -> bytes | None:
-        response = self.ice.handle_request(message, remote_ufrag, addr, now)
-        if response is not None and self.ice.selected is not None:
-            self.addr = self.ice.selected
-        return response
-
-    def receive(self, data: bytes, addr: Address, now: float) -> None:
-        """A non-STUN datagram from an address ICE validated for this peer."""
-        self.now = now
-        if self.closed:
-            return
-        if self.addr is None:
-            self.addr = addr  # DTLS before USE-CANDIDATE: answer where it came from
-        first = data[0]
-        if 127 < first < 192:
-            if self.srtp is None:
-                self.counters.dropped += 1
-                return
-            if is_rtcp(data):
-                self._receive_rtcp(data, now)
-            else:
-                self._receive_rtp(data, now)
-        elif is_dtls(data):
-            self._receive_dtls(data, now)
-        else:
-            self.counters.dropped += 1
-
-    def set_remote(self, remote_ufrag: str, dtls: DtlsSession) -> None:
-        """A subscribe connection learns the client's ICE ufrag and certificate from its
-        first answer; until then its checks and DTLS are dropped."""
-        self.ice.remote_ufrag = remote_ufrag
-        self.dtls = dtls
-
-    def _receive_dtls(self, data: bytes, now: float) -> None:
-        if self.dtls is None:
-            self.counters.dropped += 1
-            return
-        was_connected = self.dtls.connected
-        try:
-            replies = self.dtls.receive(data)
-        except DtlsError as exc:
-            logger.warning("session %s (%s): %s", self.session_id, self.identity, exc)
-            self.close(f"dtls: {exc}")
-            return
-        for reply in replies:
-            self._send_raw(reply)
-        if self.dtls.closed:
-            self.close("dtls closed by peer")
-            return
-        if not was_connected and self.dtls.connected and self.dtls.keys is not None:
-            keys = self.dtls.keys
-            self.srtp = SrtpContext(keys.profile, keys.tx_key, keys.rx_key)
-            for consumer in self.consumers:
-                consumer.activate(now)
-            for producer in self.producers:
-                producer.request_keyframe(now)
-            self.on_event("connected", {"session": self.session_id, "srtp_profile": keys.name})
-
-    def _receive_rtp(self, data: bytes, now: float) -> None:
-        try:
-            plain = self.srtp.unprotect(data)  # type: ignore[union-attr]
-            packet = parse_rtp(plain, self.ext_map)
-        except (SrtpError, RtpError):
-            self.counters.dropped += 1
-            return
-        counters = self.counters
-        counters.packets_in += 1
-        counters.bytes_in += len(data)
-        producer = self.producers_by_ssrc.get(packet.ssrc)
-        if producer is not None:
-            producer.receive(packet, now)
-            return
-        producer = self.rtx_by_ssrc.get(packet.ssrc)
-        if producer is None:
-            producer = self._learn_ssrc(packet)
-            if producer is None:
-                counters.dropped += 1
-                return
-            if producer.ssrc == packet.ssrc:
-                producer.receive(packet, now)
-                return
-        # An RTX packet: a retransmission we asked for, or a padding probe to drop.
-        if producer.ssrc is None or producer.rtx_pt is None or packet.pt != producer.rtx_pt:
-            counters.dropped += 1
-            return
-        original = unwrap_rtx(packet, producer.ssrc, producer.codec.payload_type)
-        if original is None:
-            return
-        counters.rtx_in += 1
-        producer.receive(original, now)
-
-    def _learn_ssrc(self, packet: Any) -> Producer | None:
-        """Bind an unsignalled SSRC to its track by MID extension or payload type."""
-        if len(self.producers_by_ssrc) + len(self.rtx_by_ssrc) >= MAX_LEARNED_SSRCS:
-            return None
-        producer = None
-        if packet.mid is not None:
-            producer = self.producers_by_mid.get(packet.mid)
-        if producer is None:
-            producer = self.producers_by_pt.get(packet.pt)
-        if producer is None:
-            return None
-        if packet.pt == producer.codec.payload_type and packet.rrid is None:
-            if producer.ssrc is not None and producer.ssrc != packet.ssrc:
-                if packet.rid is not None:
-                    return None  # another simulcast layer: not forwarded before simulcast support
-                logger.info("session %s: track %s changed SSRC", self.session_id, producer.mid)
-                self.producers_by_ssrc.pop(producer.ssrc, None)
-                for consumer in producer.consumers:
-                    consumer.waiting_keyframe = True
-                producer.stats = rtcp.ReceiveStats(producer.clock_rate)
-                if producer.nack is not None:
-                    producer.nack.reset()
-            producer.ssrc = packet.ssrc
-            self.producers_by_ssrc[packet.ssrc] = producer
-            producer.request_keyframe(self.now)
-            return producer
-        if producer.rtx_pt is not None and packet.pt == producer.rtx_pt and producer.rtx_ssrc is None:
-            producer.rtx_ssrc = packet.ssrc
-            self.rtx_by_ssrc[packet.ssrc] = producer
-            return producer
-        return None
-
-    def _receive_rtcp(self, data: bytes, now: float) -> None:
-        try:
-            plain = self.srtp.unprotect_rtcp(data)  # type: ignore[union-attr]
-            packets = rtcp.parse_compound(plain)
-        except (SrtpError, rtcp.RtcpError):
-            self.counters.dropped += 1
-            return
-        self.counters.rtcp_in += 1
-        for packet in packets:
-            if isinstance(packet, rtcp.RtcpSrPacket):
-                producer = self.producers_by_ssrc.get(packet.ssrc)
-                if producer is not None:
-                    info = packet.sender_info
-                    producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp, now)
-                self._reports(packet.reports)
-            elif isinstance(packet, rtcp.RtcpRrPacket):
-                self._reports(packet.reports)
-            elif isinstance(packet, rtcp.RtcpPsfbPacket):
-                if packet.fmt == rtcp.RTCP_PSFB_PLI:
-                    self._keyframe_request(packet.media_ssrc, now)
-                elif packet.fmt == rtcp.RTCP_PSFB_FIR and len(packet.fci) >= 8:
-                    self._keyframe_request(int.from_bytes(packet.fci[0:4], "big"), now)
-            elif isinstance(packet, rtcp.RtcpRtpfbPacket):
-                if packet.fmt == rtcp.RTCP_RTPFB_NACK:
-                    consumer = self.consumers_by_ssrc.get(packet.media_ssrc)
-                    if consumer is not None:
-                        self.counters.nacks_in += 1
-                        self.counters.retransmissions += consumer.retransmit(rtcp.nack_seqs(packet), now)
-
-    def _reports(self, reports: list[rtcp.RtcpReceiverInfo]) -> None:
-        if not reports:
-            return
-        now_ntp = rtcp.ntp_now()
-        for report in reports:
-            consumer = self.consumers_by_ssrc.get(report.ssrc)
-            if consumer is not None:
-                consumer.on_receiver_report(report, now_ntp)
-
-    def _keyframe_request(self, media_ssrc: int, now: float) -> None:
-        consumer = self.consumers_by_ssrc.get(media_ssrc)
-        if consumer is not None:
-            self.counters.plis_in += 1
-            consumer.request_keyframe(now)
-
-    # -- output -------------------------------------------------------------------------
-    def next_twcc(self) -> int:
-        self.twcc_seq = (self.twcc_seq + 1) & 0xFFFF
-        return self.twcc_seq
-
-    def send_rtp(self, packet: bytearray) -> bool:
-        srtp = self.srtp
-        if srtp is None or self.addr is None or self.closed:
-            return False
-        try:
-            data = srtp.protect(packet)
-        except SrtpError:
-            self.counters.dropped += 1
-            return False
-        self.sender(data, self.addr)
-        self.packets_out += 1
-        self.bytes_out += len(data)
-        return True
-
-    def send_rtcp(self, packet: bytes) -> None:
-        if self.srtp is None or self.addr is None or self.closed:
-            return
-        try:
-            data = self.srtp.protect_rtcp(packet)
-        except SrtpError:
-            return
-        self.counters.rtcp_out += 1
-        self.sender(data, self.addr)
-
-    def _send_raw(self, data: bytes) -> None:
-        if self.addr is not None:
-            self.sender(data, self.addr)
-
-    def send_keyframe_request(self, producer: Producer) -> None:
-        if producer.ssrc is None:
-            return
-        self.counters.plis_out += 1
-        self.send_rtcp(rtcp.pli(self.rtcp_ssrc, producer.ssrc))
-
-    def send_nack(self, producer: Producer, seqs: list[int]) -> None:
-        if producer.ssrc is None:
-            return
-        self.counters.nacks_out += 1
-        self.send_rtcp(build_nack(self.rtcp_ssrc, producer.ssrc, seqs))
-
-    # -- clock --------------------------------------------------------------------------
-    def tick(self, now: float) -> None:
-        """Timers: DTLS retransmission, consent, NACK, keyframe throttling, reports."""
-        self.now = now
-        if self.closed:
-            return
-        if self.ice.expired(now):
-            self.close("ice consent expired")
-            return
-        timeout = self.dtls.next_timeout() if self.dtls is not None else None
-        if timeout is not None and timeout <= 0 and self.dtls is not None:
-            for reply in self.dtls.handle_timeout():
-                self._send_raw(reply)
-        if self.srtp is None:
-            return
-        for producer in self.producers:
-            producer.tick(now)
-        if now >= self.next_report:
-            self.next_report = now + REPORT_INTERVAL
-            self._send_reports(now)
-
-    def _send_reports(self, now: float) -> None:
-        ntp = rtcp.ntp_now()
-        reports = [p.stats.report(p.ssrc, now) for p in self.producers if p.ssrc is not None and p.stats.received]
-        if reports:
-            compound = rtcp.receiver_report(self.rtcp_ssrc, reports)
-            video = [p.ssrc for p in self.producers if p.is_video and p.ssrc is not None]
-            if video:
-                compound += rtcp.remb(self.rtcp_ssrc, self.publisher_bitrate, video)  # type: ignore[arg-type]
-            self.send_rtcp(compound)
-        for consumer in self.consumers:
-            report = consumer.sender_report(now, ntp)
-            if report is not None:
-                self.send_rtcp(report)
+    def _before_close(self) -> None:  # noqa: B027 - an optional hook
+        """Last words to the peer (a DTLS close_notify)."""
 
     def close(self, reason: str) -> None:
         if self.closed:
             return
-        if self.dtls is not None:
-            for reply in self.dtls.close():
-                self._send_raw(reply)
+        self._before_close()
         self.closed = True
+        self.timers.cancel(self)
         for producer in list(self.producers):
             producer.close()
         for consumer in list(self.consumers):
             consumer.close()
-        logger.info("session %s (%s) closed: %s", self.session_id, self.identity, reason)
+        logger.info("%s %s (%s) closed: %s", self.kind, self.session_id, self.identity, reason)
         self.on_event("closed", {"session": self.session_id, "reason": reason})
+
+    def discard(self, reason: str) -> None:
+        """Close a transport that was never registered with the worker: no events."""
+        self.on_event = _ignore
+        self.close(reason)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.session_id} ({self.identity})>"

@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sfu.pool import WorkerError, WorkerHandle, WorkerPool, WorkerSettings
+from sfu.pool import WorkerError, WorkerHandle, WorkerPool
+from sfu.settings import MediaSettings
 from signaling import api, metrics, schema, tokens, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
@@ -62,6 +63,7 @@ class MediaSession:
     worker: WorkerHandle
     created: float
     source: str | None = None  # the publisher's identity, for WHEP
+    tracks: tuple[str, ...] = ()  # producer ids, for WHIP
 
 
 class Server:
@@ -70,9 +72,9 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.pool = WorkerPool(
-            config.workers,
-            WorkerSettings(
-                host=config.media_host,
+            MediaSettings(
+                workers=config.workers,
+                listen=config.media_host,
                 announce=config.media_announce,
                 base_port=config.media_base_port,
                 publisher_bitrate=config.publisher_bitrate,
@@ -137,11 +139,12 @@ class Server:
         )
         params: dict[str, Any] = {"room": room, "session": session.id, "identity": grant.identity, "offer": offer}
         if kind == "whep":
-            params["source"] = self.publishers.get((room, source or ""), "")
+            publisher = self.sessions.get(self.publishers.get((room, source or ""), ""))
+            params["producers"] = list(publisher.tracks) if publisher is not None else []
         self.sessions[session.id] = session
         worker.sessions.add(session.id)
         try:
-            result = await worker.request("publish" if kind == "whip" else "subscribe", params)
+            result = await worker.request("publish" if kind == "whip" else "view", params)
         except WorkerError as exc:
             self.sessions.pop(session.id, None)
             worker.sessions.discard(session.id)
@@ -151,6 +154,7 @@ class Server:
             worker.sessions.discard(session.id)
             raise ApiError(503, "worker_timeout", "media worker did not answer in time") from None
         if kind == "whip":
+            session.tracks = tuple(t["id"] for t in result["tracks"])
             previous = self.publishers.get((room, grant.identity))
             self.publishers[(room, grant.identity)] = session.id
             if previous is not None and previous in self.sessions:

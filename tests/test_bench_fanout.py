@@ -1,9 +1,10 @@
 """Benchmarks of the forwarding hot path through the real objects (run with --benchmark-enable).
 
-One incoming VP8 packet is fanned out to 100 viewers: ``Producer.receive`` builds one
-template per extension layout, then per viewer ``Consumer.send`` copies and patches it,
-``SrtpContext.protect`` encrypts it (AEAD_AES_128_GCM, libsrtp called directly) and the
-transport's ``sender`` is a real UDP socket's ``sendto`` to a sink socket on 127.0.0.1
+One incoming VP8 packet is fanned out to 100 viewers: ``RecvStream.receive`` records it
+and ``Producer.forward`` builds one template per extension layout, then per viewer
+``SimpleConsumer.send`` copies and patches it, ``WebRtcTransport.send_rtp`` encrypts it
+(AEAD_AES_128_GCM, libsrtp called directly) and hands it to the transport's ``sender``,
+a real UDP socket's ``sendto`` to a sink socket on 127.0.0.1
 (the kernel queues what fits in the sink's buffer and drops the rest, as it would for a
 slow viewer). Every benchmark also checks its result, so with benchmarks disabled (the
 default) these are ordinary tests.
@@ -23,13 +24,15 @@ import pytest
 from aiortc.rtcdtlstransport import RTCCertificate
 from pylibsrtp import Policy, Session
 
-from sfu.dtls import DtlsSession, local_fingerprint
+from sfu.consumer import SimpleConsumer
 from sfu.ice import IceLiteSession
-from sfu.router import Consumer, Producer
+from sfu.producer import Producer
 from sfu.rtp import ExtensionLayout, RtpPacket, parse_rtp, read_map
 from sfu.sdp import URI_ABS_SEND_TIME, URI_MID, URI_TWCC, Codec
 from sfu.srtp import SrtpContext
-from sfu.transport import PeerTransport
+from sfu.streams import Encoding
+from sfu.timers import TimerQueue
+from sfu.webrtc_transport import WebRtcTransport
 from sfu.worker import WorkerCore
 
 VIEWERS = 100
@@ -70,8 +73,27 @@ def srtp_session(key: bytes, inbound: bool) -> Session:
     return Session(policy)
 
 
+def webrtc_transport(
+    timers: TimerQueue, session: str, sender: Callable[[bytes, tuple[str, int]], object], extensions: dict[str, int], now: float
+) -> WebRtcTransport:
+    return WebRtcTransport(
+        session,
+        "room",
+        session,
+        IceLiteSession(f"{session:>8}", "p" * 24, "remote", now),
+        None,
+        sender,
+        timers=timers,
+        on_event=lambda name, data: None,
+        now=now,
+        publisher_bitrate=2_500_000,
+        report_interval=1.0,
+        extensions=extensions,
+    )
+
+
 class FanoutRig:
-    """A publisher's Producer with ``viewers`` Consumers, each on its own PeerTransport with
+    """A publisher's Producer with ``viewers`` consumers, each on its own WebRtcTransport with
     real SRTP keys, all sending through one UDP socket to one sink socket."""
 
     def __init__(self, viewers: int, payload_size: int, send: str = "udp") -> None:
@@ -99,44 +121,28 @@ class FanoutRig:
             def sender(data: bytes, addr: tuple[str, int]) -> None:
                 self.null_sent += 1
 
-        certificate = RTCCertificate.generateCertificate()
-        fingerprint = [local_fingerprint(certificate)]
         self.publisher_out: list[bytes] = []
         self.pub_key_tx = os.urandom(GCM_KEY_LEN)  # the publisher protects with this
-        self.publisher = PeerTransport(
-            "pub",
-            "room",
-            "lead",
-            IceLiteSession("pubufrag", "p" * 24, "remote", self.now),
-            DtlsSession(certificate, fingerprint),
-            lambda data, addr: self.publisher_out.append(data),
-            lambda name, data: None,
-            PUBLISH_EXTENSIONS,
-            self.now,
+        self.timers = TimerQueue()
+        self.publisher = webrtc_transport(
+            self.timers, "pub", lambda data, addr: self.publisher_out.append(data), PUBLISH_EXTENSIONS, self.now
         )
-        self.publisher.srtp = SrtpContext(GCM, os.urandom(GCM_KEY_LEN), self.pub_key_tx)
         self.publisher.addr = PUB_ADDR
+        self.publisher.start_srtp(SrtpContext(GCM, os.urandom(GCM_KEY_LEN), self.pub_key_tx), self.now, "GCM")
         codec = Codec(96, "vp8", 90000, rtx_payload_type=97)
-        self.producer = Producer("pub:0", self.publisher, "video", "0", codec, PUB_SSRC, PUB_RTX_SSRC, use_nack=True, use_rtx=True)
+        self.producer = Producer(
+            "pub:0", self.publisher, "video", "0", codec, [Encoding(ssrc=PUB_SSRC, rtx_ssrc=PUB_RTX_SSRC)], use_nack=True, use_rtx=True
+        )
         self.publisher.add_producer(self.producer)
+        self.stream = self.producer.streams[0]
         self.keys: dict[int, bytes] = {}
-        self.consumers: list[Consumer] = []
+        self.consumers: list[SimpleConsumer] = []
         for n in range(viewers):
-            transport = PeerTransport(
-                f"v{n}",
-                "room",
-                f"viewer-{n}",
-                IceLiteSession(f"v{n:07d}", "v" * 24, "remote", self.now),
-                DtlsSession(certificate, fingerprint),
-                sender,
-                lambda name, data: None,
-                VIEW_EXTENSIONS,
-                self.now,
-            )
+            transport = webrtc_transport(self.timers, f"v{n}", sender, VIEW_EXTENSIONS, self.now)
             tx_key = os.urandom(GCM_KEY_LEN)
-            transport.srtp = SrtpContext(GCM, tx_key, os.urandom(GCM_KEY_LEN))
             transport.addr = self.sink_addr
-            consumer = Consumer(f"v{n}:0", self.producer, transport, 96, 97, ExtensionLayout(VIEW_EXTENSIONS, "0"))
+            transport.start_srtp(SrtpContext(GCM, tx_key, os.urandom(GCM_KEY_LEN)), self.now, "GCM")
+            consumer = SimpleConsumer(f"v{n}:0", self.producer, transport, 96, 97, ExtensionLayout(VIEW_EXTENSIONS, "0"))
             transport.add_consumer(consumer)  # SRTP is up: activates, waits for a keyframe
             self.keys[consumer.ssrc] = tx_key
             self.consumers.append(consumer)
@@ -150,7 +156,7 @@ class FanoutRig:
 
     def start(self) -> None:
         """Feed the keyframe: every consumer starts on it."""
-        self.producer.receive(parse_rtp(self.keyframe, self.ext_map), self.now)
+        self.stream.receive(parse_rtp(self.keyframe, self.ext_map), self.now)
         assert all(not c.waiting_keyframe for c in self.consumers)
         self.seq += 1
 
@@ -232,15 +238,15 @@ def rig(payload_size) -> Iterator[FanoutRig]:
 
 
 def test_bench_fanout_1_packet_to_100_viewers_srtp_gcm_udp_sendto(benchmark, rig, payload_size):
-    """Producer.receive of one VP8 packet -> 100 x (copy, patch, protect, sendto)."""
+    """RecvStream.receive of one VP8 packet -> 100 x (copy, patch, protect, sendto)."""
     rig.start()
     rig.drain()
     benchmark.extra_info.update(packets_out_per_round=VIEWERS, payload=payload_size, send="udp sendto")
-    benchmark.pedantic(rig.producer.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50)
+    benchmark.pedantic(rig.stream.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50)
     rig.drain()
     # Correctness, once, on a fresh packet.
     args, _ = rig.next_delta()
-    rig.producer.receive(*args)
+    rig.stream.receive(*args)
     check_forwarded(rig, rig.drain(), rig.seq, rig.delta_payload)
 
 
@@ -250,10 +256,10 @@ def test_bench_fanout_1_packet_to_100_viewers_srtp_gcm_no_syscall(benchmark, pay
     try:
         rig.start()
         benchmark.extra_info.update(packets_out_per_round=VIEWERS, payload=payload_size, send="none")
-        benchmark.pedantic(rig.producer.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50)
+        benchmark.pedantic(rig.stream.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50)
         before = rig.null_sent
         args, _ = rig.next_delta()
-        rig.producer.receive(*args)
+        rig.stream.receive(*args)
         assert rig.null_sent - before == VIEWERS
     finally:
         rig.close()
@@ -263,7 +269,7 @@ def test_bench_worker_receive_srtp_to_100_viewers(benchmark, rig, payload_size):
     """WorkerCore.receive of one SRTP datagram from the publisher: demux, unprotect, parse,
     then the fan-out above. The publisher's packets are protected in the (untimed) setup."""
     core = WorkerCore(RTCCertificate.generateCertificate(), "127.0.0.1", 0, rig.out.sendto, lambda name, data: None)
-    core.by_addr[PUB_ADDR] = rig.publisher
+    core.demux.by_addr[PUB_ADDR] = rig.publisher
     publisher_srtp = srtp_session(rig.pub_key_tx, inbound=False)
     rig.start()
     rig.drain()

@@ -536,8 +536,9 @@ class Worker:
         return self.core.handle("publish", params, self.now)["answer"]
 
     def subscribe(self, session: str, source: str, offer: str) -> str:
-        params = {"room": "r", "session": session, "identity": session, "source": source, "offer": offer}
-        return self.core.handle("subscribe", params, self.now)["answer"]
+        producers = [p.id for p in self.core.sessions[source].producers]
+        params = {"room": "r", "session": session, "identity": session, "producers": producers, "offer": offer}
+        return self.core.handle("view", params, self.now)["answer"]
 
     def connect(self, session: str, answer: str, addr: tuple, client: DtlsClient) -> pylibsrtp.Session:
         ufrag, pwd = _credentials(answer)
@@ -590,7 +591,7 @@ def test_worker_random_datagrams_from_strangers_are_dropped_silently(idle_worker
     worker.sent.clear()
     worker.core.receive(data, addr, 2.0)
     assert worker.sent == [], "nothing may be sent to an address ICE has not validated"
-    assert addr not in worker.core.by_addr
+    assert addr not in worker.core.demux.by_addr
 
 
 @WORKER
@@ -605,7 +606,7 @@ def test_worker_stun_for_real_ufrag_with_bad_integrity_is_dropped(idle_worker, d
     worker.sent.clear()
     worker.core.receive(request, addr, 2.0)
     assert worker.sent == []
-    assert addr not in worker.core.by_addr
+    assert addr not in worker.core.demux.by_addr
     assert worker.core.sessions["pub"].ice.selected is None
 
 
@@ -623,7 +624,7 @@ def test_worker_stun_with_right_password_is_answered(idle_worker):
     assert message.attributes["XOR-MAPPED-ADDRESS"] == addr
     assert message.check_message_integrity(pwd.encode())
     # Undo the binding so the module fixture stays "validated from nowhere".
-    del worker.core.by_addr[addr]
+    del worker.core.demux.by_addr[addr]
     worker.core.sessions["pub"].ice.validated.discard(addr)
 
 
@@ -634,7 +635,7 @@ def bound_worker(certificate) -> tuple[Worker, tuple]:
     answer = worker.publish("pub", OFFER)
     ufrag, pwd = _credentials(answer)
     worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd), PUBLISHER, 1.0)
-    assert worker.core.by_addr.get(PUBLISHER) is worker.core.sessions["pub"]
+    assert worker.core.demux.by_addr.get(PUBLISHER) is worker.core.sessions["pub"]
     return worker, PUBLISHER
 
 
@@ -647,15 +648,15 @@ def test_worker_random_datagrams_from_bound_address_never_raise(certificate, dat
     worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd), PUBLISHER, 1.0)
     for data in datagrams:
         worker.core.receive(data, PUBLISHER, 2.0)
-        worker.core.tick(2.0)
+        worker.core.run_timers(2.0)
 
 
 def test_worker_empty_datagram_from_bound_address(bound_worker):
     worker, addr = bound_worker
     worker.sent.clear()
-    before = worker.core.datagrams_dropped
+    before = worker.core.demux.dropped
     worker.core.receive(b"", addr, 2.0)
-    assert worker.sent == [] and worker.core.datagrams_dropped == before + 1
+    assert worker.sent == [] and worker.core.demux.dropped == before + 1
 
 
 def test_worker_empty_datagram_from_stranger(bound_worker):
@@ -713,7 +714,7 @@ def test_worker_authenticated_garbage_rtp_never_raises(connected, packets, data)
             continue
         worker.now += 0.01
         worker.core.receive(protected, PUBLISHER, worker.now)
-        worker.core.tick(worker.now)
+        worker.core.run_timers(worker.now)
 
 
 @WORKER
@@ -734,7 +735,7 @@ def test_worker_authenticated_garbage_rtcp_never_raises(connected, compounds, da
             continue
         worker.now += 0.01
         worker.core.receive(protected, addr, worker.now)
-        worker.core.tick(worker.now)
+        worker.core.run_timers(worker.now)
 
 
 def test_connected_sessions_still_forward_after_fuzzing(connected):
@@ -751,8 +752,9 @@ def test_connected_sessions_still_forward_after_fuzzing(connected):
         header = struct.pack("!BBHII", 0x90, 0x80 | 96, 40000 + seq, 90000 + seq * 3000, ssrc)
         worker.now += 0.03
         worker.core.receive(pub_srtp.protect(header + block + payload), PUBLISHER, worker.now)
-        worker.core.tick(worker.now)
-    assert video.ssrc is not None
+        worker.core.run_timers(worker.now)
+    assert video.streams[0].ssrc == ssrc
     to_viewer = [d for d, a in worker.sent if a == VIEWER and 127 < d[0] < 192 and not 192 <= d[1] <= 223]
     assert to_viewer, "the viewer should receive forwarded RTP"
+
 

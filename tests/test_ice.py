@@ -21,6 +21,7 @@ from sfu.ice import (
     new_credentials,
     parse_binding_request,
 )
+from sfu.settings import MediaSettings
 from sfu.worker import WorkerCore
 
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_text()
@@ -216,7 +217,7 @@ class Harness:
             40000,
             lambda data, addr: self.sent.append((bytes(data), addr)),
             lambda name, data: self.events.append((name, data)),
-            consent_timeout=consent_timeout,
+            settings=MediaSettings(consent_timeout=consent_timeout),
         )
         result = self.core.handle("publish", {"room": "r", "session": "pub", "identity": "lead", "offer": OFFER}, 0.0)
         answer = result["answer"]
@@ -233,19 +234,19 @@ def test_worker_answers_valid_check_and_binds_address():
     assert addr == PEER
     assert_success_response(response, request, PEER, h.pwd)
     transport = h.core.sessions["pub"]
-    assert h.core.by_addr[PEER] is transport
+    assert h.core.demux.by_addr[PEER] is transport
     assert transport.addr == PEER
 
 
 def test_worker_drops_wrong_password_wrong_ufrag_and_unknown_ufrag():
     h = Harness()
-    before = h.core.datagrams_dropped
+    before = h.core.demux.dropped
     h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", "wrongwrongwrongwrongwrong"), PEER, 1.0)
     h.core.receive(binding_request(f"{h.ufrag}:otherpeer", h.pwd), PEER, 1.0)
     h.core.receive(binding_request(f"nosuchufrag:{REMOTE_UFRAG}", h.pwd), PEER, 1.0)
     assert h.sent == []
-    assert PEER not in h.core.by_addr
-    assert h.core.datagrams_dropped == before + 3
+    assert PEER not in h.core.demux.by_addr
+    assert h.core.demux.dropped == before + 3
 
 
 def test_unbound_address_cannot_send_dtls_or_rtp():
@@ -253,7 +254,7 @@ def test_unbound_address_cannot_send_dtls_or_rtp():
     h.core.receive(b"\x16\xfe\xfd" + bytes(60), PEER, 1.0)
     h.core.receive(b"\x80\x60" + bytes(40), PEER, 1.0)
     assert h.sent == []
-    assert h.core.datagrams_dropped == 2
+    assert h.core.demux.dropped == 2
     assert h.core.sessions["pub"].counters.dropped == 0, "the transport never saw them"
 
 
@@ -262,13 +263,13 @@ def test_consent_expiry_closes_session_through_worker_tick():
     h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True), PEER, 1.0)
     for t in (10.0, 20.0, 30.0):
         h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, t)
-        h.core.tick(t)
-    h.core.tick(59.0)
+        h.core.run_timers(t)
+    h.core.run_timers(59.0)
     assert "pub" in h.core.sessions, "consent refreshed at 30 s lasts until 60 s"
-    h.core.tick(60.5)
+    h.core.run_timers(60.5)
     assert "pub" not in h.core.sessions
     assert ("closed", {"session": "pub", "reason": "ice consent expired"}) in h.events
-    assert PEER not in h.core.by_addr and h.ufrag not in h.core.by_ufrag
+    assert PEER not in h.core.demux.by_addr and h.ufrag not in h.core.demux.by_ufrag
     # The expired session's credentials no longer get answers.
     h.sent.clear()
     h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 61.0)
@@ -277,7 +278,7 @@ def test_consent_expiry_closes_session_through_worker_tick():
 
 def test_session_never_checked_expires_too():
     h = Harness(consent_timeout=30.0)
-    h.core.tick(29.0)
+    h.core.run_timers(29.0)
     assert "pub" in h.core.sessions
-    h.core.tick(31.0)
+    h.core.run_timers(31.0)
     assert "pub" not in h.core.sessions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.worker import quality_band
+from sfu.monitor import quality_band
 from signaling.rooms import Participant, Room, RoomError, RoomOptions, Track
 
 

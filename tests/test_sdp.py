@@ -30,6 +30,10 @@ def core(certificate) -> WorkerCore:
     return WorkerCore(certificate, "127.0.0.1", 40000, lambda data, addr: None, lambda name, data: None)
 
 
+def producers_of(core: WorkerCore, session: str) -> list[str]:
+    return [p.id for p in core.sessions[session].producers]
+
+
 def publish(core: WorkerCore, offer: str, session: str = "pub") -> dict:
     return core.handle("publish", {"room": "r", "session": session, "identity": "lead", "offer": offer}, 0.0)
 
@@ -169,7 +173,7 @@ def test_publish_answer_to_chromium_offer(core):
     # One ICE ufrag/pwd for the bundle, and the worker routes by it.
     ufrags = {line for section in (video, audio) for line in section if line.startswith("a=ice-ufrag:")}
     assert len(ufrags) == 1
-    assert ufrags.pop().split(":", 1)[1] in core.by_ufrag
+    assert ufrags.pop().split(":", 1)[1] in core.demux.by_ufrag
     assert [t["kind"] for t in result["tracks"]] == ["video", "audio"]
     assert [t["codec"] for t in result["tracks"]] == ["vp8", "opus"]
 
@@ -190,8 +194,8 @@ def test_answer_parses_with_our_parser_and_aiortc(core):
 def test_viewer_answer_offers_transport_cc_and_sends(core):
     publish(core, OFFER)
     answer = core.handle(
-        "subscribe",
-        {"room": "r", "session": "view", "identity": "v", "source": "pub", "offer": viewer_offer()},
+        "view",
+        {"room": "r", "session": "view", "identity": "v", "producers": producers_of(core, "pub"), "offer": viewer_offer()},
         0.0,
     )["answer"]
     video, audio = sections(answer)
@@ -287,27 +291,28 @@ def test_bad_offer_is_bad_sdp_with_a_reason(core, name):
     assert info.value.message
     if reason is not None:
         assert reason.lower() in info.value.message.lower(), info.value.message
-    assert core.sessions == {} and core.by_ufrag == {}, "a refused offer leaves no state behind"
+    assert core.sessions == {} and core.demux.by_ufrag == {}, "a refused offer leaves no state behind"
 
 
 def test_offer_that_is_not_a_string(core):
     with pytest.raises(RequestError) as info:
         core.handle("publish", {"room": "r", "session": "s", "identity": "i", "offer": 42}, 0.0)
-    assert info.value.code == "bad_sdp" and "offer" in info.value.message
+    assert info.value.code == "bad_request" and "offer" in info.value.message
 
 
 def test_subscribe_with_bad_offer_is_bad_sdp(core):
     publish(core, OFFER)
     for offer in (_drop("a=fingerprint").replace("a=sendonly", "a=recvonly"), "v=0\r\n"):
         with pytest.raises(RequestError) as info:
-            core.handle("subscribe", {"room": "r", "session": "v", "identity": "v", "source": "pub", "offer": offer}, 0.0)
+            params = {"room": "r", "session": "v", "identity": "v", "producers": producers_of(core, "pub"), "offer": offer}
+            core.handle("view", params, 0.0)
         assert info.value.code == "bad_sdp"
     assert set(core.sessions) == {"pub"}
 
 
 def test_subscribe_to_nobody_is_not_found(core):
     with pytest.raises(RequestError) as info:
-        core.handle("subscribe", {"room": "r", "session": "v", "identity": "v", "source": "x", "offer": viewer_offer()}, 0.0)
+        core.handle("view", {"room": "r", "session": "v", "identity": "v", "producers": ["x-0"], "offer": viewer_offer()}, 0.0)
     assert info.value.code == "not_found"
 
 

@@ -1,0 +1,467 @@
+"""Consumers: one receiver's copy of one producer, behind one small interface.
+
+* :class:`SimpleConsumer` forwards one encoding with its own SSRC, sequence numbers and
+  timestamps, starting at a keyframe and continuous across pauses and SSRC changes.
+* :class:`SimulcastConsumer` is a simple consumer that can move to another encoding of a
+  simulcast producer; the move happens at a keyframe of the new encoding, and the viewer
+  sees one continuous stream.
+* :class:`PipeConsumer` forwards every encoding unchanged but for the SSRC (its own one
+  per encoding), for a recorder or another worker that wants the whole producer.
+
+A consumer never touches its transport's crypto or address: it builds the packet and
+hands it to ``transport.send_rtp``. RTCP from the receiver reaches it through the
+transport's feedback units (``retransmit``, ``request_keyframe``, ``on_receiver_report``).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, NamedTuple
+
+from sfu import rtcp
+from sfu.rtp import SEQ_TS_SSRC, ExtensionLayout, RtpPacket, abs_send_time, patch, template
+
+if TYPE_CHECKING:
+    from sfu.producer import Producer
+    from sfu.streams import RecvStream
+    from sfu.transport import Transport
+
+
+def random_ssrc() -> int:
+    return random.randint(1, 0xFFFFFFFE)
+
+
+class SenderInfo(NamedTuple):
+    """What a sender report says of one outgoing stream."""
+
+    ssrc: int
+    ntp: int
+    rtp_ts: int
+    packets: int
+    octets: int
+
+
+class Consumer(ABC):
+    """What transports and RTCP feedback units need of any consumer."""
+
+    __slots__ = ()
+
+    id: str
+    kind: str
+    producer: Producer
+    transport: Transport
+    closed: bool
+    fraction_lost: int  # from the receiver's last report, /256
+    rtt: float | None  # seconds, from the receiver's last report
+
+    @abstractmethod
+    def ssrcs(self) -> list[int]:
+        """Every SSRC this consumer sends with (RTCP from the receiver names them)."""
+
+    @abstractmethod
+    def activate(self, now: float) -> None:
+        """The transport is connected: start receiving packets from the producer."""
+
+    @abstractmethod
+    def retransmit(self, media_ssrc: int, seqs: list[int], now: float) -> int:
+        """Answer a NACK from the producer's cache; returns how many packets were resent."""
+
+    @abstractmethod
+    def request_keyframe(self, media_ssrc: int, now: float) -> None:
+        """The receiver asked for a keyframe (PLI/FIR)."""
+
+    @abstractmethod
+    def sender_reports(self, now: float) -> list[SenderInfo]:
+        """Sender report contents, mapped from the publisher's own reports (lip sync)."""
+
+    def on_receiver_report(self, report: rtcp.RtcpReceiverInfo, rtt: float | None) -> None:
+        self.fraction_lost = report.fraction_lost
+        if rtt is not None:
+            self.rtt = rtt
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def _translated_sr(stream: RecvStream, ssrc: int, ts_offset: int, packets: int, octets: int, now: float) -> SenderInfo | None:
+    """An SR for what we forward of ``stream``: the publisher's last SR moved on to now,
+    in the consumer's timestamp space. Without a publisher SR there is nothing to map."""
+    stats = stream.stats
+    if packets == 0 or stats.sr_rtp < 0:
+        return None
+    elapsed = now - stats.last_sr_at
+    source_ts = stats.sr_rtp + int(elapsed * stats.clock_rate)
+    ntp = stats.sr_ntp + int(elapsed * (1 << 32))
+    return SenderInfo(ssrc, ntp & 0xFFFFFFFFFFFFFFFF, (source_ts + ts_offset) & 0xFFFFFFFF, packets, octets)
+
+
+class SimpleConsumer(Consumer):
+    """Forwards one encoding (``stream``) with its own SSRC, sequence and timestamps."""
+
+    __slots__ = (
+        "id",
+        "producer",
+        "transport",
+        "kind",
+        "ssrc",
+        "rtx_ssrc",
+        "pt",
+        "rtx_pt",
+        "layout",
+        "stream",
+        "seq_offset",
+        "ts_offset",
+        "start_seq",
+        "waiting_keyframe",
+        "active",
+        "rtx_seq",
+        "packets",
+        "octets",
+        "last_seq",
+        "last_ts",
+        "last_sent_at",
+        "closed",
+        "fraction_lost",
+        "rtt",
+    )
+
+    def __init__(
+        self,
+        consumer_id: str,
+        producer: Producer,
+        transport: Transport,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        layout: ExtensionLayout,
+        ssrc: int | None = None,
+        rtx_ssrc: int | None = None,
+        encoding: int = -1,
+    ) -> None:
+        self.id = consumer_id
+        self.producer = producer
+        self.transport = transport
+        self.kind = producer.kind
+        self.ssrc = ssrc or random_ssrc()
+        self.rtx_pt = rtx_payload_type
+        self.rtx_ssrc = (rtx_ssrc or random_ssrc()) if rtx_payload_type is not None else None
+        self.pt = payload_type
+        self.layout = layout
+        self.stream = producer.streams[encoding]  # the highest unless told otherwise
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.start_seq = 0
+        self.waiting_keyframe = True
+        self.active = False  # attached to the producer's stream: the transport is connected
+        self.rtx_seq = random.randint(0, 0xFFFF)
+        self.packets = 0
+        self.octets = 0
+        self.last_seq = -1
+        self.last_ts = 0
+        self.last_sent_at = 0.0
+        self.closed = False
+        self.fraction_lost = 0
+        self.rtt: float | None = None
+        producer.add_consumer(self)
+
+    def ssrcs(self) -> list[int]:
+        return [self.ssrc] if self.rtx_ssrc is None else [self.ssrc, self.rtx_ssrc]
+
+    # -- the hot path (called from Producer.forward) -----------------------------------------------
+    def start(self, packet: RtpPacket, now: float) -> None:
+        """Begin (or resume after a pause, SSRC or encoding change) at this packet, keeping
+        the receiver's sequence and timestamps continuous so its jitter buffer sees no jump."""
+        if self.last_seq < 0:
+            out_seq = random.randint(0, 0x7FFF)
+            out_ts = random.randint(0, 0x7FFFFFFF)
+        else:
+            out_seq = (self.last_seq + 1) & 0xFFFF
+            elapsed = max(1, int((now - self.last_sent_at) * self.producer.codec.clock_rate))
+            out_ts = (self.last_ts + elapsed) & 0xFFFFFFFF
+        self.seq_offset = (out_seq - packet.seq) & 0xFFFF
+        self.ts_offset = (out_ts - packet.ts) & 0xFFFFFFFF
+        self.start_seq = packet.seq
+        self.waiting_keyframe = False
+
+    def switch(self, stream: RecvStream, packet: RtpPacket, now: float) -> None:
+        """Move to ``stream`` at this keyframe of it (the producer calls this)."""
+        self.stream.detach(self)
+        self.stream = stream
+        self.start(packet, now)
+
+    def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
+        """Patch one copy of the packet for this receiver and hand it to the transport."""
+        seq = (packet.seq + self.seq_offset) & 0xFFFF
+        ts = (packet.ts + self.ts_offset) & 0xFFFFFFFF
+        buf[1] = packet.marker | self.pt
+        SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, self.ssrc)
+        self.transport.send_rtp(buf, twcc_offset, now)
+        self.packets += 1
+        self.octets += len(packet.payload)
+        self.last_seq = seq
+        self.last_ts = ts
+        self.last_sent_at = now
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def activate(self, now: float) -> None:
+        """Start at the next keyframe (video, which we ask the publisher for now) or the
+        next packet (audio)."""
+        if self.closed:
+            return
+        self.active = True
+        self.waiting_keyframe = True
+        self.stream.attach(self)
+        self.stream.request_keyframe(now)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.active = False
+        self.stream.detach(self)
+        self.producer.remove_consumer(self)
+        self.transport.consumer_closed(self)
+
+    # -- feedback from the receiver --------------------------------------------------------------
+    def retransmit(self, media_ssrc: int, seqs: list[int], now: float) -> int:
+        """Answer a NACK from the stream's cache, as RTX when negotiated. Packets from
+        before the point this consumer (re)started are not ours to resend."""
+        buffer = self.stream.buffer
+        if buffer is None or self.waiting_keyframe or not self.active:
+            return 0
+        sent = 0
+        send_time = abs_send_time(now)
+        for out_seq in seqs:
+            source_seq = (out_seq - self.seq_offset) & 0xFFFF
+            if (source_seq - self.start_seq) & 0x8000:
+                continue
+            packet = buffer.get(source_seq, now)
+            if not isinstance(packet, RtpPacket):
+                continue
+            ts = (packet.ts + self.ts_offset) & 0xFFFFFFFF
+            block, twcc_offset = self.layout.block(packet, send_time)
+            if self.rtx_pt is not None and self.rtx_ssrc is not None:
+                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+                buf = bytearray(12)
+                buf[0] = 0x90 if block else 0x80
+                buf += block
+                buf += out_seq.to_bytes(2, "big")
+                buf += packet.payload
+                patch(buf, packet.marker | self.rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
+            else:
+                buf = template(packet, block)
+                patch(buf, packet.marker | self.pt, out_seq, ts, self.ssrc)
+            self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
+            sent += 1
+        return sent
+
+    def request_keyframe(self, media_ssrc: int, now: float) -> None:
+        self.stream.request_keyframe(now)
+
+    def sender_reports(self, now: float) -> list[SenderInfo]:
+        info = _translated_sr(self.stream, self.ssrc, self.ts_offset, self.packets, self.octets, now)
+        return [info] if info is not None else []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} of {self.producer.id} on {self.stream!r}>"
+
+
+class SimulcastConsumer(SimpleConsumer):
+    """A simple consumer of a simulcast producer that can change encoding.
+
+    ``preferred`` is the highest encoding the receiver wants (its screen, its choice);
+    :meth:`set_preferred` picks the target, joins that stream and asks it for a keyframe;
+    the producer moves the consumer over at that keyframe (:meth:`switch`). Which layer a
+    link can carry (bandwidth estimation) decides ``preferred`` from above."""
+
+    __slots__ = ("preferred", "target")
+
+    def __init__(
+        self,
+        consumer_id: str,
+        producer: Producer,
+        transport: Transport,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        layout: ExtensionLayout,
+        ssrc: int | None = None,
+        rtx_ssrc: int | None = None,
+        preferred: int | None = None,
+    ) -> None:
+        top = len(producer.streams) - 1
+        self.preferred = top if preferred is None else max(0, min(preferred, top))
+        self.target: RecvStream | None = None
+        super().__init__(
+            consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc, self.preferred
+        )
+
+    def choose(self, now: float) -> RecvStream:
+        """The highest encoding up to ``preferred`` that is arriving; else ``preferred``
+        itself (a publisher that has not started sending)."""
+        streams = self.producer.streams
+        for stream in reversed(streams[: self.preferred + 1]):
+            if stream.active(now):
+                return stream
+        return streams[self.preferred]
+
+    def activate(self, now: float) -> None:
+        if not self.closed:
+            self.stream = self.choose(now)
+        super().activate(now)
+
+    def set_preferred(self, index: int, now: float) -> None:
+        self.preferred = max(0, min(index, len(self.producer.streams) - 1))
+        if not self.active:
+            return
+        wanted = self.choose(now)
+        if self.target is not None and self.target is not wanted:
+            self.target.detach(self)  # a move that had not happened yet is called off
+            self.target = None
+        if wanted is self.stream:
+            return
+        if self.waiting_keyframe:  # nothing sent from the old stream yet: just move
+            self.stream.detach(self)
+            self.stream = wanted
+            wanted.attach(self)
+        else:
+            self.target = wanted
+            wanted.attach(self)
+        wanted.request_keyframe(now)
+
+    def switch(self, stream: RecvStream, packet: RtpPacket, now: float) -> None:
+        self.target = None
+        super().switch(stream, packet, now)
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.target.detach(self)
+            self.target = None
+        super().close()
+
+
+class PipeConsumer(Consumer):
+    """Every encoding of a producer, unchanged but for the SSRC: one SSRC per encoding,
+    chosen here, so the far side (a recorder, another worker) can be told them up front
+    and is not disturbed when the publisher restarts an encoder."""
+
+    __slots__ = (
+        "id",
+        "producer",
+        "transport",
+        "kind",
+        "pt",
+        "layout",
+        "out_ssrcs",
+        "packets",
+        "octets",
+        "active",
+        "closed",
+        "fraction_lost",
+        "rtt",
+    )
+
+    def __init__(self, consumer_id: str, producer: Producer, transport: Transport, layout: ExtensionLayout) -> None:
+        self.id = consumer_id
+        self.producer = producer
+        self.transport = transport
+        self.kind = producer.kind
+        self.pt = producer.codec.payload_type
+        self.layout = layout
+        self.out_ssrcs = [random_ssrc() for _ in producer.streams]
+        self.packets = [0] * len(producer.streams)
+        self.octets = [0] * len(producer.streams)
+        self.active = False
+        self.closed = False
+        self.fraction_lost = 0
+        self.rtt: float | None = None
+        producer.add_consumer(self)
+
+    def ssrcs(self) -> list[int]:
+        return list(self.out_ssrcs)
+
+    def forward(self, packet: RtpPacket, stream: RecvStream, now: float) -> None:
+        index = stream.index
+        block, twcc_offset = self.layout.block(packet, abs_send_time(now))
+        buf = template(packet, block)
+        patch(buf, packet.marker | self.pt, packet.seq, packet.ts, self.out_ssrcs[index])
+        self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
+        self.packets[index] += 1
+        self.octets[index] += len(packet.payload)
+
+    def activate(self, now: float) -> None:
+        if self.closed or self.active:
+            return
+        self.active = True
+        for stream in self.producer.streams:
+            stream.pipes.append(self)
+        self.producer.request_keyframe(now)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for stream in self.producer.streams:
+            if self in stream.pipes:
+                stream.pipes.remove(self)
+        self.producer.remove_consumer(self)
+        self.transport.consumer_closed(self)
+
+    def _stream_of(self, ssrc: int) -> RecvStream | None:
+        if ssrc in self.out_ssrcs:
+            return self.producer.streams[self.out_ssrcs.index(ssrc)]
+        return None
+
+    def retransmit(self, media_ssrc: int, seqs: list[int], now: float) -> int:
+        stream = self._stream_of(media_ssrc)
+        if stream is None or stream.buffer is None:
+            return 0
+        sent = 0
+        for seq in seqs:
+            packet = stream.buffer.get(seq, now)
+            if isinstance(packet, RtpPacket):
+                self.forward(packet, stream, now)
+                sent += 1
+        return sent
+
+    def request_keyframe(self, media_ssrc: int, now: float) -> None:
+        stream = self._stream_of(media_ssrc)
+        if stream is not None:
+            stream.request_keyframe(now)
+
+    def sender_reports(self, now: float) -> list[SenderInfo]:
+        out = []
+        for stream, ssrc in zip(self.producer.streams, self.out_ssrcs, strict=True):
+            info = _translated_sr(stream, ssrc, 0, self.packets[stream.index], self.octets[stream.index], now)
+            if info is not None:
+                out.append(info)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<PipeConsumer {self.id} of {self.producer.id}>"
+
+
+def consumer_for(
+    consumer_id: str,
+    producer: Producer,
+    transport: Transport,
+    payload_type: int,
+    rtx_payload_type: int | None,
+    layout: ExtensionLayout,
+    ssrc: int | None = None,
+    rtx_ssrc: int | None = None,
+) -> SimpleConsumer:
+    """The consumer a receiver of ``producer`` gets: simulcast if it has several encodings."""
+    if producer.simulcast:
+        return SimulcastConsumer(consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc)
+    return SimpleConsumer(consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc)
+
+
+__all__ = [
+    "consumer_for",
+    "Consumer",
+    "PipeConsumer",
+    "SenderInfo",
+    "SimpleConsumer",
+    "SimulcastConsumer",
+    "random_ssrc",
+]

@@ -1,0 +1,284 @@
+"""The control channel's methods and events, declared once for both processes.
+
+Each method is a :class:`Method` naming its request and reply shapes as TypedDicts. The
+worker routes requests through its handler table (checked against :data:`METHODS` at
+start), validates every request with :func:`check` before a handler sees it, and the
+control process calls ``WorkerHandle.call(control.PUBLISH, {...})``, which mypy checks
+against the same shapes. The wire format (length-prefixed JSON) is :mod:`sfu.channel`.
+
+(No ``from __future__ import annotations`` here: TypedDict must see ``NotRequired`` as
+an object, not a string, to know which keys are optional.)
+"""
+
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar, get_args, get_origin
+
+
+class ControlError(Exception):
+    """A request that cannot be served; ``code`` is machine-readable, ``message`` for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+# -- shapes ------------------------------------------------------------------------------------
+
+class Empty(TypedDict):
+    pass
+
+class TrackInfo(TypedDict):
+    id: str
+    mid: str
+    kind: str
+    codec: str
+    encodings: int
+
+class PublishParams(TypedDict):
+    session: str
+    room: str
+    offer: str
+    identity: NotRequired[str]
+    renegotiate: NotRequired[bool]
+
+class PublishResult(TypedDict):
+    answer: str
+    tracks: list[TrackInfo]
+    removed: list[str]
+
+class ViewParams(TypedDict):
+    """A client-offered receive connection (WHEP): one consumer per receiving section."""
+
+    session: str
+    room: str
+    offer: str
+    producers: list[str]
+    identity: NotRequired[str]
+
+class ViewTrack(TypedDict):
+    id: str
+    kind: str
+    producer: str
+
+class ViewResult(TypedDict):
+    answer: str
+    tracks: list[ViewTrack]
+
+class SubscriberParams(TypedDict):
+    session: str
+    room: str
+    identity: NotRequired[str]
+
+class WantedConsumer(TypedDict):
+    producer: str
+    stream: str
+    track: str
+
+class SubscriberOfferParams(TypedDict):
+    session: str
+    consumers: list[WantedConsumer]
+
+class SubscriberOfferResult(TypedDict):
+    offer: str
+    version: int
+    changed: bool
+
+class SubscriberAnswerParams(TypedDict):
+    session: str
+    answer: str
+    version: int
+
+class ProducerPauseParams(TypedDict):
+    producer: str
+    paused: bool
+
+class ProducerParams(TypedDict):
+    producer: str
+
+class CloseParams(TypedDict):
+    session: str
+    reason: NotRequired[str]
+
+class PlainTransportParams(TypedDict):
+    """A plain RTP/RTCP transport (no ICE, no DTLS) on a socket of its own, for a local
+    recorder or a pipe to another worker. ``remote_host``/``remote_port`` (UDP) or
+    ``remote_path`` (a Unix datagram socket) name the peer; without them the transport
+    answers whoever sends to it first (comedia)."""
+
+    session: str
+    room: str
+    identity: NotRequired[str]
+    listen: NotRequired[str]
+    remote_host: NotRequired[str]
+    remote_port: NotRequired[int]
+    remote_path: NotRequired[str]
+
+class PlainTransportResult(TypedDict):
+    local_host: str
+    local_port: int
+    local_path: str
+
+class ConsumeParams(TypedDict):
+    """One consumer of ``producer`` on the plain transport ``session``."""
+
+    session: str
+    producer: str
+    pipe: NotRequired[bool]
+
+class ConsumeResult(TypedDict):
+    id: str
+    kind: str
+    codec: str
+    clock_rate: int
+    channels: int
+    payload_type: int
+    ssrcs: list[int]
+    fmtp: dict[str, str]
+
+class StatsResult(TypedDict):
+    sessions: int
+    rooms: int
+    producers: int
+    consumers: int
+    datagrams_dropped: int
+    loop_lag_seconds: float
+    counters: dict[str, int]
+    cpu_seconds: NotRequired[float]
+    handle_ms: NotRequired[float]
+
+class PingResult(TypedDict):
+    now: float
+
+# -- the table ----------------------------------------------------------------------------------
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+@dataclass(frozen=True)
+class Method(Generic[P, R]):
+    name: str
+    params: type[P]
+    result: type[R]
+    doc: str
+
+PUBLISH = Method("publish", PublishParams, PublishResult, "a publisher's offer, new or renegotiated")
+VIEW = Method("view", ViewParams, ViewResult, "a viewer's offer for the given producers (WHEP)")
+SUBSCRIBER = Method("subscriber", SubscriberParams, Empty, "open a server-offered receive connection")
+SUBSCRIBER_OFFER = Method(
+    "subscriber_offer", SubscriberOfferParams, SubscriberOfferResult, "the offer for the wanted producers"
+)
+SUBSCRIBER_ANSWER = Method("subscriber_answer", SubscriberAnswerParams, Empty, "the client's answer to an offer")
+PRODUCER_PAUSE = Method("producer_pause", ProducerPauseParams, Empty, "mute or unmute a producer")
+PRODUCER_CLOSE = Method("producer_close", ProducerParams, Empty, "end a producer and its consumers")
+CLOSE = Method("close", CloseParams, Empty, "end a session (any transport)")
+PLAIN_TRANSPORT = Method(
+    "plain_transport", PlainTransportParams, PlainTransportResult, "open a plain RTP transport"
+)
+CONSUME = Method("consume", ConsumeParams, ConsumeResult, "a consumer on a plain transport")
+STATS = Method("stats", Empty, StatsResult, "counters of the whole worker")
+PING = Method("ping", Empty, PingResult, "liveness")
+
+METHODS: dict[str, Method[Any, Any]] = {
+    m.name: m
+    for m in (
+        PUBLISH,
+        VIEW,
+        SUBSCRIBER,
+        SUBSCRIBER_OFFER,
+        SUBSCRIBER_ANSWER,
+        PRODUCER_PAUSE,
+        PRODUCER_CLOSE,
+        CLOSE,
+        PLAIN_TRANSPORT,
+        CONSUME,
+        STATS,
+        PING,
+    )
+}
+
+# Events a worker sends unasked, with what their data holds.
+EVENTS: dict[str, str] = {
+    "ready": "index, port, pid, fingerprint: the worker is listening",
+    "connected": "session, srtp_profile: a transport's DTLS is up (plain transports: first packet)",
+    "closed": "session, reason: a transport ended",
+    "consumer_closed": "session, consumer: a consumer ended (its producer went away)",
+    "producer_closed": "session, producer: a producer ended",
+    "active_speaker": "room, producer, level: the loudest audio producer changed",
+    "quality": "session, quality, loss, rtt: a connection's quality band changed",
+}
+
+# -- validation -----------------------------------------------------------------------------------
+
+def check(method: Method[P, R], params: object) -> P:
+    """``params`` as ``method`` takes them, or ControlError("bad_request") naming the field."""
+    _check_typed_dict(method.params, params, method.name)
+    return typing.cast(P, params)
+
+def _check_typed_dict(shape: type, value: object, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ControlError("bad_request", f"{where} must be an object")
+    hints = typing.get_type_hints(shape, include_extras=True)
+    required = getattr(shape, "__required_keys__", frozenset())
+    for key in required:
+        if key not in value:
+            raise ControlError("bad_request", f"{where} needs {key}")
+    for key, item in value.items():
+        if key not in hints:
+            raise ControlError("bad_request", f"{where} has an unknown field {key!r}")
+        _check_value(hints[key], item, f"{where}.{key}")
+
+def _check_value(hint: Any, value: object, where: str) -> None:
+    origin = get_origin(hint)
+    if origin is NotRequired:
+        _check_value(get_args(hint)[0], value, where)
+        return
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in get_args(hint):
+            try:
+                _check_value(option, value, where)
+                return
+            except ControlError as exc:
+                errors.append(exc.message)
+        raise ControlError("bad_request", errors[0])
+    if hint is type(None):
+        if value is not None:
+            raise ControlError("bad_request", f"{where} must be null")
+        return
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ControlError("bad_request", f"{where} must be one of {get_args(hint)}")
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise ControlError("bad_request", f"{where} must be a list")
+        (item_hint,) = get_args(hint)
+        for index, item in enumerate(value):
+            _check_value(item_hint, item, f"{where}[{index}]")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ControlError("bad_request", f"{where} must be an object")
+        _key_hint, item_hint = get_args(hint)
+        for key, item in value.items():
+            _check_value(item_hint, item, f"{where}.{key}")
+        return
+    if isinstance(hint, type) and typing.is_typeddict(hint):
+        _check_typed_dict(hint, value, where)
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif hint is Any:
+        ok = True
+    else:  # pragma: no cover - a shape this validator does not know is a programming error
+        raise TypeError(f"{where}: cannot check {hint!r}")
+    if not ok:
+        raise ControlError("bad_request", f"{where} must be {getattr(hint, '__name__', hint)}")

@@ -1,0 +1,163 @@
+"""One encoding of a published track as it arrives (mediasoup's RtpStreamRecv).
+
+A single-encoding publisher has one :class:`RecvStream`; a simulcast publisher one per
+encoding, told apart by the rtp-stream-id header extension (rid) or by the SSRCs it
+signalled (``a=ssrc-group:SIM``). Each stream keeps what belongs to that one SSRC: receive
+statistics for reports, the NACK generator toward the publisher, the retransmission cache
+that answers viewers, keyframe request throttling, and the consumers it feeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sfu import rtcp
+from sfu.codecs import is_keyframe
+from sfu.keyframe import KeyFrameRequester
+from sfu.nack import NackGenerator, RetransmissionBuffer
+from sfu.rtp import ExtensionLayout, RtpPacket
+
+if TYPE_CHECKING:
+    from sfu.consumer import PipeConsumer, SimpleConsumer
+    from sfu.producer import Producer
+
+# A stream that has sent nothing for this long is not offered to a new viewer as a layer.
+INACTIVE_AFTER = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """What the offer said of one encoding: its rid, or its SSRCs, or neither (learned)."""
+
+    rid: str | None = None
+    ssrc: int | None = None
+    rtx_ssrc: int | None = None
+
+
+class RecvStream:
+    """One received RTP stream (and its RTX stream) of a producer."""
+
+    __slots__ = (
+        "producer",
+        "index",
+        "rid",
+        "ssrc",
+        "rtx_ssrc",
+        "stats",
+        "nack",
+        "buffer",
+        "keyframes",
+        "groups",
+        "pipes",
+        "last_packet_at",
+        "last_keyframe_at",
+        "codec_name",
+        "is_video",
+    )
+
+    def __init__(
+        self,
+        producer: Producer,
+        index: int,
+        encoding: Encoding,
+        *,
+        use_nack: bool,
+        keyframe_interval: float,
+    ) -> None:
+        self.producer = producer
+        self.index = index  # 0 is the lowest layer
+        self.rid = encoding.rid
+        self.ssrc = encoding.ssrc
+        self.rtx_ssrc = encoding.rtx_ssrc
+        self.codec_name = producer.codec.name
+        self.is_video = producer.kind == "video"
+        self.stats = rtcp.ReceiveStats(producer.codec.clock_rate)
+        self.nack = NackGenerator() if use_nack else None
+        self.buffer = RetransmissionBuffer() if self.is_video else None
+        self.keyframes = KeyFrameRequester(min_interval=keyframe_interval)
+        # Consumers fed from this stream, grouped by header-extension layout so that one
+        # template per layout serves them all (see Producer.forward).
+        self.groups: list[tuple[ExtensionLayout, list[SimpleConsumer]]] = []
+        self.pipes: list[PipeConsumer] = []
+        self.last_packet_at = -1.0
+        self.last_keyframe_at = -1.0
+
+    def receive(self, packet: RtpPacket, now: float) -> None:
+        """One packet of this stream (an original, or an unwrapped retransmission)."""
+        self.stats.on_packet(packet.seq, packet.ts, packet.size, now)
+        self.last_packet_at = now
+        nack = self.nack
+        if nack is not None and nack.on_packet(packet.seq, now):
+            self.producer.transport.wake(now + nack.reorder_delay)
+        if self.is_video:
+            if is_keyframe(self.codec_name, packet.payload):
+                packet.keyframe = True
+                self.last_keyframe_at = now
+                self.keyframes.on_keyframe(now)
+            self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
+        self.producer.forward(self, packet, now)
+
+    def receive_retransmission(self, packet: RtpPacket, now: float) -> bool:
+        """An unwrapped RTX packet: forwarded only if it fills a hole we asked about."""
+        if self.nack is not None and not self.nack.repair(packet.seq):
+            return False
+        self.receive(packet, now)
+        return True
+
+    def rebind(self, ssrc: int) -> None:
+        """The publisher changed this encoding's SSRC (a new encoder): its numbering starts
+        over, so forget the old statistics, holes and cached packets."""
+        self.ssrc = ssrc
+        self.rtx_ssrc = None  # the new encoder's RTX comes on a new SSRC too
+        self.stats = rtcp.ReceiveStats(self.producer.codec.clock_rate)
+        if self.nack is not None:
+            self.nack.reset()
+        if self.buffer is not None:
+            self.buffer.clear()
+
+    def request_keyframe(self, now: float) -> None:
+        """A viewer needs a keyframe of this stream: ask the publisher, throttled."""
+        if not self.is_video or self.ssrc is None:
+            return
+        if self.keyframes.request(now):
+            self.producer.transport.send_keyframe_request(self)
+        else:
+            deadline = self.keyframes.next_deadline()
+            if deadline is not None:
+                self.producer.transport.wake(deadline)
+
+    def active(self, now: float) -> bool:
+        return self.last_packet_at >= 0 and now - self.last_packet_at < INACTIVE_AFTER
+
+    # -- consumers ------------------------------------------------------------------------------
+    def attach(self, consumer: SimpleConsumer) -> None:
+        for layout, consumers in self.groups:
+            if layout.key == consumer.layout.key:
+                if consumer not in consumers:
+                    consumers.append(consumer)
+                return
+        self.groups.append((consumer.layout, [consumer]))
+
+    def detach(self, consumer: SimpleConsumer) -> None:
+        for entry in self.groups:
+            consumers = entry[1]
+            if consumer in consumers:
+                consumers.remove(consumer)
+                if not consumers:
+                    self.groups.remove(entry)
+                return
+
+    def restart_consumers(self) -> None:
+        """Every consumer forwarding this stream restarts at its next keyframe."""
+        for _, consumers in self.groups:
+            for consumer in consumers:
+                if consumer.stream is self:
+                    consumer.waiting_keyframe = True
+
+    def consumer_count(self) -> int:
+        return sum(len(consumers) for _, consumers in self.groups) + len(self.pipes)
+
+    def __repr__(self) -> str:
+        name = self.rid if self.rid is not None else str(self.index)
+        return f"<RecvStream {self.producer.id}/{name} ssrc={self.ssrc}>"

@@ -1,0 +1,201 @@
+"""A WebRTC peer on the worker's shared UDP port: ICE-lite, DTLS-SRTP, then RTP/RTCP.
+
+The worker's demultiplexer (:mod:`sfu.demux`) hands in STUN checks by ICE username and
+every other datagram by the address ICE validated. This class owns the peer's ICE state,
+DTLS handshake, SRTP keys and address: nothing outside it encrypts or addresses packets.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from math import inf
+from typing import Any
+
+from aioice import stun
+
+from sfu.dtls import DtlsError, DtlsSession, is_dtls
+from sfu.ice import Address, IceLiteSession
+from sfu.rtp import U16, is_rtcp
+from sfu.srtp import SrtpContext, SrtpError
+from sfu.timers import TimerQueue
+from sfu.transport import EventSink, Transport
+
+logger = logging.getLogger(__name__)
+
+
+def _not_connected(buf: bytearray) -> bytes:
+    raise SrtpError("no SRTP keys yet")
+
+
+class WebRtcTransport(Transport):
+    kind = "webrtc"
+
+    def __init__(
+        self,
+        session_id: str,
+        room: str,
+        identity: str,
+        ice: IceLiteSession,
+        dtls: DtlsSession | None,
+        sender: Any,
+        *,
+        timers: TimerQueue,
+        on_event: EventSink,
+        now: float,
+        publisher_bitrate: int,
+        report_interval: float,
+        extensions: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(
+            session_id,
+            room,
+            identity,
+            timers=timers,
+            on_event=on_event,
+            now=now,
+            publisher_bitrate=publisher_bitrate,
+            report_interval=report_interval,
+            extensions=extensions,
+        )
+        self.ice = ice
+        self.dtls = dtls
+        self.srtp: SrtpContext | None = None
+        self.sender = sender  # the worker socket's sendto(data, addr)
+        self.addr: Address | None = None
+        self._protect: Any = _not_connected  # self.srtp.protect once keys exist
+        self.sdp_session_id = random.getrandbits(62)  # o= stays the same across renegotiations
+        self.retired_mids: set[str] = set()  # mids whose producer was closed: never reopened
+        self.subscriber: Any = None  # sfu.subscriber.SubscriberSession of a subscribe connection
+        self.wake(self.next_deadline())
+
+    @property
+    def connected(self) -> bool:
+        return self.srtp is not None and self.addr is not None
+
+    # -- input --------------------------------------------------------------------------------
+    def handle_stun(self, message: stun.Message, remote_ufrag: str, addr: Address, now: float) -> bytes | None:
+        response = self.ice.handle_request(message, remote_ufrag, addr, now)
+        if response is not None and self.ice.selected is not None:
+            self.addr = self.ice.selected
+        return response
+
+    def set_remote(self, remote_ufrag: str, dtls: DtlsSession) -> None:
+        """A server-offered connection learns the client's ICE ufrag and certificate from
+        its first answer; until then its checks and DTLS are dropped."""
+        self.ice.remote_ufrag = remote_ufrag
+        self.dtls = dtls
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        """A non-STUN datagram from an address ICE validated for this peer."""
+        self.now = now
+        if self.closed:
+            return
+        if self.addr is None:
+            self.addr = addr  # DTLS before USE-CANDIDATE: answer where it came from
+        first = data[0]
+        if 127 < first < 192:
+            srtp = self.srtp
+            if srtp is None:
+                self.counters.dropped += 1
+                return
+            try:
+                if is_rtcp(data):
+                    self.receive_rtcp(srtp.unprotect_rtcp(data), now)
+                else:
+                    self.receive_rtp(srtp.unprotect(data), len(data), now)
+            except SrtpError:
+                self.counters.dropped += 1
+        elif is_dtls(data):
+            self._receive_dtls(data, now)
+        else:
+            self.counters.dropped += 1
+
+    def _receive_dtls(self, data: bytes, now: float) -> None:
+        if self.dtls is None:
+            self.counters.dropped += 1
+            return
+        was_connected = self.dtls.connected
+        try:
+            replies = self.dtls.receive(data)
+        except DtlsError as exc:
+            logger.warning("session %s (%s): %s", self.session_id, self.identity, exc)
+            self.close(f"dtls: {exc}")
+            return
+        for reply in replies:
+            self._send_raw(reply)
+        if self.dtls.closed:
+            self.close("dtls closed by peer")
+            return
+        if not was_connected and self.dtls.connected and self.dtls.keys is not None:
+            keys = self.dtls.keys
+            self.start_srtp(SrtpContext(keys.profile, keys.tx_key, keys.rx_key), now, keys.name)
+        else:
+            self.wake(self.next_deadline())  # a handshake retransmission timer may have moved
+
+    def start_srtp(self, srtp: SrtpContext, now: float, profile: str) -> None:
+        """DTLS agreed these keys: media may flow."""
+        self.srtp = srtp
+        self._protect = srtp.protect
+        self._on_connected(now, {"srtp_profile": profile})
+
+    # -- output -------------------------------------------------------------------------------
+    def send_rtp(self, buf: bytearray, twcc_offset: int, now: float) -> None:
+        if twcc_offset >= 0:
+            self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
+            U16.pack_into(buf, twcc_offset, twcc)
+            if self._sent_hooks:
+                self._sent(twcc, len(buf), now)
+        try:
+            data = self._protect(buf)
+        except SrtpError:
+            self.counters.dropped += 1
+            return
+        self.sender(data, self.addr)
+        self.packets_out += 1
+        self.bytes_out += len(data)
+
+    def _send_rtcp_packet(self, data: bytes) -> bool:
+        if self.srtp is None or self.addr is None:
+            return False
+        try:
+            protected = self.srtp.protect_rtcp(data)
+        except SrtpError:
+            return False
+        self.sender(protected, self.addr)
+        return True
+
+    def _send_raw(self, data: bytes) -> None:
+        if self.addr is not None:
+            self.sender(data, self.addr)
+
+    # -- timers -------------------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        if self.closed:
+            return inf
+        earliest = min(super().next_deadline(), self.ice.last_consent + self.ice.consent_timeout)
+        if self.dtls is not None:
+            timeout = self.dtls.next_timeout()
+            if timeout is not None:
+                earliest = min(earliest, self.now + max(timeout, 0.0))
+        return earliest
+
+    def on_timer(self, now: float) -> None:
+        """Consent, DTLS retransmission, then the RTCP units and reports."""
+        self.now = now
+        if self.closed:
+            return
+        if self.ice.expired(now):
+            self.close("ice consent expired")
+            return
+        if self.dtls is not None:
+            timeout = self.dtls.next_timeout()
+            if timeout is not None and timeout <= 0:
+                for reply in self.dtls.handle_timeout():
+                    self._send_raw(reply)
+        super().on_timer(now)
+
+    def _before_close(self) -> None:
+        if self.dtls is not None:
+            for reply in self.dtls.close():
+                self._send_raw(reply)
