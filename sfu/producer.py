@@ -103,7 +103,7 @@ class Producer:
                             twcc_offset += 12
                     consumer.send(packet, bytearray(buf_template), twcc_offset, now)
         for pipe in stream.pipes:
-            pipe.send(packet, stream, now)
+            pipe.forward(packet, stream, now)
 
     def bind(self, packet: RtpPacket, now: float) -> tuple[RecvStream, bool] | None:
         """The stream an SSRC we have not seen belongs to, and whether it is its RTX.

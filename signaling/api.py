@@ -59,6 +59,7 @@ ERROR_STATUS = {
     "unsupported_media_type": 415,
     "internal": 500,
     "not_implemented": 501,
+    "unavailable": 503,
 }
 
 # -- schemas (the OpenAPI document's, and the request validator's) --------------------------
@@ -512,6 +513,8 @@ class Api:
                 return error_response(exc.status, exc.code, exc.message, exc.headers)
         started = time.perf_counter()
         await self.metrics.refresh(self.pool)
+        for kind, count in self.conference.session_counts().items():
+            self.metrics.sessions.labels(kind).set(count)
         logger.debug("metrics refreshed in %.1f ms", (time.perf_counter() - started) * 1000)
         return web.Response(body=self.metrics.generate(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

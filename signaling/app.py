@@ -7,20 +7,17 @@ the media worker that hosts the room, which answers with the SDP answer.
 from __future__ import annotations
 
 import logging
-import secrets
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from sfu.pool import WorkerError, WorkerHandle, WorkerPool
+from sfu.pool import WorkerHandle, WorkerPool
 from sfu.settings import MediaSettings
 from signaling import api, metrics, schema, tokens, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
-from signaling.rooms import NAME_PATTERN
+from signaling.rooms import NAME_PATTERN, RoomError
 from signaling.ws import Hub
 
 logger = logging.getLogger(__name__)
@@ -28,12 +25,16 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 NAME = NAME_PATTERN
 MAX_SDP = 64 * 1024
-ERROR_STATUS = {
+# Room errors as WHIP/WHEP statuses.
+ROOM_ERROR_STATUS = {
     "bad_sdp": 400,
-    "bad_request": 400,
+    "invalid": 400,
+    "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
-    "worker_gone": 503,
+    "room_full": 409,
+    "room_ended": 410,
+    "unavailable": 503,
     "internal": 500,
 }
 
@@ -53,21 +54,8 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
-@dataclass
-class MediaSession:
-    id: str
-    kind: str  # "whip" or "whep"
-    room: str
-    identity: str
-    role: str
-    worker: WorkerHandle
-    created: float
-    source: str | None = None  # the publisher's identity, for WHEP
-    tracks: tuple[str, ...] = ()  # producer ids, for WHIP
-
-
 class Server:
-    """Sessions and rooms as the control process sees them."""
+    """The control process: media workers, the conference, and what listens to it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -83,32 +71,14 @@ class Server:
             ),
             self._on_worker_event,
         )
-        self.sessions: dict[str, MediaSession] = {}
         self.conference = Conference(self.pool, resume_grace=config.resume_grace)
-        self.publishers: dict[tuple[str, str], str] = {}  # (room, identity) -> WHIP session id
         self.metrics = metrics.Metrics()
         self.conference.add_listener(self.metrics.on_event)
         self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
         self.conference.add_listener(self.webhooks.on_event)
 
-    # -- worker events --------------------------------------------------------------------
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
-        session_id = str(data.get("session", ""))
-        session = self.sessions.get(session_id)
-        if session is None and self.conference.on_worker_event(worker, event, data):
-            return
-        if event == "connected" and session is not None:
-            logger.info("%s %s (%s/%s) connected, %s", session.kind, session.id, session.room, session.identity, data.get("srtp_profile"))
-        elif event == "closed" and session is not None:
-            self._forget(session)
-            logger.info("%s %s (%s/%s) ended: %s", session.kind, session.id, session.room, session.identity, data.get("reason"))
-
-    def _forget(self, session: MediaSession) -> None:
-        self.sessions.pop(session.id, None)
-        key = (session.room, session.identity)
-        if session.kind == "whip" and self.publishers.get(key) == session.id:
-            del self.publishers[key]
-        self.metrics.sessions.labels(session.kind).set(sum(1 for s in self.sessions.values() if s.kind == session.kind))
+        self.conference.on_worker_event(worker, event, data)
 
     # -- auth -------------------------------------------------------------------------------
     def grant(self, request: web.Request, room: str) -> tokens.Grant:
@@ -123,57 +93,6 @@ class Server:
         if grant.room != room:
             raise ApiError(403, "forbidden", "token is for another room")
         return grant
-
-    # -- sessions ---------------------------------------------------------------------------
-    async def create(self, kind: str, room: str, grant: tokens.Grant, offer: str, source: str | None) -> tuple[MediaSession, str]:
-        worker = self.pool.for_room(room)
-        session = MediaSession(
-            id=secrets.token_urlsafe(12),
-            kind=kind,
-            room=room,
-            identity=grant.identity,
-            role=grant.role,
-            worker=worker,
-            created=time.time(),
-            source=source,
-        )
-        params: dict[str, Any] = {"room": room, "session": session.id, "identity": grant.identity, "offer": offer}
-        if kind == "whep":
-            publisher = self.sessions.get(self.publishers.get((room, source or ""), ""))
-            params["producers"] = list(publisher.tracks) if publisher is not None else []
-        self.sessions[session.id] = session
-        worker.sessions.add(session.id)
-        try:
-            result = await worker.request("publish" if kind == "whip" else "view", params)
-        except WorkerError as exc:
-            self.sessions.pop(session.id, None)
-            worker.sessions.discard(session.id)
-            raise ApiError(ERROR_STATUS.get(exc.code, 500), exc.code, exc.message) from None
-        except TimeoutError:
-            self.sessions.pop(session.id, None)
-            worker.sessions.discard(session.id)
-            raise ApiError(503, "worker_timeout", "media worker did not answer in time") from None
-        if kind == "whip":
-            session.tracks = tuple(t["id"] for t in result["tracks"])
-            previous = self.publishers.get((room, grant.identity))
-            self.publishers[(room, grant.identity)] = session.id
-            if previous is not None and previous in self.sessions:
-                await self.end(self.sessions[previous], "replaced by a new WHIP session")
-        self.metrics.sessions.labels(kind).set(sum(1 for s in self.sessions.values() if s.kind == kind))
-        return session, str(result["answer"])
-
-    async def end(self, session: MediaSession, reason: str) -> None:
-        self._forget(session)
-        try:
-            await session.worker.request("close", {"session": session.id, "reason": reason})
-        except (WorkerError, TimeoutError) as exc:
-            logger.warning("closing %s on worker %d: %s", session.id, session.worker.index, exc)
-
-    def lead_of(self, room: str) -> str | None:
-        leads = [s for s in self.sessions.values() if s.room == room and s.kind == "whip" and s.role == "lead"]
-        if not leads:
-            return None
-        return max(leads, key=lambda s: s.created).identity
 
 
 # -- HTTP handlers ---------------------------------------------------------------------------
@@ -215,51 +134,70 @@ async def _read_limited(request: web.Request) -> bytes:
             raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
 
 
-def _created(request: web.Request, session: MediaSession, answer: str) -> web.Response:
-    location = f"/{session.kind}/{session.room}/{session.id}"
+def _created(kind: str, room: str, session: str, answer: str) -> web.Response:
     return web.Response(
         status=201,
         text=answer,
         content_type="application/sdp",
-        headers={"Location": location, "ETag": f'"{session.id}"', "Access-Control-Expose-Headers": "Location, ETag"},
+        headers={
+            "Location": f"/{kind}/{room}/{session}",
+            "ETag": f'"{session}"',
+            "Access-Control-Expose-Headers": "Location, ETag",
+        },
     )
 
 
+def _room_error(exc: RoomError) -> ApiError:
+    return ApiError(ROOM_ERROR_STATUS.get(exc.code, 500), exc.code, exc.message)
+
+
 async def whip_post(request: web.Request) -> web.Response:
+    """Publish: the WHIP client joins the room as a participant with its tracks."""
     server = _server(request)
     room = _room(request)
     grant = server.grant(request, room)
     if not grant.can_publish:
         raise ApiError(403, "forbidden", f"role {grant.role} may not publish")
     offer = await _read_offer(request)
-    session, answer = await server.create("whip", room, grant, offer, None)
+    try:
+        session, answer = await server.conference.whip(room, grant.identity, grant.role, grant.name or grant.identity, offer)
+    except RoomError as exc:
+        raise _room_error(exc) from None
     server.metrics.requests.labels("whip", "201").inc()
-    return _created(request, session, answer)
+    return _created("whip", room, session, answer)
 
 
 async def whep_post(request: web.Request) -> web.Response:
+    """View the room's lead, or ``?participant=<identity>``: the WHEP client joins the
+    room as a participant (its token's role) viewing that publisher's tracks."""
     server = _server(request)
     room = _room(request)
     grant = server.grant(request, room)
     offer = await _read_offer(request)
-    source = request.query.get("participant") or server.lead_of(room)
-    if source is None:
-        raise ApiError(404, "not_found", "the room's lead is not publishing")
-    if not NAME.match(source) or (room, source) not in server.publishers:
+    source = request.query.get("participant")
+    if source is not None and not NAME.match(source):
         raise ApiError(404, "not_found", f"{source[:64]!r} is not publishing in this room")
-    session, answer = await server.create("whep", room, grant, offer, source)
+    try:
+        session, answer = await server.conference.whep(
+            room, grant.identity, grant.role, grant.name or grant.identity, offer, source
+        )
+    except RoomError as exc:
+        raise _room_error(exc) from None
     server.metrics.requests.labels("whep", "201").inc()
-    return _created(request, session, answer)
+    return _created("whep", room, session, answer)
 
 
-def _session_for(request: web.Request, kind: str) -> tuple[Server, MediaSession, tokens.Grant]:
+def _session_for(request: web.Request, kind: str) -> tuple[Server, str, tokens.Grant]:
+    """The WHIP/WHEP session in the URL, if the caller may change it (its owner or the lead)."""
     server = _server(request)
     room = _room(request)
     grant = server.grant(request, room)
-    session = server.sessions.get(request.match_info["session"])
-    if session is None or session.kind != kind or session.room != room:
+    session = request.match_info["session"]
+    owner = server.conference.session_owner(session)
+    expected = {"whip": "publish", "whep": "view"}[kind]
+    if owner is None or owner[0].name != room or owner[2] != expected or owner[1].via != kind:
         raise ApiError(404, "not_found", "no such session")
-    if session.identity != grant.identity and grant.role != "lead":
+    if owner[1].identity != grant.identity and grant.role != "lead":
         raise ApiError(403, "forbidden", "only the session's owner or the room's lead may change it")
     return server, session, grant
 
@@ -267,7 +205,7 @@ def _session_for(request: web.Request, kind: str) -> tuple[Server, MediaSession,
 async def session_delete(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     server, session, grant = _session_for(request, kind)
-    await server.end(session, f"ended by {grant.identity}")
+    await server.conference.end_session(session, f"ended by {grant.identity}")
     return web.Response(status=200)
 
 

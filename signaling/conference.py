@@ -74,7 +74,7 @@ class Conference:
         logger.info("room %s ended (%s, by %s)", name, reason, by)
 
     # -- participants ---------------------------------------------------------------------------
-    def join(self, room_name: str, identity: str, role: str, name: str) -> tuple[Room, Participant, bool]:
+    def join(self, room_name: str, identity: str, role: str, name: str, via: str = "ws") -> tuple[Room, Participant, bool]:
         """Admit (or re-admit) a participant. Returns (room, participant, is_new)."""
         room = self.rooms.get(room_name)
         if room is None or room.ended:
@@ -82,10 +82,12 @@ class Conference:
         room.check_admit(identity, role)
         existing = room.participants.get(identity)
         if existing is not None:
+            if existing.via != via:
+                raise RoomError("conflict", f"{identity!r} is in this room already, over {existing.via}")
             existing.connected = True
             existing.disconnected_at = None
             return room, existing, False
-        participant = Participant(identity=identity, name=name, role=role, joined_at=time.time())
+        participant = Participant(identity=identity, name=name, role=role, joined_at=time.time(), via=via)
         room.participants[identity] = participant
         room.empty_since = None
         self.emit("participant_joined", room.name, {"participant": participant.as_dict()})
@@ -108,10 +110,11 @@ class Conference:
         self._offer_locks.pop((room.name, identity), None)
         for track in room.tracks_of(identity):
             await self._remove_track(room, track)
-        for session in (participant.publish_session, participant.subscribe_session):
+        for session in (participant.publish_session, participant.subscribe_session, *participant.view_sessions):
             if session is not None:
                 self.media_sessions.pop(session, None)
                 await self._request(room.name, "close", {"session": session, "reason": reason}, quiet=True)
+        participant.view_sessions.clear()
         if room.active_speaker == identity:
             room.active_speaker = None
         self.emit("participant_left", room.name, {"identity": identity, "reason": reason})
@@ -183,11 +186,106 @@ class Conference:
                 source=source,
                 mid=info["mid"],
                 producer_id=info["id"],
+                session=session,
             )
             room.tracks[track.id] = track
             added.append(track)
             self.emit("track_published", room.name, {"track": track.as_dict()})
         return str(result["answer"]), added
+
+    # -- WHIP and WHEP: HTTP clients as participants ---------------------------------------------
+    async def whip(self, room_name: str, identity: str, role: str, name: str, offer: str) -> tuple[str, str]:
+        """A WHIP publisher joins the room as a participant whose publish connection is this
+        session; its tracks are the room's like any other. A new WHIP session of the same
+        identity replaces the old one. Returns the session id and the SDP answer."""
+        room, participant, is_new = self.join(room_name, identity, role, name, via="whip")
+        previous = participant.publish_session
+        old_tracks = room.tracks_of(identity)
+        participant.publish_session = None  # a fresh connection, not a renegotiation
+        try:
+            answer, _tracks = await self.publish(room, participant, offer, [])
+        except RoomError:
+            participant.publish_session = previous
+            if is_new:
+                await self._drop(room, identity, "whip_failed")
+            raise
+        if previous is not None:
+            for track in old_tracks:
+                await self._remove_track(room, track, close_producer=False)
+            self.media_sessions.pop(previous, None)
+            await self._request(room.name, "close", {"session": previous, "reason": "replaced by a new WHIP session"}, quiet=True)
+        session = participant.publish_session
+        assert session is not None
+        return session, answer
+
+    async def whep(
+        self, room_name: str, identity: str, role: str, name: str, offer: str, source: str | None
+    ) -> tuple[str, str]:
+        """A WHEP viewer joins the room as a participant viewing ``source`` (an identity;
+        the room's lead when None): its camera and microphone, whether it publishes over
+        the WebSocket or WHIP. Several WHEP sessions of one identity view side by side; the
+        participant leaves with its last one. Returns the session id and the SDP answer."""
+        room = self.get_room(room_name)
+        publisher = room.participants.get(source) if source else self._lead(room)
+        tracks = sorted(
+            room.tracks_of(publisher.identity) if publisher is not None else [],
+            key=lambda t: SOURCES.index(t.source) if t.source in SOURCES else len(SOURCES),
+        )
+        if publisher is None or not tracks:
+            who = f"{source[:64]!r}" if source else "the room's lead"
+            raise RoomError("not_found", f"{who} is not publishing in this room")
+        room, participant, is_new = self.join(room_name, identity, role, name, via="whep")
+        session = secrets.token_urlsafe(12)
+        self.media_sessions[session] = (room.name, identity, "view")
+        params = {
+            "room": room.name,
+            "session": session,
+            "identity": identity,
+            "offer": offer,
+            "producers": [t.producer_id for t in tracks],
+        }
+        try:
+            result = await self._request(room.name, "view", params)
+        except RoomError:
+            self.media_sessions.pop(session, None)
+            if is_new:
+                await self._drop(room, identity, "whep_failed")
+            raise
+        participant.view_sessions.add(session)
+        return session, str(result["answer"])
+
+    @staticmethod
+    def _lead(room: Room) -> Participant | None:
+        leads = [p for p in room.participants.values() if p.role == "lead" and room.tracks_of(p.identity)]
+        return max(leads, key=lambda p: p.joined_at) if leads else None
+
+    def session_owner(self, session: str) -> tuple[Room, Participant, str] | None:
+        """The room, participant and kind ("publish", "subscribe", "view") of a media session."""
+        owner = self.media_sessions.get(session)
+        if owner is None:
+            return None
+        room_name, identity, kind = owner
+        room = self.rooms.get(room_name)
+        participant = room.participants.get(identity) if room is not None else None
+        if room is None or participant is None:
+            return None
+        return room, participant, kind
+
+    async def end_session(self, session: str, reason: str) -> None:
+        """A WHIP or WHEP client ended its session (HTTP DELETE)."""
+        owner = self.session_owner(session)
+        if owner is None:
+            return
+        room, participant, kind = owner
+        self.media_sessions.pop(session, None)
+        await self._request(room.name, "close", {"session": session, "reason": reason}, quiet=True)
+        await self._media_session_closed(room, participant, kind, session, reason)
+
+    def session_counts(self) -> dict[str, int]:
+        counts = {"publish": 0, "subscribe": 0, "view": 0}
+        for _room, _identity, kind in self.media_sessions.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     async def unpublish(self, room: Room, track_id: str, actor: Participant | None) -> None:
         track = room.track(track_id)
@@ -281,15 +379,19 @@ class Conference:
             if quiet:
                 logger.debug("%s on worker %d: %s", method, worker.index, exc)
                 return {}
-            code = {"bad_sdp": "bad_sdp", "not_found": "not_found", "bad_request": "invalid"}.get(
-                exc.code, "internal"
-            )
+            code = {
+                "bad_sdp": "bad_sdp",
+                "not_found": "not_found",
+                "bad_request": "invalid",
+                "conflict": "conflict",
+                "worker_gone": "unavailable",
+            }.get(exc.code, "internal")
             raise RoomError(code, exc.message) from None
         except TimeoutError:
             if quiet:
                 return {}
             raise RoomError("internal", "the media worker did not answer in time") from None
-        if method in ("publish", "subscriber"):
+        if method in ("publish", "subscriber", "view"):
             worker.sessions.add(params["session"])
         return result
 
@@ -319,7 +421,9 @@ class Conference:
         participant = room.participants.get(identity) if room is not None else None
         if room is None or participant is None:
             return True
-        if event == "quality":
+        if event == "connected":
+            logger.info("room %s: %s's %s connection is up (%s)", room.name, identity, kind, data.get("srtp_profile"))
+        elif event == "quality":
             quality = str(data.get("quality"))
             if quality != participant.quality:
                 participant.quality = quality
@@ -343,6 +447,12 @@ class Conference:
             participant.publish_session = None
             for track in room.tracks_of(participant.identity):
                 await self._remove_track(room, track, close_producer=False)
+            if participant.via == "whip":  # the session was its presence in the room
+                await self._drop(room, participant.identity, "left")
+        elif kind == "view":
+            participant.view_sessions.discard(session)
+            if participant.via == "whep" and not participant.view_sessions:
+                await self._drop(room, participant.identity, "left")
         elif kind == "subscribe" and participant.subscribe_session == session:
             participant.subscribe_session = None
             if participant.quality != "lost":

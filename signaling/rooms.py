@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("lead", "participant", "observer")
+# How a participant is connected: the WebSocket protocol, or a WHIP or WHEP client (which
+# has no signalling channel: its HTTP session is its presence in the room).
+VIAS = ("ws", "whip", "whep")
 PUBLISH_ROLES = ("lead", "participant")
 SOURCES = ("camera", "microphone", "screen")
 # Room names and identities: also safe as SDP msid tokens and in URLs.
@@ -54,6 +57,7 @@ class Track:
     mid: str
     producer_id: str
     muted: bool = False
+    session: str = ""  # the media session (publish connection) its producer lives on
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "owner": self.owner, "kind": self.kind, "source": self.source, "muted": self.muted}
@@ -74,6 +78,8 @@ class Participant:
     preferences: dict[str, Any] = field(default_factory=dict)
     quality: str = "excellent"
     disconnected_at: float | None = None
+    via: str = "ws"
+    view_sessions: set[str] = field(default_factory=set)  # WHEP sessions
 
     @property
     def can_publish(self) -> bool:
@@ -86,6 +92,7 @@ class Participant:
             "role": self.role,
             "hand_raised": self.hand_raised,
             "joined_at": self.joined_at,
+            "via": self.via,
         }
 
 

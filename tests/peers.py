@@ -110,7 +110,7 @@ def _via(answer: str, port: int | None) -> str:
     return re.sub(r"(a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1) \d+", rf"\1 {port}", answer)
 
 
-def _prefer(pc: RTCPeerConnection, kind: str, codec: str) -> None:
+def prefer_codec(pc: RTCPeerConnection, kind: str, codec: str) -> None:
     codecs = RTCRtpSender.getCapabilities(kind).codecs
     wanted = [c for c in codecs if c.mimeType.lower() == f"{kind}/{codec.lower()}"]
     rtx = [c for c in codecs if c.mimeType.lower() == f"{kind}/rtx"]
@@ -140,7 +140,7 @@ class WhipPublisher:
         if video_codec:
             self.video = MovingVideoTrack(width, height)
             self.pc.addTransceiver(self.video, direction="sendonly")
-            _prefer(self.pc, "video", video_codec)
+            prefer_codec(self.pc, "video", video_codec)
         if audio:
             self.pc.addTransceiver(SineAudioTrack(), direction="sendonly")
         await _gathered(self.pc)
