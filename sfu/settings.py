@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,39 +70,81 @@ class MediaSettings:
         return from_mapping(cls, data, "media")
 
 
-def from_mapping(cls: type[Any], data: dict[str, Any], table: str) -> Any:
-    """Build the frozen dataclass ``cls`` from ``data``: unknown keys and values of the wrong
-    type are errors that name the key and its table."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def from_mapping(
+    cls: type[Any], data: dict[str, Any], table: str, index: int | None = None, exclude: tuple[str, ...] = ()
+) -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``: unknown keys, missing required keys
+    and values of the wrong type are errors that name the key and its table.
+
+    ``table`` is the TOML table's name; ``index`` the entry's position when the table is an
+    array of tables (``[[webhooks]]``); ``exclude`` the fields the caller sets from elsewhere,
+    which the table may not hold. Field types, not defaults, say what a value must be, so a
+    required field (no default) is checked the same way.
+    """
+    path = table if index is None else f"{table}[{index}]"
+    header = f"[{table}]" if index is None else f"[[{table}]] ({path})"
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in exclude}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields))
-        raise SettingsError(f"unknown key {unknown[0]!r} in [{table}] (known keys: {known})")
+        raise SettingsError(f"unknown key {unknown[0]!r} in {header} (known keys: {known})")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise SettingsError(f"missing key {missing[0]!r} in {header}")
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for name, value in data.items():
-        values[name] = _coerce(value, fields[name].default, f"{table}.{name}")
+        values[name] = _coerce(value, hints[name], f"{path}.{name}", fields[name].repr)
     try:
         return cls(**values)
     except SettingsError as exc:
-        raise SettingsError(f"[{table}] {exc}") from None
+        raise SettingsError(f"{header} {exc}") from None
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Check ``value`` against the type of the field's default (bool, int, float, str)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise SettingsError(f"{where} must be true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{where} must be an integer")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingsError(f"{where} must be a number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise SettingsError(f"{where} must be a string")
-        return value
-    return value
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(value: Any, kind: Any, where: str, show: bool = True) -> Any:
+    """Check ``value`` against the field's type: bool, int, float, str, ``X | None`` and
+    ``tuple[X, ...]`` (a TOML array). A secret's value (a field with repr=False) is not
+    repeated in the message."""
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):
+        arms = [arm for arm in typing.get_args(kind) if arm is not type(None)]
+        if value is None:
+            return None
+        if len(arms) == 1:
+            return _coerce(value, arms[0], where, show)
+    if typing.get_origin(kind) is tuple:
+        item, *rest = typing.get_args(kind)
+        if rest != [Ellipsis] or item not in _KIND:
+            raise TypeError(f"{where}: a setting's tuple must be tuple[bool | int | float | str, ...]")
+        if not isinstance(value, (list, tuple)) or not all(_fits(v, item) for v in value):
+            raise SettingsError(f"{where} must be a list of {_plural(item)}{_shown(value, show)}")
+        return tuple(float(v) if item is float else v for v in value)
+    if kind not in _KIND:
+        raise TypeError(f"{where}: settings of type {kind!r} cannot be read from a table")
+    if not _fits(value, kind):
+        raise SettingsError(f"{where} must be {_KIND[kind]}{_shown(value, show)}")
+    return float(value) if kind is float else value
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # True is an int to Python, never a number to a config file
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _plural(kind: type) -> str:
+    return {bool: "booleans", int: "integers", float: "numbers", str: "strings"}[kind]
+
+
+def _shown(value: Any, show: bool) -> str:
+    return f", not {value!r}" if show else ""

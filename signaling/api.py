@@ -340,7 +340,7 @@ class Api:
         self.config = config
         self.metrics = metrics
         self.pool = pool
-        self.keys: list[ApiKey] = list(config.api_keys)
+        self.keys: list[ApiKey] = list(config.api.keys)
         self._digests = [(k.key, _digest(k.key), _digest(k.secret)) for k in self.keys]
 
     # -- auth ----------------------------------------------------------------------------
@@ -495,8 +495,8 @@ class Api:
     # -- tokens ----------------------------------------------------------------------------
     async def create_token(self, request: web.Request) -> web.Response:
         body = await read_json(request, CREATE_TOKEN)
-        ttl = min(int(body.get("ttl", DEFAULT_TOKEN_TTL)), self.config.max_token_ttl)
-        secret, issuer = self.config.jwt_secret, self.config.token_issuer
+        ttl = min(int(body.get("ttl", DEFAULT_TOKEN_TTL)), self.config.auth.max_token_ttl)
+        secret, issuer = self.config.auth.secret, self.config.auth.issuer
         token = tokens.mint(secret, body["room"], body["identity"], body["role"], ttl, body.get("name"), issuer)
         grant = tokens.verify(secret, token, issuer)
         self._audit(request, f"minted a {grant.role} token for {grant.identity} in {grant.room}, {ttl} s")
@@ -506,7 +506,7 @@ class Api:
 
     # -- metrics (not under /api/v1: Prometheus scrapes it) ---------------------------------
     async def prometheus(self, request: web.Request) -> web.Response:
-        if self.config.metrics_auth:
+        if self.config.api.metrics_auth:
             try:
                 self.authenticate(request)
             except ApiError as exc:

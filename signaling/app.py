@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from sfu.pool import WorkerHandle, WorkerPool
-from sfu.settings import MediaSettings
 from signaling import api, metrics, schema, tokens, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
@@ -59,19 +58,8 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.pool = WorkerPool(
-            MediaSettings(
-                workers=config.workers,
-                listen=config.media_host,
-                announce=config.media_announce,
-                base_port=config.media_base_port,
-                publisher_bitrate=config.publisher_bitrate,
-                consent_timeout=config.consent_timeout,
-                log_level=config.log_level,
-            ),
-            self._on_worker_event,
-        )
-        self.conference = Conference(self.pool, resume_grace=config.resume_grace)
+        self.pool = WorkerPool(config.media, self._on_worker_event)
+        self.conference = Conference(self.pool, resume_grace=config.ws.resume_grace)
         self.metrics = metrics.Metrics()
         self.conference.add_listener(self.metrics.on_event)
         self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
@@ -87,7 +75,7 @@ class Server:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
         try:
-            grant = tokens.verify(self.config.jwt_secret, token.strip(), self.config.token_issuer)
+            grant = tokens.verify(self.config.auth.secret, token.strip(), self.config.auth.issuer)
         except tokens.TokenError as exc:
             raise ApiError(401, "unauthorized", str(exc)) from None
         if grant.room != room:
@@ -225,7 +213,7 @@ async def session_patch(request: web.Request) -> web.Response:
 
 async def dev_token(request: web.Request) -> web.Response:
     server = _server(request)
-    if not server.config.dev_tokens:
+    if not server.config.server.dev_tokens:
         raise ApiError(404, "not_found", "the dev token endpoint is disabled")
     try:
         body = await request.json()
@@ -238,7 +226,7 @@ async def dev_token(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "room and identity are 1-64 letters, digits or _.-")
     if role not in tokens.ROLES:
         raise ApiError(400, "bad_request", f"role must be one of {', '.join(tokens.ROLES)}")
-    token = tokens.mint(server.config.jwt_secret, room, identity, role, ttl=3600, issuer=server.config.token_issuer)
+    token = tokens.mint(server.config.auth.secret, room, identity, role, ttl=3600, issuer=server.config.auth.issuer)
     return web.json_response({"token": token, "room": room, "identity": identity, "role": role})
 
 
@@ -264,7 +252,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     origin = request.headers.get("Origin")
-    allowed = origin is not None and ("*" in server.config.cors_origins or origin in server.config.cors_origins)
+    allowed = origin is not None and ("*" in server.config.server.cors_origins or origin in server.config.server.cors_origins)
     if request.method == "OPTIONS" and allowed:
         response: web.StreamResponse = web.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
@@ -295,11 +283,11 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/dev/token", dev_token)
     hub = Hub(
         server.conference,
-        config.jwt_secret,
-        config.token_issuer,
+        config.auth.secret,
+        config.auth.issuer,
         observe_join=server.metrics.observe_join,
-        join_limit=config.join_limit,
-        forwarded_for=config.forwarded_for,
+        join_limit=config.ws.join_limit,
+        forwarded_for=config.ws.forwarded_for,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)
@@ -314,7 +302,7 @@ def create_app(config: Config) -> web.Application:
         server.conference.start()
         await server.webhooks.start()
         for worker in server.pool.workers:
-            logger.info("media worker %d: udp %s:%d", worker.index, config.media_host, worker.port)
+            logger.info("media worker %d: udp %s:%d", worker.index, config.media.listen, worker.port)
 
     async def stop_workers(app: web.Application) -> None:
         await server.conference.stop()

@@ -1,35 +1,58 @@
-"""`telebridge serve` runs the server; `telebridge token` mints an access token."""
+"""`telebridge serve` runs the server (`--check` only validates its config); `telebridge
+token` mints an access token."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
+from sfu.settings import SettingsError
 from signaling import tokens
-from signaling.config import ConfigError, load
+from signaling.config import Config, ConfigError, load
 
 DEFAULT_CONFIG = "configs/telebridge.toml"
 
 
+def summary(config: Config) -> str:
+    """One line saying what ``serve`` would run, for ``serve --check``."""
+    media = config.media
+    last = media.base_port + media.workers - 1
+    ports = "ephemeral udp ports" if not media.base_port else f"udp {media.base_port}" + (f"-{last}" if media.workers > 1 else "")
+    return (
+        f"{config.source or 'built-in defaults'}: ok; http {config.server.host}:{config.server.port}, "
+        f"{media.workers} media worker{'s' if media.workers != 1 else ''} on {media.listen} ({ports}, announcing {media.announced}), "
+        f"dev tokens {'on' if config.server.dev_tokens else 'off'}, {len(config.api.keys)} API key(s), "
+        f"{len(config.webhooks)} webhook(s), log level {config.logging.level}"
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    if args.port is not None:
+        try:
+            config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=args.port))
+        except SettingsError as exc:
+            raise ConfigError(f"--port: {exc}") from None
+    if args.check:
+        print(summary(config))
+        return 0
+
     from aiohttp import web
 
     from signaling.app import create_app
 
-    config = load(args.config)
-    if args.port is not None:
-        config.http_port = args.port
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=config.logging.level.upper(),
         format="%(asctime)s control %(levelname)s %(name)s: %(message)s",
     )
-    if config.dev_tokens:
+    if config.server.dev_tokens:
         logging.getLogger("telebridge").warning(
             "the dev token endpoint /dev/token is ON: anyone who reaches this server can mint tokens. "
             "Turn it off (server.dev_tokens = false) in production."
         )
-    print(f"Telebridge on http://{config.http_host}:{config.http_port}/  (Ctrl-C stops)", flush=True)
+    print(f"Telebridge on http://{config.server.host}:{config.server.port}/  (Ctrl-C stops)", flush=True)
     try:
         import uvloop
 
@@ -38,8 +61,8 @@ def serve(args: argparse.Namespace) -> int:
         loop_factory = None
     web.run_app(
         create_app(config),
-        host=config.http_host,
-        port=config.http_port,
+        host=config.server.host,
+        port=config.server.port,
         print=None,
         access_log=None,
         loop=loop_factory() if loop_factory else None,
@@ -50,11 +73,11 @@ def serve(args: argparse.Namespace) -> int:
 def token(args: argparse.Namespace) -> int:
     config = load(args.config)
     ttl = args.ttl if args.ttl is not None else 3600
-    if ttl > config.max_token_ttl:
-        print(f"--ttl is limited to {config.max_token_ttl} s by auth.max_token_ttl", file=sys.stderr)
+    if ttl > config.auth.max_token_ttl:
+        print(f"--ttl is limited to {config.auth.max_token_ttl} s by auth.max_token_ttl", file=sys.stderr)
         return 2
     try:
-        print(tokens.mint(config.jwt_secret, args.room, args.identity, args.role, ttl, args.name, config.token_issuer))
+        print(tokens.mint(config.auth.secret, args.room, args.identity, args.role, ttl, args.name, config.auth.issuer))
     except ValueError as exc:
         print(f"telebridge token: {exc}", file=sys.stderr)
         return 2
@@ -67,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run the signaling server and its media workers")
     p_serve.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config (default: %(default)s)")
     p_serve.add_argument("--port", type=int, default=None, help="override server.port")
+    p_serve.add_argument(
+        "--check", action="store_true", help="validate the config (reading or creating its secret files), print a summary and exit"
+    )
     p_serve.set_defaults(func=serve)
     p_token = sub.add_parser("token", help="print an access token signed with the config's secret")
     p_token.add_argument("--config", default=DEFAULT_CONFIG)

@@ -1,7 +1,13 @@
-"""Server configuration from a TOML file, with the embedded defaults."""
+"""Server configuration from a TOML file: one frozen dataclass per table.
+
+Each table's dataclass holds its defaults (``[media]`` is the workers' own MediaSettings);
+the loader only checks keys and types against them, so a default is written once and a key
+the server does not know (a typo) stops it rather than being ignored.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -11,6 +17,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sfu.settings import MediaSettings, SettingsError, from_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -48,60 +56,158 @@ WEBHOOK_EVENTS = (
 )
 
 
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0  # also refuses NaN and infinity
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """``[server]``: the HTTP listener (WebSocket, REST API, WHIP/WHEP, demo page)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dev_tokens: bool = False
+    """POST /dev/token mints tokens for anyone who asks: the demo page's, never production's."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the HTTP endpoints from a browser; "*" allows any."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError("port must be 0-65535")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """``[auth]``: the HS256 key that signs access tokens, and what a token may claim."""
+
+    secret: str = field(default="", repr=False)
+    """Inline key as written; after ``load``, the key in use ($TELEBRIDGE_SECRET, inline or
+    the file's)."""
+    secret_file: str = "secret"
+    """Read, or created with mode 0600, when there is no inline key; relative to the config."""
+    issuer: str = "telebridge"
+    max_token_ttl: int = 24 * 3600
+    """Longest lifetime, in seconds, of a token this server mints."""
+
+    def __post_init__(self) -> None:
+        if not self.max_token_ttl > 0:
+            raise SettingsError("max_token_ttl must be positive")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """``[logging]``: one level for the control process and its media workers."""
+
+    level: str = MediaSettings().log_level  # the workers' own default: one place for it
+
+    def __post_init__(self) -> None:
+        if self.level.upper() not in logging.getLevelNamesMapping():
+            raise SettingsError(f"level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {self.level!r}")
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """One server-API credential (HTTP Basic user and password); several allow rotation."""
+    """``[[api.keys]]``: one server-API credential (HTTP Basic user and password); several
+    allow rotation."""
 
     key: str
-    secret: str = field(repr=False)
+    secret: str = field(default="", repr=False)
+    """Inline secret as written; after ``load``, the one in use (inline or the file's)."""
+    secret_file: str = ""
+    """Read when there is no inline secret; relative to the config."""
+    create: bool = False
+    """Make secret_file (mode 0600) if it is missing: the embedded default's demo key."""
+
+    def __post_init__(self) -> None:
+        if not API_KEY_NAME.match(self.key):
+            raise SettingsError("key must be 1-64 letters, digits or _.-")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the server API (/api/v1) is off until a key is listed."""
+
+    metrics_auth: bool = False
+    """/metrics wants an API key too; open by default, for scrapers on a private network."""
+    keys: tuple[ApiKey, ...] = ()
 
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """Where room events are POSTed, signed with ``secret``; ``events`` None means all."""
+    """``[[webhooks]]``: where room events are POSTed, signed with ``secret``; ``events``
+    None means all."""
 
     url: str
-    secret: str = field(repr=False)
+    secret: str = field(default="", repr=False)
+    """Inline secret as written; after ``load``, the one in use (inline or the file's)."""
+    secret_file: str = ""
+    create: bool = False
     events: tuple[str, ...] | None = None
     max_attempts: int = 6  # one try and five retries, 0.5 s .. 8 s apart
     timeout: float = 10.0  # seconds per attempt
     queue_size: int = 1000  # events waiting for this URL before the oldest is dropped
 
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s?#]+(/\S*)?\Z", self.url):
+            raise SettingsError("url must be an http:// or https:// URL")
+        if self.events is not None:
+            if not self.events:
+                raise SettingsError("events must be a non-empty list of event names")
+            unknown = sorted(set(self.events) - set(WEBHOOK_EVENTS))
+            if unknown:
+                raise SettingsError(f"events: unknown {', '.join(unknown)} (known: {', '.join(WEBHOOK_EVENTS)})")
+        if self.max_attempts < 1 or self.queue_size < 1 or not _positive(self.timeout):
+            raise SettingsError("max_attempts, queue_size and timeout must be positive")
 
-@dataclass
+
+@dataclass(frozen=True)
+class WsSettings:
+    """``[ws]``: the WebSocket signaling endpoint."""
+
+    join_limit: int = 20
+    """Joins per client address per 10 s; 0 means no limit."""
+    forwarded_for: bool = False
+    """Behind a reverse proxy: take the client's address from X-Forwarded-For."""
+    resume_grace: float = 20.0
+    """Seconds a dropped WebSocket may come back and keep its media."""
+
+    def __post_init__(self) -> None:
+        if self.join_limit < 0:
+            raise SettingsError("join_limit must be 0 (no limit) or more")
+        if not _positive(self.resume_grace):
+            raise SettingsError("resume_grace must be positive")
+
+
+@dataclass(frozen=True)
 class Config:
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    dev_tokens: bool = False
-    cors_origins: list[str] = field(default_factory=list)
-    jwt_secret: str = ""
-    token_issuer: str = "telebridge"
-    max_token_ttl: int = 24 * 3600
-    workers: int = 1
-    media_host: str = "127.0.0.1"
-    media_announce: str = "127.0.0.1"
-    media_base_port: int = 0
-    publisher_bitrate: int = 2_500_000
-    consent_timeout: float = 30.0
-    log_level: str = "INFO"
-    api_keys: list[ApiKey] = field(default_factory=list)
-    metrics_auth: bool = False  # /metrics open (scrapers on a private network) unless set
-    webhooks: list[WebhookConfig] = field(default_factory=list)
-    join_limit: int = 20  # WebSocket joins per client address per 10 s; 0 = no limit
-    forwarded_for: bool = False  # behind a reverse proxy: take the address from X-Forwarded-For
-    resume_grace: float = 20.0  # seconds a dropped WebSocket may come back
+    """The whole configuration: one frozen dataclass per TOML table, whose field defaults
+    are the only place a default is written."""
+
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    media: MediaSettings = MediaSettings()
+    """What the media workers get, as is; its log_level follows [logging] level."""
+    logging: LoggingSettings = LoggingSettings()
+    api: ApiSettings = ApiSettings()
+    webhooks: tuple[WebhookConfig, ...] = ()
+    ws: WsSettings = WsSettings()
     source: Path | None = None
+    """The file it was read from; None for the built-in defaults."""
+
+    def __post_init__(self) -> None:
+        # [logging] level is the one place the level is set, for this process and the workers.
+        if self.media.log_level != self.logging.level:
+            object.__setattr__(self, "media", dataclasses.replace(self.media, log_level=self.logging.level))
 
 
-def _secret(auth: dict[str, Any], base: Path) -> str:
-    """The token key: inline, from $TELEBRIDGE_SECRET, or a file created with mode 0600."""
+def _secret(auth: AuthSettings, base: Path) -> str:
+    """The token key: from $TELEBRIDGE_SECRET, inline, or a file created with mode 0600."""
     env = os.environ.get("TELEBRIDGE_SECRET")
     if env:
         return _check_secret(env, "$TELEBRIDGE_SECRET")
-    inline = str(auth.get("secret", ""))
-    if inline:
-        return _check_secret(inline, "auth.secret")
-    path = Path(str(auth.get("secret_file", "secret")))
+    if auth.secret:
+        return _check_secret(auth.secret, "auth.secret")
+    path = Path(auth.secret_file)
     if not path.is_absolute():
         path = base / path
     try:
@@ -123,75 +229,31 @@ def _create_secret(path: Path, what: str) -> str:
     return value
 
 
-def _file_secret(entry: dict[str, Any], base: Path, where: str) -> str:
+def _file_secret(entry: ApiKey | WebhookConfig, base: Path, where: str) -> str:
     """``secret`` inline, else ``secret_file`` (relative to the config), read as is."""
-    inline = entry.get("secret", "")
-    if not isinstance(inline, str):
-        raise ConfigError(f"{where}.secret must be a string")
-    if inline:
-        return _check_secret(inline, f"{where}.secret")
-    name = entry.get("secret_file")
-    if not isinstance(name, str) or not name:
+    if entry.secret:
+        return _check_secret(entry.secret, f"{where}.secret")
+    if not entry.secret_file:
         raise ConfigError(f"{where}: secret or secret_file is required")
-    path = Path(name)
+    path = Path(entry.secret_file)
     if not path.is_absolute():
         path = base / path
     try:
-        if not path.exists() and entry.get("create") is True:  # the embedded default's demo key
+        if not path.exists() and entry.create:  # the embedded default's demo key
             return _create_secret(path, f"secret for {where}")
         return _check_secret(path.read_text().strip(), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
 
 
-def _tables(value: Any, where: str) -> list[dict[str, Any]]:
+def _array(cls: type[Any], value: Any, table: str) -> tuple[Any, ...]:
+    """An array of tables (``[[table]]``), each entry a ``cls``."""
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ConfigError(f"{where} must be an array of tables ([[{where}]])")
-    return value
+        raise ConfigError(f"{table} must be an array of tables ([[{table}]])")
+    return tuple(from_mapping(cls, entry, table, i) for i, entry in enumerate(value))
 
 
-def _api_keys(api: dict[str, Any], base: Path, source: Path) -> list[ApiKey]:
-    keys: list[ApiKey] = []
-    for i, entry in enumerate(_tables(api.get("keys", []), "api.keys")):
-        where = f"{source}: api.keys[{i}]"
-        key = entry.get("key")
-        if not isinstance(key, str) or not API_KEY_NAME.match(key):
-            raise ConfigError(f"{where}.key must be 1-64 letters, digits or _.-")
-        if any(k.key == key for k in keys):
-            raise ConfigError(f"{where}: key {key!r} is listed twice")
-        keys.append(ApiKey(key=key, secret=_file_secret(entry, base, where)))
-    return keys
-
-
-def _webhooks(entries: Any, base: Path, source: Path) -> list[WebhookConfig]:
-    hooks: list[WebhookConfig] = []
-    for i, entry in enumerate(_tables(entries, "webhooks")):
-        where = f"{source}: webhooks[{i}]"
-        url = entry.get("url")
-        if not isinstance(url, str) or not re.match(r"^https?://[^/\s?#]+(/\S*)?\Z", url):
-            raise ConfigError(f"{where}.url must be an http:// or https:// URL")
-        events = entry.get("events")
-        if events is not None:
-            if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
-                raise ConfigError(f"{where}.events must be a non-empty list of event names")
-            unknown = sorted(set(events) - set(WEBHOOK_EVENTS))
-            if unknown:
-                raise ConfigError(f"{where}.events: unknown {', '.join(unknown)} (known: {', '.join(WEBHOOK_EVENTS)})")
-        try:
-            hook = WebhookConfig(
-                url=url,
-                secret=_file_secret(entry, base, where),
-                events=tuple(events) if events is not None else None,
-                max_attempts=int(entry.get("max_attempts", 6)),
-                timeout=float(entry.get("timeout", 10.0)),
-                queue_size=int(entry.get("queue_size", 1000)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        if hook.max_attempts < 1 or hook.queue_size < 1 or not (math.isfinite(hook.timeout) and hook.timeout > 0):
-            raise ConfigError(f"{where}: max_attempts, queue_size and timeout must be positive")
-        hooks.append(hook)
-    return hooks
+TABLES = ("server", "auth", "media", "logging", "api", "webhooks", "ws")
 
 
 def _table(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -202,66 +264,72 @@ def _table(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
 
 
 def load(path: str | Path | None) -> Config:
+    """The config in ``path`` (None: the built-in defaults with dev tokens on), its secrets
+    read or created; any key the dataclasses do not know is an error, never ignored."""
     if path is None:
         env = os.environ.get("TELEBRIDGE_SECRET")
         secret = _check_secret(env, "$TELEBRIDGE_SECRET") if env else secrets.token_urlsafe(48)
-        return Config(jwt_secret=secret, dev_tokens=True)
+        return Config(server=ServerSettings(dev_tokens=True), auth=AuthSettings(secret=secret))
     source = Path(path)
     try:
         data = tomllib.loads(source.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {source} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    server = _table(data, "server", source)
-    auth = _table(data, "auth", source)
+    for name in data:
+        if name not in TABLES:
+            value = data[name]
+            if isinstance(value, dict):
+                what = f"table [{name}]"
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                what = f"table [[{name}]]"
+            else:
+                what = f"top-level key {name!r}"
+            raise ConfigError(f"{source}: unknown {what} (known tables: {', '.join(TABLES)})")
     media = _table(data, "media", source)
-    log = _table(data, "logging", source)
+    if "log_level" in media:
+        raise ConfigError(f"{source}: unknown key 'log_level' in [media] (set it as [logging] level)")
     api = _table(data, "api", source)
-    ws = _table(data, "ws", source)
-    origins = server.get("cors_origins", [])
-    if not isinstance(origins, list):
-        raise ConfigError(f"{source}: server.cors_origins must be a list")
-    base = source.resolve().parent
     try:
         config = Config(
-            http_host=str(server.get("host", "127.0.0.1")),
-            http_port=int(server.get("port", 8080)),
-            dev_tokens=bool(server.get("dev_tokens", False)),
-            cors_origins=[str(o) for o in origins],
-            jwt_secret=_secret(auth, base),
-            token_issuer=str(auth.get("issuer", "telebridge")),
-            max_token_ttl=int(auth.get("max_token_ttl", 24 * 3600)),
-            workers=int(media.get("workers", 1)),
-            media_host=str(media.get("listen", "127.0.0.1")),
-            media_announce=str(media.get("announce", media.get("listen", "127.0.0.1"))),
-            media_base_port=int(media.get("base_port", 0)),
-            publisher_bitrate=int(media.get("publisher_bitrate", 2_500_000)),
-            consent_timeout=float(media.get("consent_timeout", 30.0)),
-            log_level=str(log.get("level", "INFO")),
-            api_keys=_api_keys(api, base, source),
-            metrics_auth=bool(api.get("metrics_auth", False)),
-            webhooks=_webhooks(data.get("webhooks", []), base, source),
-            join_limit=int(ws.get("join_limit", 20)),
-            forwarded_for=bool(ws.get("forwarded_for", False)),
-            resume_grace=float(ws.get("resume_grace", 20.0)),
+            server=from_mapping(ServerSettings, _table(data, "server", source), "server"),
+            auth=from_mapping(AuthSettings, _table(data, "auth", source), "auth"),
+            media=from_mapping(MediaSettings, media, "media", exclude=("log_level",)),  # Config sets it from [logging]
+            logging=from_mapping(LoggingSettings, _table(data, "logging", source), "logging"),
+            api=dataclasses.replace(
+                from_mapping(ApiSettings, {k: v for k, v in api.items() if k != "keys"}, "api"),
+                keys=_array(ApiKey, api.get("keys", []), "api.keys"),
+            ),
+            webhooks=_array(WebhookConfig, data.get("webhooks", []), "webhooks"),
+            ws=from_mapping(WsSettings, _table(data, "ws", source), "ws"),
             source=source,
         )
-    except (TypeError, ValueError) as exc:
+    except SettingsError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    if config.join_limit < 0:
-        raise ConfigError(f"{source}: ws.join_limit must be 0 (no limit) or more")
-    if config.workers < 1:
-        raise ConfigError(f"{source}: media.workers must be at least 1")
-    for name, port in (("server.port", config.http_port), ("media.base_port", config.media_base_port)):
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"{source}: {name} must be 0-65535")
-    for name, number in (
-        ("auth.max_token_ttl", config.max_token_ttl),
-        ("media.publisher_bitrate", config.publisher_bitrate),
-        ("media.consent_timeout", config.consent_timeout),
-        ("ws.resume_grace", config.resume_grace),
-    ):
-        if not number > 0:  # also refuses NaN
-            raise ConfigError(f"{source}: {name} must be positive")
-    return config
+    names = [k.key for k in config.api.keys]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"{source}: api.keys[{i}]: key {name!r} is listed twice")
+    return _with_secrets(config, source.resolve().parent)
+
+
+def _with_secrets(config: Config, base: Path) -> Config:
+    """``config`` with each secret resolved; done last, so a config with a mistake in it
+    creates no secret file."""
+    source = config.source
+    return dataclasses.replace(
+        config,
+        auth=dataclasses.replace(config.auth, secret=_secret(config.auth, base)),
+        api=dataclasses.replace(
+            config.api,
+            keys=tuple(
+                dataclasses.replace(k, secret=_file_secret(k, base, f"{source}: api.keys[{i}]")) for i, k in enumerate(config.api.keys)
+            ),
+        ),
+        webhooks=tuple(
+            dataclasses.replace(h, secret=_file_secret(h, base, f"{source}: webhooks[{i}]")) for i, h in enumerate(config.webhooks)
+        ),
+    )

@@ -529,12 +529,12 @@ def test_config_rejects_bad_api_keys(tmp_path: Path):
         path.write_text('[auth]\nsecret = "' + "s" * 40 + '"\n' + text)
         return config.load(path)
 
-    assert load("").api_keys == []
-    keys = load(api_config()).api_keys
+    assert load("").api.keys == ()
+    keys = load(api_config()).api.keys
     assert [k.key for k in keys] == [KEY, OLD_KEY] and keys[0].secret == SECRET
     assert SECRET not in repr(keys), "secrets must not end up in logs"
     (tmp_path / "api-secret").write_text("f" * 40 + "\n")
-    assert load('[[api.keys]]\nkey = "k"\nsecret_file = "api-secret"\n').api_keys[0].secret == "f" * 40
+    assert load('[[api.keys]]\nkey = "k"\nsecret_file = "api-secret"\n').api.keys[0].secret == "f" * 40
     for bad, message in (
         ('[[api.keys]]\nkey = "k"\nsecret = "short"\n', "at least 32"),
         ('[[api.keys]]\nkey = "k"\n', "secret or secret_file"),

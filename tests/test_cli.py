@@ -61,17 +61,17 @@ def test_shipped_configs_load(monkeypatch, tmp_path: Path):
     copy = tmp_path / "configs" / "telebridge.toml"
     copy.write_text((ROOT / "configs" / "telebridge.toml").read_text())
     default = config.load(copy)
-    assert default.dev_tokens is True and default.workers == 1 and default.http_port == 8080
+    assert default.server.dev_tokens is True and default.media.workers == 1 and default.server.port == 8080
     # Its token secret and demo API key secret are made on first use, readable by us alone.
-    assert [k.key for k in default.api_keys] == ["demo"]
+    assert [k.key for k in default.api.keys] == ["demo"]
     for name in ("secret", "api-secret"):
         assert stat.S_IMODE((tmp_path / "var" / name).stat().st_mode) == 0o600
-    assert default.api_keys[0].secret == (tmp_path / "var" / "api-secret").read_text().strip()
-    assert config.load(copy).api_keys[0].secret == default.api_keys[0].secret, "made once, then reused"
+    assert default.api.keys[0].secret == (tmp_path / "var" / "api-secret").read_text().strip()
+    assert config.load(copy).api.keys[0].secret == default.api.keys[0].secret, "made once, then reused"
     monkeypatch.setenv("TELEBRIDGE_SECRET", "s" * 48)
     production = config.load(ROOT / "configs" / "production.example.toml")
-    assert production.dev_tokens is False, "the production example must not mint tokens for anyone"
-    assert production.jwt_secret == "s" * 48
+    assert production.server.dev_tokens is False, "the production example must not mint tokens for anyone"
+    assert production.auth.secret == "s" * 48
 
 
 def test_broken_config_is_a_clear_error(tmp_path: Path):
@@ -82,6 +82,50 @@ def test_broken_config_is_a_clear_error(tmp_path: Path):
     conf.write_text('[auth]\nsecret = "' + "x" * 40 + '"\n[media]\nworkers = 0\n')
     result = run_cli("serve", "--config", str(conf))
     assert result.returncode == 2 and "workers" in result.stderr
+
+
+def test_an_unknown_key_stops_serve(tmp_path: Path):
+    """A typo is not a silent default: ``workerz = 4`` would have started one worker."""
+    conf = tmp_path / "telebridge.toml"
+    conf.write_text('[auth]\nsecret = "' + "x" * 40 + '"\n[media]\nworkerz = 4\n')
+    result = run_cli("serve", "--config", str(conf))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "unknown key 'workerz' in [media]" in result.stderr and str(conf) in result.stderr
+    assert "Telebridge on" not in result.stdout, "it must stop before it listens"
+
+
+def test_check_passes_the_shipped_configs(tmp_path: Path):
+    (tmp_path / "configs").mkdir()
+    copy = tmp_path / "configs" / "telebridge.toml"
+    copy.write_text((ROOT / "configs" / "telebridge.toml").read_text())
+    result = run_cli("serve", "--check", "--config", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith(f"{copy}: ok")
+    assert "1 media worker on 127.0.0.1 (udp 40000" in result.stdout and "dev tokens on" in result.stdout
+    # It reads or creates the secret files as serve would.
+    for name in ("secret", "api-secret"):
+        assert stat.S_IMODE((tmp_path / "var" / name).stat().st_mode) == 0o600
+    production = ROOT / "configs" / "production.example.toml"
+    result = run_cli("serve", "--check", "--config", str(production), env={"TELEBRIDGE_SECRET": "s" * 48})
+    assert result.returncode == 0, result.stderr
+    assert "4 media workers on 0.0.0.0 (udp 40000-40003, announcing 203.0.113.10)" in result.stdout
+    assert "dev tokens off" in result.stdout
+
+
+def test_check_fails_on_a_bad_config(tmp_path: Path):
+    conf = tmp_path / "telebridge.toml"
+    conf.write_text('[auth]\nsecret_file = "var/secret"\n[ws]\nresume_grace = "20s"\n')
+    result = run_cli("serve", "--check", "--config", str(conf))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "ws.resume_grace must be a number, not '20s'" in result.stderr
+    assert not (tmp_path / "var").exists(), "a config with a mistake creates no secret file"
+    conf.write_text('[auth]\nsecret = "short"\n')
+    result = run_cli("serve", "--check", "--config", str(conf))
+    assert result.returncode == 2 and "at least 32" in result.stderr
+    conf.write_text('[auth]\nsecret = "' + "x" * 40 + '"\n')
+    result = run_cli("serve", "--check", "--config", str(conf), "--port", "70000")
+    assert result.returncode == 2 and "--port: port must be 0-65535" in result.stderr
+    assert run_cli("serve", "--check", "--config", str(conf), "--port", "9000").stdout.count("127.0.0.1:9000") == 1
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -159,8 +159,8 @@ def test_config_creates_secret_file_with_mode_0600(tmp_path):
     first = config.load(path)
     secret_file = tmp_path / "var" / "secret"
     assert secret_file.exists() and (secret_file.stat().st_mode & 0o777) == 0o600
-    assert len(first.jwt_secret) >= 32
-    assert config.load(path).jwt_secret == first.jwt_secret, "the key survives restarts"
+    assert len(first.auth.secret) >= 32
+    assert config.load(path).auth.secret == first.auth.secret, "the key survives restarts"
 
 
 AUTH = f'[auth]\nsecret = "{SECRET}"\n'
@@ -198,7 +198,7 @@ def test_bad_config_raises_config_error(tmp_path, text):
 
 def test_good_config_loads(tmp_path):
     loaded = config.load(write(tmp_path, AUTH + '[server]\nport = 8443\ncors_origins = ["https://a.example"]\n'))
-    assert (loaded.jwt_secret, loaded.http_port, loaded.cors_origins) == (SECRET, 8443, ["https://a.example"])
+    assert (loaded.auth.secret, loaded.server.port, loaded.server.cors_origins) == (SECRET, 8443, ("https://a.example",))
 
 
 def test_short_env_secret_is_refused(tmp_path, monkeypatch):

@@ -343,7 +343,7 @@ def load(tmp_path: Path, text: str) -> config.Config:
 
 
 def test_webhook_config(tmp_path):
-    assert load(tmp_path, "").webhooks == []
+    assert load(tmp_path, "").webhooks == ()
     hooks = load(
         tmp_path,
         f'[[webhooks]]\nurl = "https://app.example.org/telebridge"\nsecret = "{SECRET}"\n'
