@@ -38,7 +38,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.server import ROOT, RunningServer
+
 _METRIC = re.compile(r'^(telebridge_worker_packets|telebridge_worker_cpu_seconds)\{([^}]*)\}\s+(\S+)', re.M)
 
 
@@ -210,10 +211,6 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
     pinned = ""
     worker_cpu: str | None = None
     if url is None:
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
-        from tests.conftest import RunningServer
-
         server = RunningServer(tmp, workers=args.workers)
         url, secret = server.base_url, server.secret
     loadgen_log = (tmp / "loadclient.log").open("wb")

@@ -31,66 +31,57 @@ import re
 import resource
 import secrets
 import socket
-import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import av
 import numpy as np
-from aioice import stun
 from aiortc.codecs import get_encoder
-from aiortc.rtcdtlstransport import (
-    SRTP_AEAD_AES_128_GCM,
-    SRTP_AES128_CM_SHA1_80,
-    RTCCertificate,
-    certificate_digest,
-)
+from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import (
-    RtcpPacket,
+
+from sfu import ice, sdp
+from sfu.dtls import DtlsError, DtlsSession, is_dtls, local_fingerprint
+from sfu.ice import is_stun
+from sfu.rtcp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpError,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
-    RtcpSenderInfo,
-    RtcpSrPacket,
+    nack_seqs,
+    ntp_now,
+    parse_compound,
+    sender_report,
 )
-from OpenSSL import SSL
-from pylibsrtp import Error as SrtpLibError
-from pylibsrtp import Policy, Session
-
-from sfu import sdp
-from sfu.rtp import pack_extensions
+from sfu.rtp import (
+    U16,
+    RtpError,
+    RtpPacket,
+    is_rtcp,
+    pack_extensions,
+    parse_rtp,
+    patch,
+    read_map,
+    template,
+)
+from sfu.sdp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from sfu.srtp import SrtpContext, SrtpError
 
 VIDEO_PT = 96
 RTX_PT = 97
 AUDIO_PT = 111
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 # One id per URI across the bundle, as browsers do.
 EXT_IDS = {URI_MID: 1, URI_ABS_SEND_TIME: 2, URI_AUDIO_LEVEL: 3}
-PROFILES = [SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80]  # what we offer, in order
-MTU = 1200
+NO_EXTENSIONS = read_map({})  # a viewer checks the fixed header of its samples only
 SAMPLE_EVERY = 256  # decrypt one received RTP packet in this many (power of two)
 CONSENT_INTERVAL = 5.0
 CHECK_RETRY = 0.5
-ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-
-def _ice_credentials() -> tuple[str, str]:
-    return (
-        "".join(secrets.choice(ICE_CHARS) for _ in range(8)),
-        "".join(secrets.choice(ICE_CHARS) for _ in range(24)),
-    )
-
-
-def _fingerprint(certificate: RTCCertificate) -> str:
-    for fp in certificate.getFingerprints():
-        if fp.algorithm == "sha-256":
-            return fp.value
-    raise RuntimeError("no sha-256 fingerprint")
 
 
 @dataclass
@@ -99,7 +90,7 @@ class Answer:
 
     ufrag: str
     pwd: str
-    fingerprint: tuple[str, str]
+    fingerprints: list[tuple[str, str]]
     setup: str
     candidate: tuple[str, int]
     sections: list[sdp.MediaSection]
@@ -120,7 +111,7 @@ def parse_answer(text: str) -> Answer:
     return Answer(
         ufrag=ufrag,
         pwd=pwd,
-        fingerprint=parsed.dtls_fingerprints()[0],
+        fingerprints=parsed.dtls_fingerprints(),
         setup=parsed.dtls_setup(),
         candidate=(candidate.group(1), int(candidate.group(2))),
         sections=parsed.media,
@@ -203,7 +194,10 @@ class PeerError(Exception):
 
 
 class _Peer(asyncio.DatagramProtocol):
-    """ICE (controlling, full agent toward an ICE-lite server) + DTLS client + SRTP keys."""
+    """ICE (controlling, full agent toward an ICE-lite server) + DTLS client + SRTP keys.
+
+    The protocol work is sfu's own sans-I/O code (sfu.ice, DtlsSession in the client
+    role, SrtpContext); this class moves their datagrams and keeps the counters."""
 
     kind = "peer"
 
@@ -212,17 +206,16 @@ class _Peer(asyncio.DatagramProtocol):
         self.room = room
         self.token = token
         self.certificate = certificate or RTCCertificate.generateCertificate()
-        self.local_fingerprint = _fingerprint(self.certificate)
-        self.ufrag, self.pwd = _ice_credentials()
+        self.local_fingerprint = local_fingerprint(self.certificate)[1]
+        self.ufrag, self.pwd = ice.new_credentials()
         self.tie_breaker = random.getrandbits(64)
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.answer: Answer | None = None
         self.remote: tuple[str, int] | None = None
         self.location: str | None = None
-        self.ssl: SSL.Connection | None = None
-        self.tx: Session | None = None
-        self.rx: Session | None = None
+        self.dtls: DtlsSession | None = None
+        self.srtp: SrtpContext | None = None
         self.profile = ""
         self.ice_ok = False
         self.connected = False
@@ -290,13 +283,8 @@ class _Peer(asyncio.DatagramProtocol):
     # -- ICE ----------------------------------------------------------------------------
     def send_check(self, now: float) -> None:
         assert self.answer is not None and self.transport is not None
-        message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-        message.attributes["USERNAME"] = f"{self.answer.ufrag}:{self.ufrag}"
-        message.attributes["PRIORITY"] = 1853824767
-        message.attributes["ICE-CONTROLLING"] = self.tie_breaker
-        message.attributes["USE-CANDIDATE"] = None
-        message.add_message_integrity(self.answer.pwd.encode())
-        message.add_fingerprint()
+        username = f"{self.answer.ufrag}:{self.ufrag}"
+        message = ice.binding_request(username, self.answer.pwd, self.tie_breaker, use_candidate=True)
         self.pending_checks[message.transaction_id] = now
         if len(self.pending_checks) > 8:
             self.pending_checks.pop(next(iter(self.pending_checks)))
@@ -305,14 +293,9 @@ class _Peer(asyncio.DatagramProtocol):
         self.transport.sendto(bytes(message), self.remote)
 
     def _on_stun(self, data: bytes) -> None:
-        try:
-            message = stun.parse_message(data)
-        except ValueError:
-            return
-        if message.message_class != stun.Class.RESPONSE or message.transaction_id not in self.pending_checks:
-            return
         assert self.answer is not None
-        if not message.check_message_integrity(self.answer.pwd.encode()):
+        message = ice.check_binding_response(data, self.pending_checks, self.answer.pwd)
+        if message is None:
             return
         del self.pending_checks[message.transaction_id]
         self.stun_ok += 1
@@ -323,75 +306,37 @@ class _Peer(asyncio.DatagramProtocol):
 
     # -- DTLS ---------------------------------------------------------------------------
     def _start_dtls(self) -> None:
-        context = self.certificate._create_ssl_context(srtp_profiles=PROFILES)
-        self.ssl = SSL.Connection(context, None)
-        self.ssl.set_connect_state()
-        self.ssl.set_ciphertext_mtu(MTU)
-        self._handshake()
+        assert self.answer is not None
+        # The session checks the server's certificate against the answer's fingerprints.
+        self.dtls = DtlsSession(self.certificate, self.answer.fingerprints, f"{self.kind} {self.ufrag}", role="client")
+        self._dtls_call(self.dtls.start)
 
-    def _handshake(self) -> None:
-        assert self.ssl is not None
+    def _dtls_call(self, call: Callable[..., list[bytes]], *args: bytes) -> None:
+        """One DtlsSession step: send what it answers, notice the handshake's end or failure."""
+        assert self.dtls is not None and self.transport is not None
         try:
-            self.ssl.do_handshake()
-        except SSL.WantReadError:
-            self._flush()
+            out = call(*args)
+        except DtlsError as exc:
+            if self.dtls.closed:  # not a stray bad record: the handshake failed
+                self.failed = str(exc)
             return
-        except SSL.Error as exc:
-            self._flush()
-            self.failed = f"DTLS handshake failed: {exc}"
-            return
-        self._flush()
-        self._on_dtls_connected()
-
-    def _flush(self) -> None:
-        assert self.ssl is not None and self.transport is not None
-        while True:
-            try:
-                data = self.ssl.bio_read(MTU + 100)
-            except SSL.Error:
-                return
-            self.transport.sendto(data, self.remote)
+        for datagram in out:
+            self.transport.sendto(datagram, self.remote)
+        if self.dtls.closed:
+            self.failed = "DTLS closed by the server"
+        elif self.dtls.connected and not self.connected:
+            self._on_dtls_connected()
 
     def _on_dtls(self, data: bytes) -> None:
         self.dtls_in += 1
-        if self.ssl is None:
-            return
-        try:
-            self.ssl.bio_write(data)
-        except SSL.Error:
-            return
-        if not self.connected and self.failed is None:
-            self._handshake()
-        else:
-            try:
-                self.ssl.recv(1500)
-            except SSL.ZeroReturnError:
-                self.failed = "DTLS closed by the server"
-            except SSL.Error:
-                pass
-            self._flush()
+        if self.dtls is not None and self.failed is None:
+            self._dtls_call(self.dtls.receive, data)
 
     def _on_dtls_connected(self) -> None:
-        assert self.ssl is not None and self.answer is not None
-        certificate = self.ssl.get_peer_certificate(as_cryptography=True)
-        algorithm, expected = self.answer.fingerprint
-        if certificate is None or certificate_digest(certificate, algorithm) != expected:
-            self.failed = "server certificate does not match the answer's fingerprint"
-            return
-        selected = self.ssl.get_selected_srtp_profile()
-        profile = next((p for p in PROFILES if p.openssl_profile == selected), None)
-        if profile is None:
-            self.failed = f"no SRTP profile negotiated ({selected!r})"
-            return
-        material = self.ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
-        # RFC 5764 4.2: client key, server key, client salt, server salt. We are the client.
-        tx_policy = Policy(key=profile.get_key_and_salt(material, 0), ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
-        tx_policy.allow_repeat_tx = True  # RTX resends reuse an index
-        rx_policy = Policy(key=profile.get_key_and_salt(material, 1), ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile.libsrtp_profile)
-        rx_policy.window_size = 1024
-        self.tx = Session(tx_policy)
-        self.rx = Session(rx_policy)
-        self.profile = profile.openssl_profile.decode()
+        assert self.dtls is not None and self.dtls.keys is not None
+        keys = self.dtls.keys
+        self.srtp = SrtpContext(keys.profile, keys.tx_key, keys.rx_key)
+        self.profile = keys.name
         self.connected = True
         self.connected_at = time.monotonic()
         self.on_connected()
@@ -410,23 +355,18 @@ class _Peer(asyncio.DatagramProtocol):
             return
         if now - self.last_check >= CONSENT_INTERVAL:
             self.send_check(now)
-        if not self.connected and self.ssl is not None:
-            timeout = self.ssl.DTLSv1_get_timeout()
+        if not self.connected and self.dtls is not None:
+            timeout = self.dtls.next_timeout()
             if timeout is not None and timeout <= 0:
-                try:
-                    self.ssl.DTLSv1_handle_timeout()
-                except SSL.Error:
-                    pass
-                self._flush()
+                self._dtls_call(self.dtls.handle_timeout)
 
     # -- datagrams ----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        first = data[0]
-        if first < 4:
+        if is_stun(data):
             self._on_stun(data)
-        elif 19 < first < 64:
+        elif is_dtls(data):
             self._on_dtls(data)
-        elif 127 < first < 192 and self.connected:
+        elif self.connected and data and 127 < data[0] < 192:
             self.on_srtp(data)
 
     def on_srtp(self, data: bytes) -> None:
@@ -477,19 +417,17 @@ class LoadViewer(_Peer):
         super().datagram_received(data, addr)
 
     def _verify(self, data: bytes) -> None:
-        if self.rx is None:
+        if self.srtp is None:
             self.verify_failed += 1
             return
         if self.rtp == 1:
             self.first_rtp_at = time.monotonic()
         try:
-            plain = self.rx.unprotect(data)
-        except SrtpLibError:
+            packet = parse_rtp(self.srtp.unprotect(data), NO_EXTENSIONS)
+        except (SrtpError, RtpError):
             self.verify_failed += 1
             return
-        pt = plain[1] & 0x7F
-        ssrc = struct.unpack_from("!I", plain, 8)[0]
-        if pt in (VIDEO_PT, RTX_PT, AUDIO_PT) and (not self.expected_ssrcs or ssrc in self.expected_ssrcs):
+        if packet.pt in (VIDEO_PT, RTX_PT, AUDIO_PT) and (not self.expected_ssrcs or packet.ssrc in self.expected_ssrcs):
             self.verified += 1
         else:
             self.verify_failed += 1
@@ -556,11 +494,6 @@ def make_clip(rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640
         payloads, _ = audio_encoder.encode(audio_frame)
         audio.extend(payloads)
     return Clip(frames, audio, width, height, bitrate)
-
-
-def _ntp(now: float) -> int:
-    seconds = now + 2208988800
-    return (int(seconds) << 32) | int((seconds % 1) * (1 << 32))
 
 
 class SyntheticPublisher(_Peer):
@@ -649,13 +582,16 @@ class SyntheticPublisher(_Peer):
         self._task = asyncio.ensure_future(self._send_loop())
 
     # -- sending ------------------------------------------------------------------------
-    def _packet(self, pt: int, marker: bool, seq: int, ts: int, ssrc: int, ext: bytes, payload: bytes) -> bytes:
-        b0 = 0x90 if ext else 0x80
-        return struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq, ts, ssrc) + ext + payload
+    @staticmethod
+    def _packet(pt: int, marker: bool, seq: int, ts: int, ssrc: int, ext: bytes, payload: bytes) -> bytearray:
+        """Written as the SFU writes its forwarded copies: a template, then the fields."""
+        buf = template(RtpPacket(ssrc, seq, ts, pt, marker, payload), ext)
+        patch(buf, (0x80 if marker else 0) | pt, seq, ts, ssrc)
+        return buf
 
-    def _send(self, plain: bytes) -> int:
-        assert self.tx is not None and self.transport is not None
-        data = self.tx.protect(plain)
+    def _send(self, plain: bytearray) -> int:
+        assert self.srtp is not None and self.transport is not None
+        data = self.srtp.protect(plain)
         self.transport.sendto(data, self.remote)
         return len(data)
 
@@ -695,13 +631,13 @@ class SyntheticPublisher(_Peer):
         self.audio_sent += 1
 
     def _send_reports(self, now: float) -> None:
-        ntp = _ntp(time.time())
+        ntp = ntp_now()
         video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
-        compound = bytes(RtcpSrPacket(self.video_ssrc, RtcpSenderInfo(ntp, video_ts, self.video_sent & 0xFFFFFFFF, self.video_bytes & 0xFFFFFFFF)))
+        compound = sender_report(self.video_ssrc, ntp, video_ts, self.video_sent, self.video_bytes)
         if self.audio:
-            compound += bytes(RtcpSrPacket(self.audio_ssrc, RtcpSenderInfo(ntp, self.audio_ts, self.audio_sent & 0xFFFFFFFF, self.audio_bytes & 0xFFFFFFFF)))
-        assert self.tx is not None and self.transport is not None
-        self.transport.sendto(self.tx.protect_rtcp(compound), self.remote)
+            compound += sender_report(self.audio_ssrc, ntp, self.audio_ts, self.audio_sent, self.audio_bytes)
+        assert self.srtp is not None and self.transport is not None
+        self.transport.sendto(self.srtp.protect_rtcp(compound), self.remote)
 
     async def _send_loop(self) -> None:
         """Pace video at ``rate`` and audio at 50 packets/s in 5 ms steps."""
@@ -728,28 +664,29 @@ class SyntheticPublisher(_Peer):
                 continue
             _, ts, marker, payload = entry
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            plain = self._packet(RTX_PT, marker, self.rtx_seq, ts, self.rtx_ssrc, self.video_ext, struct.pack("!H", seq) + payload)
+            plain = self._packet(RTX_PT, marker, self.rtx_seq, ts, self.rtx_ssrc, self.video_ext, U16.pack(seq) + payload)
             self._send(plain)
             self.rtx_sent += 1
 
     def on_srtp(self, data: bytes) -> None:
-        if not 191 < data[1] < 224 or self.rx is None:
+        if not is_rtcp(data) or self.srtp is None:
             return  # the server sends us RTCP only
         try:
-            packets = RtcpPacket.parse(self.rx.unprotect_rtcp(data))
-        except (SrtpLibError, ValueError):
+            packets = parse_compound(self.srtp.unprotect_rtcp(data))
+        except (SrtpError, RtcpError):
             return
         for packet in packets:
-            if isinstance(packet, RtcpPsfbPacket) and packet.media_ssrc == self.video_ssrc:
-                if packet.fmt == 1:
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt == RTCP_PSFB_PLI and packet.media_ssrc == self.video_ssrc:
                     self.plis += 1
                     self.keyframe_due = True
-                elif packet.fmt == 4:
+                elif packet.fmt == RTCP_PSFB_FIR and packet.fci[:4] == self.video_ssrc.to_bytes(4, "big"):
+                    # RFC 5104 4.3.1: a FIR names the stream in its FCI, media SSRC is 0.
                     self.firs += 1
                     self.keyframe_due = True
-            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1 and packet.media_ssrc == self.video_ssrc:
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK and packet.media_ssrc == self.video_ssrc:
                 self.nacks += 1
-                self._retransmit([s & 0xFFFF for s in packet.lost])
+                self._retransmit(nack_seqs(packet))
 
     def close(self) -> None:
         if self._task is not None:

@@ -3,12 +3,16 @@
 pyOpenSSL does the handshake; this class only moves datagrams in and out, verifies the
 peer certificate against the fingerprint signalled in SDP (the only thing that binds the
 DTLS session to the signalling channel), and derives the SRTP keys (RFC 5764).
+
+The SFU is always the server (it answers, a=setup:passive); the client role exists for
+the load client and tests, which play the browser (a=setup:active) with the same code.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import pylibsrtp
 from aiortc.rtcdtlstransport import (
@@ -61,28 +65,45 @@ def local_fingerprint(certificate: RTCCertificate) -> tuple[str, str]:
     raise DtlsError("certificate has no sha-256 fingerprint")  # pragma: no cover
 
 
+Role = Literal["server", "client"]
+
+
 class DtlsSession:
-    """One DTLS association. We are the server (a=setup:passive) as every answerer may be."""
+    """One DTLS association. The SFU is the server (a=setup:passive), as every answerer
+    may be; a ``"client"`` session (a=setup:active) sends the first flight from start()."""
 
     def __init__(
         self,
         certificate: RTCCertificate,
         remote_fingerprints: list[tuple[str, str]],
         label: str = "",
+        role: Role = "server",
     ) -> None:
+        if role not in ("server", "client"):
+            raise ValueError(f"DTLS role must be 'server' or 'client', not {role!r}")
         supported = [(a, v) for a, v in remote_fingerprints if a in X509_DIGEST_ALGORITHMS]
         if not supported:
             raise DtlsError("no supported fingerprint algorithm (sha-256/384/512) in the offer")
         self._remote_fingerprints = supported
         self._label = label
+        self.role = role
         # aiortc's RTCCertificate builds the context (certificate, key, ciphers, use_srtp).
         context = certificate._create_ssl_context(srtp_profiles=PROFILES)
         self._ssl = SSL.Connection(context, None)
-        self._ssl.set_accept_state()
+        if role == "server":
+            self._ssl.set_accept_state()
+        else:
+            self._ssl.set_connect_state()
         self._ssl.set_ciphertext_mtu(MTU)
         self.connected = False
         self.closed = False
         self.keys: SrtpKeys | None = None
+
+    def start(self) -> list[bytes]:
+        """The client's first flight (ClientHello); a server speaks only when spoken to."""
+        if self.role == "server" or self.connected or self.closed:
+            return []
+        return self._handshake()
 
     def receive(self, data: bytes) -> list[bytes]:
         """Feed one DTLS datagram; return the datagrams to send back.
@@ -97,18 +118,7 @@ class DtlsSession:
         except SSL.Error as exc:
             raise DtlsError(f"bad DTLS record: {exc}") from None
         if not self.connected:
-            try:
-                self._ssl.do_handshake()
-            except SSL.WantReadError:
-                return self._pending()
-            except SSL.Error as exc:
-                self.closed = True
-                raise DtlsError(f"DTLS handshake failed: {exc}") from exc
-            self._verify_peer()
-            self.keys = self._export_keys()
-            self.connected = True
-            logger.info("dtls %s: connected, %s", self._label, self.keys.name)
-            return self._pending()
+            return self._handshake()
         # After the handshake only alerts (close_notify) or retransmitted Finished arrive.
         try:
             self._ssl.recv(1500)
@@ -147,6 +157,21 @@ class DtlsSession:
             pass
         return self._pending()
 
+    def _handshake(self) -> list[bytes]:
+        """Advance the handshake; once it completes, check the peer and derive the keys."""
+        try:
+            self._ssl.do_handshake()
+        except SSL.WantReadError:
+            return self._pending()
+        except SSL.Error as exc:
+            self.closed = True
+            raise DtlsError(f"DTLS handshake failed: {exc}") from exc
+        self._verify_peer()
+        self.keys = self._export_keys()
+        self.connected = True
+        logger.info("dtls %s: connected, %s", self._label, self.keys.name)
+        return self._pending()
+
     def _pending(self) -> list[bytes]:
         out: list[bytes] = []
         while True:
@@ -178,10 +203,9 @@ class DtlsSession:
         material = self._ssl.export_keying_material(
             b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
         )
-        # RFC 5764 4.2: client key, server key, client salt, server salt. We are the server.
-        return SrtpKeys(
-            profile=profile.libsrtp_profile,
-            tx_key=profile.get_key_and_salt(material, 1),
-            rx_key=profile.get_key_and_salt(material, 0),
-            name=profile.openssl_profile.decode(),
-        )
+        # RFC 5764 4.2: client key, server key, client salt, server salt; each side
+        # protects with its own half.
+        client = profile.get_key_and_salt(material, 0)
+        server = profile.get_key_and_salt(material, 1)
+        tx, rx = (server, client) if self.role == "server" else (client, server)
+        return SrtpKeys(profile=profile.libsrtp_profile, tx_key=tx, rx_key=rx, name=profile.openssl_profile.decode())

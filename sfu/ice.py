@@ -3,6 +3,9 @@
 The SFU has a known public address, so it never gathers or checks candidates: it answers
 the browser's authenticated binding requests, takes the address the browser nominates, and
 drops the peer when consent (RFC 7675) stops arriving.
+
+The browser's half (the controlling agent's checks and the check of their answers) is here
+too, for the load client and tests that play the browser toward the SFU.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ from __future__ import annotations
 import logging
 import secrets
 import struct
+from collections.abc import Container
 
 from aioice import stun
 
 logger = logging.getLogger(__name__)
 
 CONSENT_TIMEOUT = 30.0
+# RFC 8445 7.1.1: a check carries the priority its candidate would have as peer-reflexive
+# (type preference 110, component 1); with one host candidate any local preference will do.
+CHECK_PRIORITY = (110 << 24) | (32542 << 8) | (256 - 1)
 
 Address = tuple[str, int]
 
@@ -33,17 +40,23 @@ def new_credentials() -> tuple[str, str]:
     return ufrag, pwd
 
 
+def _parse(data: bytes) -> stun.Message | None:
+    try:
+        return stun.parse_message(data)
+    except (ValueError, KeyError, IndexError, struct.error):
+        # aioice raises struct.error (not a ValueError) for attributes of the wrong length,
+        # e.g. a 2-byte PRIORITY: any sender could otherwise raise into the worker.
+        return None
+
+
 def parse_binding_request(data: bytes) -> tuple[stun.Message, str, str] | None:
     """Parse a datagram as an ICE check: (message, local ufrag, remote ufrag) or None.
 
     FINGERPRINT is required and verified by the parser; MESSAGE-INTEGRITY is checked later
     by the session that owns the ufrag, because only it knows the password.
     """
-    try:
-        message = stun.parse_message(data)
-    except (ValueError, KeyError, IndexError, struct.error):
-        # aioice raises struct.error (not a ValueError) for attributes of the wrong length,
-        # e.g. a 2-byte PRIORITY: any sender could otherwise raise into the worker.
+    message = _parse(data)
+    if message is None:
         return None
     if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
         return None
@@ -54,6 +67,54 @@ def parse_binding_request(data: bytes) -> tuple[stun.Message, str, str] | None:
         return None
     local, _, remote = username.partition(":")
     return message, local, remote
+
+
+def binding_request(
+    username: str,
+    password: str,
+    tie_breaker: int,
+    *,
+    use_candidate: bool = False,
+    priority: int = CHECK_PRIORITY,
+    transaction_id: bytes | None = None,
+) -> stun.Message:
+    """A controlling agent's connectivity check (a browser's, toward ICE-lite).
+
+    ``username`` is ``"<their ufrag>:<our ufrag>"`` and ``password`` their ice-pwd, both
+    from their SDP; ``tie_breaker`` is the agent's random 64-bit number, the same in every
+    check. Send ``bytes()`` of the result and keep its transaction_id for the response.
+    """
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=transaction_id)
+    message.attributes["USERNAME"] = username
+    message.attributes["PRIORITY"] = priority
+    message.attributes["ICE-CONTROLLING"] = tie_breaker
+    if use_candidate:
+        message.attributes["USE-CANDIDATE"] = None
+    message.add_message_integrity(password.encode())  # adds FINGERPRINT after it
+    return message
+
+
+def check_binding_response(
+    data: bytes, transaction_ids: Container[bytes], password: str
+) -> stun.Message | None:
+    """The success response to one of our checks, or None.
+
+    Only a response to a transaction we started, signed with their ice-pwd and carrying a
+    FINGERPRINT (verified by the parser) counts: anything else on the socket could be
+    forged or stale. ``password`` is their ice-pwd.
+    """
+    message = _parse(data)
+    if message is None:
+        return None
+    if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.RESPONSE:
+        return None
+    if "FINGERPRINT" not in message.attributes:
+        return None
+    if message.transaction_id not in transaction_ids:
+        return None
+    if not message.check_message_integrity(password.encode()):
+        return None
+    return message
 
 
 class IceLiteSession:

@@ -47,9 +47,9 @@ class SrtpContext:
         self._view = ffi.buffer(self._buf)
         self._len = ffi.new("int *")
 
-    def _run(self, func: object, ctx: object, packet: bytes | bytearray, trailer: int) -> bytes:
+    def _run(self, func: object, ctx: object, packet: bytes | bytearray, minimum: int) -> bytes:
         size = len(packet)
-        if size > MAX_PACKET or size < 12:
+        if size > MAX_PACKET or size < minimum:
             raise SrtpError(f"packet of {size} bytes")
         self._view[0:size] = packet
         self._len[0] = size
@@ -70,13 +70,14 @@ class SrtpContext:
         return self._view[0 : self._len[0]]
 
     def protect_rtcp(self, packet: bytes | bytearray) -> bytes:
-        return self._run(lib.srtp_protect_rtcp, self._tx_ctx, packet, _TRAILER)
+        # 8 bytes: a receiver report without report blocks is a whole RTCP packet.
+        return self._run(lib.srtp_protect_rtcp, self._tx_ctx, packet, 8)
 
     def unprotect(self, packet: bytes) -> bytes:
-        return self._run(lib.srtp_unprotect, self._rx_ctx, packet, 0)
+        return self._run(lib.srtp_unprotect, self._rx_ctx, packet, 12)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
-        return self._run(lib.srtp_unprotect_rtcp, self._rx_ctx, packet, 0)
+        return self._run(lib.srtp_unprotect_rtcp, self._rx_ctx, packet, 12)
 
 
 __all__ = ["Error", "SrtpContext", "SrtpError"]

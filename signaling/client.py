@@ -38,6 +38,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from yarl import URL
 
+from sfu.sdp import parse as parse_sdp
+
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
@@ -84,15 +86,6 @@ class PublishedTrack:
     transceiver: RTCRtpTransceiver
 
 
-@dataclass
-class _Section:
-    mid: str
-    kind: str
-    direction: str
-    port: int
-    msid: str | None
-
-
 def ws_url(base_url: str) -> str:
     """``http(s)://host[:port][/prefix]`` (or an explicit ``ws(s)://…/ws``) to the ``/ws`` URL."""
     url = URL(base_url)
@@ -105,40 +98,16 @@ def ws_url(base_url: str) -> str:
     return str(url.with_scheme(scheme).with_path(path).with_query(None).with_fragment(None))
 
 
-def parse_sections(sdp: str) -> list[_Section]:
-    """The m-sections of an SDP: mid, kind, direction, port and msid, enough to map
-    the server's subscribe offer onto protocol track ids."""
-    sections: list[_Section] = []
-    session_direction = "sendrecv"
-    current: _Section | None = None
-    for raw in sdp.splitlines():
-        line = raw.strip()
-        if line.startswith("m="):
-            parts = line[2:].split()
-            kind = parts[0] if parts else ""
-            port = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            current = _Section(mid=str(len(sections)), kind=kind, direction=session_direction, port=port, msid=None)
-            sections.append(current)
-        elif line in ("a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive"):
-            if current is None:
-                session_direction = line[2:]
-            else:
-                current.direction = line[2:]
-        elif current is not None and line.startswith("a=mid:"):
-            current.mid = line[len("a=mid:") :].strip()
-        elif current is not None and line.startswith("a=msid:"):
-            current.msid = line[len("a=msid:") :].strip()
-    return sections
+def offered_tracks(text: str) -> dict[str, str]:
+    """mid -> protocol track id for every section the server sends on (``a=msid:<stream> <track>``).
 
-
-def offered_tracks(sdp: str) -> dict[str, str]:
-    """mid -> protocol track id for every section the server sends on (``a=msid:<stream> <track>``)."""
+    The server wrote the offer with sfu.sdp, so sfu.sdp parses it (SdpError if it cannot)."""
     mapping: dict[str, str] = {}
-    for section in parse_sections(sdp):
+    for index, section in enumerate(parse_sdp(text).media):
         if section.port == 0 or section.direction not in ("sendonly", "sendrecv") or not section.msid:
             continue
         bits = section.msid.split()
-        mapping[section.mid] = bits[1] if len(bits) > 1 else bits[0]
+        mapping[section.mid or str(index)] = bits[1] if len(bits) > 1 else bits[0]
     return mapping
 
 

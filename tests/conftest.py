@@ -1,99 +1,15 @@
-"""Fixtures: a real Telebridge server (subprocess, real sockets) and token minting."""
+"""Fixtures: a real Telebridge server (subprocess, real sockets; bench/server.py) per test."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from signaling import tokens
+from bench.server import ROOT, RunningServer, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RunningServer:
-    def __init__(
-        self, tmp: Path, workers: int = 1, consent_timeout: float = 30, dev_tokens: bool = True, extra: str = ""
-    ) -> None:
-        self.secret = secrets.token_urlsafe(48)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.config = tmp / "telebridge.toml"
-        self.config.write_text(
-            f"""
-[server]
-host = "127.0.0.1"
-port = {self.port}
-dev_tokens = {'true' if dev_tokens else 'false'}
-[auth]
-secret = "{self.secret}"
-[media]
-workers = {workers}
-listen = "127.0.0.1"
-announce = "127.0.0.1"
-base_port = 0
-consent_timeout = {consent_timeout}
-{extra}
-[logging]
-level = "INFO"
-"""
-        )
-        self.log = tmp / "server.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        env.pop("TELEBRIDGE_SECRET", None)
-        self._log_handle = self.log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "signaling.cli", "serve", "--config", str(self.config)],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not become ready:\n{self.log.read_text()}")
-
-    def token(self, room: str, identity: str, role: str, ttl: int = 600) -> str:
-        return tokens.mint(self.secret, room, identity, role, ttl)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_handle.close()
+__all__ = ["ROOT", "RunningServer", "free_port", "server"]
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import jwt
 import pytest
-from aioice import stun
 
 from tests.conftest import RunningServer
 from tests.peers import start_whep_viewer, start_whip_publisher
+from tests.wire import binding_request
 
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_bytes().decode()
 
@@ -43,23 +43,13 @@ def health(server: RunningServer) -> dict:
 # -- (a) the media port ------------------------------------------------------------------------
 
 
-def _stun_request(username: str, password: str) -> bytes:
-    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-    message.attributes["USERNAME"] = username
-    message.attributes["PRIORITY"] = 1853824767
-    message.attributes["ICE-CONTROLLING"] = 99
-    message.attributes["USE-CANDIDATE"] = None
-    message.add_message_integrity(password.encode())
-    return bytes(message)
-
-
 def hostile_datagrams(server_ufrag: str, client_ufrag: str, count: int, seed: int = 11) -> list[bytes]:
     rng = random.Random(seed)
     wrong_password = [
-        _stun_request(f"{server_ufrag}:{client_ufrag}", "x" * 24),  # the live session, wrong pwd
-        _stun_request(f"{server_ufrag}:{client_ufrag}", ""),
-        _stun_request(f"{server_ufrag}:someone", "y" * 24),
-        _stun_request(f"nosuchufrag:{client_ufrag}", "z" * 24),
+        binding_request(f"{server_ufrag}:{client_ufrag}", "x" * 24, use_candidate=True),  # the live session, wrong pwd
+        binding_request(f"{server_ufrag}:{client_ufrag}", "", use_candidate=True),
+        binding_request(f"{server_ufrag}:someone", "y" * 24, use_candidate=True),
+        binding_request(f"nosuchufrag:{client_ufrag}", "z" * 24, use_candidate=True),
     ]
     cookie = b"\x21\x12\xa4\x42"
 

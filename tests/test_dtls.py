@@ -1,7 +1,9 @@
 """DTLS-SRTP, sans-I/O: a pyOpenSSL client over memory BIOs talks to DtlsSession.
 
-No sockets: datagrams are shuttled between the two state machines by ``handshake``, so
-loss and garbage can be injected exactly where a test wants them.
+No sockets: datagrams are shuttled between the two state machines by ``dtls_handshake``,
+so loss and garbage can be injected exactly where a test wants them. The server is tested
+against a client built from pyOpenSSL directly (its keys derived here, independently);
+DtlsSession's client role is then tested against the server.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from OpenSSL import SSL
 
 from sfu.dtls import PROFILES, DtlsError, DtlsSession, is_dtls, local_fingerprint
 from sfu.srtp import SrtpContext
+from tests.wire import dtls_handshake as handshake
 
 CLIENT_CIPHERS = b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA"
 ALL_PROFILES = (SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM, SRTP_AES128_CM_SHA1_80)
@@ -51,12 +54,18 @@ class DtlsClient:
         self.connected = False
 
     def fingerprints(self) -> list[tuple[str, str]]:
-        return [(fp.algorithm, fp.value) for fp in self.certificate.getFingerprints()]
+        return fingerprints(self.certificate)
 
-    def step(self, incoming: list[bytes]) -> list[bytes]:
-        """Feed the server's datagrams, advance the handshake, return what to send."""
-        for datagram in incoming:
-            self.ssl.bio_write(datagram)
+    def start(self) -> list[bytes]:
+        """The ClientHello."""
+        return self._advance()
+
+    def receive(self, datagram: bytes) -> list[bytes]:
+        """Feed one of the server's datagrams; return what to send."""
+        self.ssl.bio_write(datagram)
+        return self._advance()
+
+    def _advance(self) -> list[bytes]:
         if not self.connected:
             try:
                 self.ssl.do_handshake()
@@ -89,18 +98,8 @@ class DtlsClient:
         return client, server
 
 
-def handshake(client: DtlsClient, session: DtlsSession, rounds: int = 10) -> None:
-    """Shuttle datagrams until both sides are connected (or raise what the session raises)."""
-    to_server = client.step([])
-    for _ in range(rounds):
-        to_client: list[bytes] = []
-        for datagram in to_server:
-            assert is_dtls(datagram), "the client's datagrams must demultiplex as DTLS"
-            to_client += session.receive(datagram)
-        to_server = client.step(to_client)
-        if client.connected and session.connected and not to_server:
-            return
-    raise AssertionError(f"no handshake after {rounds} rounds: client {client.connected}, server {session.connected}")
+def fingerprints(certificate: RTCCertificate) -> list[tuple[str, str]]:
+    return [(fp.algorithm, fp.value) for fp in certificate.getFingerprints()]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +142,8 @@ def test_handshake_and_srtp_keys_match(server_certificate, profile):
     assert server.unprotect_rtcp(client_tx.protect_rtcp(rtcp)) == rtcp
     back = _rtp(7, ssrc=0x55667788)
     assert client_rx.unprotect(server.protect(back)) == back
+    empty_rr = struct.pack("!BBHI", 0x80, 201, 1, 0x55667788)  # the smallest RTCP packet
+    assert client_rx.unprotect_rtcp(server.protect_rtcp(empty_rr)) == empty_rr
 
 
 def test_server_prefers_gcm_when_offered(server_certificate):
@@ -254,14 +255,14 @@ def test_retransmitted_client_flight_is_harmless(server_certificate):
     """A browser retransmits its last flight when our reply is lost; we must not fail."""
     client = DtlsClient()
     session = DtlsSession(server_certificate, client.fingerprints())
-    hello = client.step([])
+    hello = client.start()
     first = []
     for datagram in hello:
         first += session.receive(datagram)
     assert first, "ServerHello flight expected"
     for datagram in hello:  # the same ClientHello again
         session.receive(datagram)
-    to_server = client.step(first)
+    to_server = [reply for datagram in first for reply in client.receive(datagram)]
     for _ in range(10):
         to_client = []
         for datagram in to_server:
@@ -269,8 +270,53 @@ def test_retransmitted_client_flight_is_harmless(server_certificate):
         # and the client's Finished flight twice over
         for datagram in to_server:
             session.receive(datagram)
-        to_server = client.step(to_client)
+        to_server = [reply for datagram in to_client for reply in client.receive(datagram)]
         if session.connected and client.connected and not to_server:
             break
     assert session.connected and client.connected
     assert session.keys is not None and session.keys.rx_key == client.srtp_keys()[0]
+
+
+# -- the client role (the load client's side) ------------------------------------------------
+
+
+def test_client_role_handshakes_with_the_server_and_mirrors_its_keys(server_certificate):
+    client_certificate = RTCCertificate.generateCertificate()
+    server = DtlsSession(server_certificate, fingerprints(client_certificate), label="s")
+    client = DtlsSession(client_certificate, fingerprints(server_certificate), label="c", role="client")
+    assert server.start() == [], "a server speaks only when spoken to"
+    probe = DtlsSession(client_certificate, fingerprints(server_certificate), role="client")
+    assert probe.next_timeout() is None, "no timer before the first flight"
+    hello = probe.start()
+    assert hello and all(is_dtls(d) for d in hello)
+    timeout = probe.next_timeout()
+    assert timeout is not None and 0 < timeout <= 1.0, "an unanswered ClientHello is resent"
+    handshake(client, server)
+    assert client.connected and server.connected and not client.closed
+    assert client.next_timeout() is None and client.start() == []
+    assert client.keys is not None and server.keys is not None
+    # The server's keys match an independent export (test above); the client's mirror them.
+    assert client.keys.tx_key == server.keys.rx_key
+    assert client.keys.rx_key == server.keys.tx_key
+    assert client.keys.tx_key != client.keys.rx_key
+    assert (client.keys.profile, client.keys.name) == (server.keys.profile, server.keys.name)
+    assert client.keys.name == "SRTP_AEAD_AES_128_GCM"
+    near = SrtpContext(client.keys.profile, client.keys.tx_key, client.keys.rx_key)
+    far = SrtpContext(server.keys.profile, server.keys.tx_key, server.keys.rx_key)
+    assert far.unprotect(near.protect(_rtp(1))) == _rtp(1)
+    assert near.unprotect(far.protect(_rtp(2, ssrc=0x55667788))) == _rtp(2, ssrc=0x55667788)
+
+
+def test_client_role_refuses_a_server_with_another_fingerprint(server_certificate):
+    client_certificate = RTCCertificate.generateCertificate()
+    server = DtlsSession(server_certificate, fingerprints(client_certificate))
+    other = RTCCertificate.generateCertificate()
+    client = DtlsSession(client_certificate, [("sha-256", local_fingerprint(other)[1])], role="client")
+    with pytest.raises(DtlsError, match="fingerprint"):
+        handshake(client, server)
+    assert client.closed and not client.connected and client.keys is None
+
+
+def test_unknown_role_is_refused(server_certificate):
+    with pytest.raises(ValueError, match="role"):
+        DtlsSession(server_certificate, [("sha-256", local_fingerprint(server_certificate)[1])], role="browser")  # type: ignore[arg-type]

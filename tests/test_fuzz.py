@@ -15,7 +15,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import pylibsrtp
 import pytest
 from aioice import stun
 from aiortc.rtcdtlstransport import RTCCertificate
@@ -23,10 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sfu import channel, rtcp, sdp
+from sfu.dtls import DtlsSession, is_dtls, local_fingerprint
 from sfu.ice import parse_binding_request
 from sfu.rtp import RtpError, RtpPacket, pack_extensions, parse_rtp, read_map
+from sfu.srtp import SrtpContext, SrtpError
 from sfu.worker import RequestError, WorkerCore
-from tests.test_dtls import DtlsClient
+from tests.wire import binding_request, dtls_handshake
 
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_bytes().decode()
 OFFER_LINES = OFFER.split("\r\n")
@@ -82,17 +83,6 @@ def stun_like(draw: st.DrawFn) -> bytes:
     return message
 
 
-def binding_request(username: str, password: str, use_candidate: bool = True) -> bytes:
-    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-    message.attributes["USERNAME"] = username
-    message.attributes["PRIORITY"] = 1853824767
-    message.attributes["ICE-CONTROLLING"] = 5
-    if use_candidate:
-        message.attributes["USE-CANDIDATE"] = None
-    message.add_message_integrity(password.encode())
-    return bytes(message)
-
-
 @st.composite
 def mutated(draw: st.DrawFn, original: bytes) -> bytes:
     """Byte flips, truncation, insertion and extension of a valid message."""
@@ -138,7 +128,7 @@ def test_stun_structured(data):
 
 
 @STRUCTURED
-@given(mutated(binding_request("abcdefgh:d+QB", "a-password-of-24-chars!!")))
+@given(mutated(binding_request("abcdefgh:d+QB", "a-password-of-24-chars!!", use_candidate=True)))
 def test_stun_mutated_binding_request(data):
     _check_stun_result(parse_binding_request(data))
 
@@ -497,8 +487,8 @@ STRANGERS = st.tuples(st.sampled_from(["127.0.0.1", "10.1.2.3", "::1"]), st.inte
 )
 
 
-def _offer_for(client: DtlsClient, direction: str) -> str:
-    fp = next(v for a, v in client.fingerprints() if a == "sha-256")
+def _offer_for(certificate: RTCCertificate, direction: str) -> str:
+    fp = local_fingerprint(certificate)[1]
     lines = []
     for line in OFFER_LINES[:-1]:
         if line.startswith("a=fingerprint:"):
@@ -512,7 +502,23 @@ def _offer_for(client: DtlsClient, direction: str) -> str:
 
 
 def _credentials(answer: str) -> tuple[str, str]:
-    return re.search(r"a=ice-ufrag:(\S+)", answer).group(1), re.search(r"a=ice-pwd:(\S+)", answer).group(1)
+    return sdp.parse(answer).ice_credentials()
+
+
+class _ThroughWorker:
+    """The server side of a DTLS handshake: the worker's demux, then the session's DtlsSession."""
+
+    def __init__(self, worker: Worker, session: str, addr: tuple) -> None:
+        self.worker, self.session, self.addr = worker, session, addr
+
+    @property
+    def connected(self) -> bool:
+        return self.worker.core.sessions[self.session].srtp is not None
+
+    def receive(self, data: bytes) -> list[bytes]:
+        mark = len(self.worker.sent)
+        self.worker.core.receive(data, self.addr, self.worker.now)
+        return [d for d, a in self.worker.sent[mark:] if a == self.addr and is_dtls(d)]
 
 
 class Worker:
@@ -540,27 +546,15 @@ class Worker:
         params = {"room": "r", "session": session, "identity": session, "producers": producers, "offer": offer}
         return self.core.handle("view", params, self.now)["answer"]
 
-    def connect(self, session: str, answer: str, addr: tuple, client: DtlsClient) -> pylibsrtp.Session:
+    def connect(self, session: str, answer: str, addr: tuple, certificate: RTCCertificate) -> SrtpContext:
+        """ICE, then DTLS as the browser would (the client role of DtlsSession): the
+        client's SRTP context, which protects what the test sends to the worker."""
         ufrag, pwd = _credentials(answer)
-        self.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd), addr, self.now)
-        to_server = client.step([])
-        for _ in range(10):
-            mark = len(self.sent)
-            for datagram in to_server:
-                self.core.receive(datagram, addr, self.now)
-            replies = [d for d, a in self.sent[mark:] if a == addr and 19 < d[0] < 64]
-            to_server = client.step(replies)
-            if client.connected and self.core.sessions[session].srtp is not None and not to_server:
-                break
-        assert self.core.sessions[session].srtp is not None, "DTLS did not complete"
-        client_write, _server_write = client.srtp_keys()
-        policy = pylibsrtp.Policy(
-            key=client_write,
-            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
-            srtp_profile=client.profile().libsrtp_profile,
-        )
-        policy.allow_repeat_tx = True
-        return pylibsrtp.Session(policy)
+        self.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), addr, self.now)
+        client = DtlsSession(certificate, sdp.parse(answer).dtls_fingerprints(), role="client")
+        dtls_handshake(client, _ThroughWorker(self, session, addr))
+        assert client.keys is not None
+        return SrtpContext(client.keys.profile, client.keys.tx_key, client.keys.rx_key)
 
 
 @pytest.fixture(scope="module")
@@ -600,7 +594,7 @@ def test_worker_stun_for_real_ufrag_with_bad_integrity_is_dropped(idle_worker, d
     worker, ufrag, pwd = idle_worker
     username = data.draw(st.sampled_from([f"{ufrag}:{REMOTE_UFRAG}", f"{ufrag}:x", ufrag, f"{ufrag}:{REMOTE_UFRAG}:"]))
     password = data.draw(st.text(min_size=1, max_size=30).filter(lambda p: p != pwd))
-    request = binding_request(username, password)
+    request = binding_request(username, password, use_candidate=True)
     if data.draw(st.booleans()):
         request = data.draw(mutated(request))
     worker.sent.clear()
@@ -634,7 +628,7 @@ def bound_worker(certificate) -> tuple[Worker, tuple]:
     worker = Worker(certificate)
     answer = worker.publish("pub", OFFER)
     ufrag, pwd = _credentials(answer)
-    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd), PUBLISHER, 1.0)
+    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), PUBLISHER, 1.0)
     assert worker.core.demux.by_addr.get(PUBLISHER) is worker.core.sessions["pub"]
     return worker, PUBLISHER
 
@@ -645,7 +639,7 @@ def test_worker_random_datagrams_from_bound_address_never_raise(certificate, dat
     worker = Worker(certificate)
     answer = worker.publish("pub", OFFER)
     ufrag, pwd = _credentials(answer)
-    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd), PUBLISHER, 1.0)
+    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), PUBLISHER, 1.0)
     for data in datagrams:
         worker.core.receive(data, PUBLISHER, 2.0)
         worker.core.run_timers(2.0)
@@ -670,11 +664,11 @@ def test_worker_empty_datagram_from_stranger(bound_worker):
 def connected(certificate):
     """A publisher and a viewer, both through ICE and DTLS, with the client SRTP sessions."""
     worker = Worker(certificate)
-    pub_client, view_client = DtlsClient(), DtlsClient()
-    pub_answer = worker.publish("pub", _offer_for(pub_client, "sendonly"))
-    pub_srtp = worker.connect("pub", pub_answer, PUBLISHER, pub_client)
-    view_answer = worker.subscribe("view", "pub", _offer_for(view_client, "recvonly"))
-    view_srtp = worker.connect("view", view_answer, VIEWER, view_client)
+    pub_certificate, view_certificate = RTCCertificate.generateCertificate(), RTCCertificate.generateCertificate()
+    pub_answer = worker.publish("pub", _offer_for(pub_certificate, "sendonly"))
+    pub_srtp = worker.connect("pub", pub_answer, PUBLISHER, pub_certificate)
+    view_answer = worker.subscribe("view", "pub", _offer_for(view_certificate, "recvonly"))
+    view_srtp = worker.connect("view", view_answer, VIEWER, view_certificate)
     viewer = worker.core.sessions["view"]
     return worker, pub_srtp, view_srtp, [c.ssrc for c in viewer.consumers] + [c.rtx_ssrc for c in viewer.consumers if c.rtx_ssrc]
 
@@ -710,7 +704,7 @@ def test_worker_authenticated_garbage_rtp_never_raises(connected, packets, data)
         packet = packet[:2] + struct.pack("!H", seq) + packet[4:]
         try:
             protected = pub_srtp.protect(packet)
-        except pylibsrtp.Error:
+        except SrtpError:
             continue
         worker.now += 0.01
         worker.core.receive(protected, PUBLISHER, worker.now)
@@ -731,7 +725,7 @@ def test_worker_authenticated_garbage_rtcp_never_raises(connected, compounds, da
         session, addr = data.draw(st.sampled_from([(view_srtp, VIEWER), (pub_srtp, PUBLISHER)]))
         try:
             protected = session.protect_rtcp(bytes(compound))
-        except pylibsrtp.Error:
+        except SrtpError:
             continue
         worker.now += 0.01
         worker.core.receive(protected, addr, worker.now)

@@ -1,12 +1,12 @@
 """ICE-lite, sans-I/O: binding requests in, responses out, with a fake clock.
 
 The session-level tests drive IceLiteSession directly; the worker-level ones go through
-WorkerCore.receive, which demultiplexes one UDP port by USERNAME and bound address.
+WorkerCore.receive, which demultiplexes one UDP port by USERNAME and bound address. The
+controlling agent's half (the load client's checks) is tested against IceLiteSession.
 """
 
 from __future__ import annotations
 
-import re
 import string
 from pathlib import Path
 
@@ -14,44 +14,24 @@ import pytest
 from aioice import stun
 from aiortc.rtcdtlstransport import RTCCertificate
 
+from sfu import ice, sdp
 from sfu.ice import (
+    CHECK_PRIORITY,
     CONSENT_TIMEOUT,
     IceLiteSession,
+    check_binding_response,
     is_stun,
     new_credentials,
     parse_binding_request,
 )
 from sfu.settings import MediaSettings
 from sfu.worker import WorkerCore
+from tests.wire import binding_request
 
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_text()
 REMOTE_UFRAG = "d+QB"  # the offer's a=ice-ufrag
 LOCAL_UFRAG, LOCAL_PWD = "srvUfrag", "serverpasswordserverpass"
 PEER = ("192.0.2.10", 50000)
-
-
-def binding_request(
-    username: str,
-    password: str | None,
-    *,
-    use_candidate: bool = False,
-    fingerprint: bool = True,
-    transaction_id: bytes | None = None,
-) -> bytes:
-    """A browser's connectivity check (it is the controlling agent against ICE-lite)."""
-    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=transaction_id)
-    message.attributes["USERNAME"] = username
-    message.attributes["PRIORITY"] = 1853824767
-    message.attributes["ICE-CONTROLLING"] = 0x1122334455667788
-    if use_candidate:
-        message.attributes["USE-CANDIDATE"] = None
-    if password is not None:
-        message.add_message_integrity(password.encode())
-    elif fingerprint:
-        message.add_fingerprint()
-    if not fingerprint:
-        message.attributes.pop("FINGERPRINT", None)
-    return bytes(message)
 
 
 def check(session: IceLiteSession, data: bytes, addr=PEER, now: float = 0.0) -> bytes | None:
@@ -220,9 +200,7 @@ class Harness:
             settings=MediaSettings(consent_timeout=consent_timeout),
         )
         result = self.core.handle("publish", {"room": "r", "session": "pub", "identity": "lead", "offer": OFFER}, 0.0)
-        answer = result["answer"]
-        self.ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)
-        self.pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)
+        self.ufrag, self.pwd = sdp.parse(result["answer"]).ice_credentials()
 
 
 def test_worker_answers_valid_check_and_binds_address():
@@ -282,3 +260,55 @@ def test_session_never_checked_expires_too():
     assert "pub" in h.core.sessions
     h.core.run_timers(31.0)
     assert "pub" not in h.core.sessions
+
+
+# -- the controlling agent's half --------------------------------------------------------------
+
+
+def test_binding_request_is_a_signed_controlling_check():
+    message = ice.binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, 42, use_candidate=True)
+    parsed = parse_binding_request(bytes(message))  # requires and verifies FINGERPRINT
+    assert parsed is not None
+    request, local, remote = parsed
+    assert (local, remote) == (LOCAL_UFRAG, REMOTE_UFRAG)
+    assert request.transaction_id == message.transaction_id
+    assert request.attributes["PRIORITY"] == CHECK_PRIORITY == 1853824767
+    assert request.attributes["ICE-CONTROLLING"] == 42
+    assert "USE-CANDIDATE" in request.attributes
+    assert request.check_message_integrity(LOCAL_PWD.encode())
+    assert not request.check_message_integrity(b"another-password-entirely")
+    plain = ice.binding_request("a:b", LOCAL_PWD, 42, priority=7, transaction_id=b"t" * 12)
+    assert "USE-CANDIDATE" not in plain.attributes
+    assert plain.attributes["PRIORITY"] == 7 and plain.transaction_id == b"t" * 12
+
+
+def test_check_binding_response_accepts_only_signed_answers_to_our_checks():
+    session = new_session()
+    request = ice.binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, 42, use_candidate=True)
+    response = check(session, bytes(request))
+    assert response is not None and session.selected == PEER
+    ours = {request.transaction_id}
+    message = check_binding_response(response, ours, LOCAL_PWD)
+    assert message is not None
+    assert message.transaction_id == request.transaction_id
+    assert message.attributes["XOR-MAPPED-ADDRESS"] == PEER
+    assert check_binding_response(response, {b"x" * 12}, LOCAL_PWD) is None, "not our transaction"
+    assert check_binding_response(response, ours, "not-the-password-at-all!") is None
+    assert check_binding_response(bytes(request), ours, LOCAL_PWD) is None, "a request is no answer"
+    assert check_binding_response(response[:-1], ours, LOCAL_PWD) is None
+    assert check_binding_response(b"", ours, LOCAL_PWD) is None
+    corrupted = bytearray(response)
+    corrupted[-1] ^= 1  # FINGERPRINT no longer matches
+    assert check_binding_response(bytes(corrupted), ours, LOCAL_PWD) is None
+    unsigned = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id)
+    unsigned.attributes["XOR-MAPPED-ADDRESS"] = PEER
+    unsigned.add_fingerprint()
+    assert check_binding_response(bytes(unsigned), ours, LOCAL_PWD) is None
+    no_fingerprint = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id)
+    no_fingerprint.add_message_integrity(LOCAL_PWD.encode())
+    del no_fingerprint.attributes["FINGERPRINT"]
+    assert check_binding_response(bytes(no_fingerprint), ours, LOCAL_PWD) is None
+    error = stun.Message(stun.Method.BINDING, stun.Class.ERROR, transaction_id=request.transaction_id)
+    error.attributes["ERROR-CODE"] = (487, "Role Conflict")
+    error.add_message_integrity(LOCAL_PWD.encode())
+    assert check_binding_response(bytes(error), ours, LOCAL_PWD) is None
