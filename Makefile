@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/telebridge.toml
 
-.PHONY: run test lint bench install install-dev clean
+.PHONY: run test lint bench install install-dev browser-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -30,12 +30,26 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(BIN)/telebridge serve --config $(CONFIG)
 
-test: install-dev
-	$(BIN)/ruff check sfu signaling recording bench tests
+# The browser tests need Debian's chromium and chromium-driver: installed here when we
+# are root (as CI is); otherwise the tests say loudly how many of them were skipped.
+browser-deps:
+	@if [ ! -x /usr/lib/chromium/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else \
+	    echo "WARNING: chromium/chromium-driver missing and not root: browser tests will be SKIPPED"; \
+	  fi; \
+	fi
+
+test: lint browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check sfu signaling recording bench tests
+	$(BIN)/ruff format --check sfu signaling recording bench tests
+	$(BIN)/mypy
 
 bench: install-dev
 	$(BIN)/python -m pytest tests/test_bench_fanout.py --benchmark-enable -p no:randomly

@@ -456,13 +456,13 @@ def make_clip(rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640
     that fills ``rate`` packets/s at ``fps`` (so frames are paced near real time), and one
     second of a tone with its Opus encoder."""
     codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VIDEO_PT)
-    encoder = get_encoder(codec)
+    encoder: Any = get_encoder(codec)  # aiortc's Vp8Encoder; its private bitrate is set below
     bitrate = int(min(max(rate / fps * 1150 * 8 * fps, 300_000), 20_000_000))
     # aiortc caps target_bitrate at 1.5 Mbps; a load test wants more packets per frame.
     if hasattr(encoder, "_Vp8Encoder__target_bitrate"):
-        encoder._Vp8Encoder__target_bitrate = bitrate  # type: ignore[attr-defined]
+        encoder._Vp8Encoder__target_bitrate = bitrate
     else:  # pragma: no cover - other aiortc versions
-        encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
+        encoder.target_bitrate = bitrate
     rng = np.random.default_rng(7)
     ramp = (np.arange(width) * 255 // width).astype(np.uint8)
     base = np.repeat(np.repeat(ramp[None, :, None], height, axis=0), 3, axis=2)
@@ -574,7 +574,7 @@ class SyntheticPublisher(_Peer):
     def _extensions(section: sdp.MediaSection, extra: list[tuple[int, bytes]]) -> bytes:
         items = []
         if URI_MID in section.extensions:
-            items.append((section.extensions[URI_MID], section.mid.encode()))
+            items.append((section.extensions[URI_MID], (section.mid or "").encode()))
         items += extra
         return pack_extensions(items)[0] if items else b""
 
@@ -664,7 +664,7 @@ class SyntheticPublisher(_Peer):
                 continue
             _, ts, marker, payload = entry
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            plain = self._packet(RTX_PT, marker, self.rtx_seq, ts, self.rtx_ssrc, self.video_ext, U16.pack(seq) + payload)
+            plain = self._packet(RTX_PT, bool(marker), self.rtx_seq, ts, self.rtx_ssrc, self.video_ext, U16.pack(seq) + payload)
             self._send(plain)
             self.rtx_sent += 1
 
@@ -705,7 +705,8 @@ async def fetch_token(http: aiohttp.ClientSession, base_url: str, room: str, ide
     async with http.post(f"{base_url}/dev/token", json={"room": room, "identity": identity, "role": role}) as response:
         if response.status != 200:
             raise PeerError(f"/dev/token: HTTP {response.status}: {await response.text()}")
-        return (await response.json())["token"]
+        token: str = (await response.json())["token"]
+        return token
 
 
 class LoadRun:

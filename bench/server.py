@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout: the server runs f
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class RunningServer:

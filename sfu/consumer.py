@@ -45,7 +45,7 @@ class SenderInfo(NamedTuple):
 class Consumer(ABC):
     """What transports and RTCP feedback units need of any consumer."""
 
-    __slots__ = ()
+    __slots__ = ("fraction_lost", "rtt")
 
     id: str
     kind: str
@@ -122,8 +122,6 @@ class SimpleConsumer(Consumer):
         "last_ts",
         "last_sent_at",
         "closed",
-        "fraction_lost",
-        "rtt",
     )
 
     def __init__(
@@ -356,8 +354,6 @@ class PipeConsumer(Consumer):
         "octets",
         "active",
         "closed",
-        "fraction_lost",
-        "rtt",
     )
 
     def __init__(self, consumer_id: str, producer: Producer, transport: Transport, layout: ExtensionLayout) -> None:

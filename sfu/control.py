@@ -220,7 +220,7 @@ def _check_typed_dict(shape: type, value: object, where: str) -> None:
     if not isinstance(value, dict):
         raise ControlError("bad_request", f"{where} must be an object")
     hints = typing.get_type_hints(shape, include_extras=True)
-    required = getattr(shape, "__required_keys__", frozenset())
+    required: frozenset[str] = getattr(shape, "__required_keys__", frozenset())
     for key in required:
         if key not in value:
             raise ControlError("bad_request", f"{where} needs {key}")

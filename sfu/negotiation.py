@@ -115,7 +115,7 @@ class Negotiator:
             extensions=extensions,
         )
 
-    def sdp(self, transport: WebRtcTransport, sections: list[sdp.AnswerSection], setup: str = "passive", version: int = 2) -> str:
+    def describe(self, transport: WebRtcTransport, sections: list[sdp.AnswerSection], setup: str = "passive", version: int = 2) -> str:
         return sdp.write_answer(
             sections,
             ice_ufrag=transport.ice.local_ufrag,

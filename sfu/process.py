@@ -185,7 +185,7 @@ async def run(args: argparse.Namespace) -> None:
     reader = asyncio.StreamReader(limit=channel.MAX_MESSAGE + 4)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
     write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(1, "wb", 0))
-    link = ControlLink(write_transport)  # type: ignore[arg-type]
+    link = ControlLink(write_transport)
 
     def emit(event: str, data: dict[str, Any]) -> None:
         link.write({"event": event, "data": data})

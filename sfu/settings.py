@@ -67,7 +67,8 @@ class MediaSettings:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise SettingsError("settings must be a JSON object")
-        return from_mapping(cls, data, "media")
+        settings: MediaSettings = from_mapping(cls, data, "media")
+        return settings
 
 
 def from_mapping(

@@ -56,7 +56,8 @@ class SrtpContext:
         status = func(ctx, self._buf, self._len)  # type: ignore[operator]
         if status:
             raise SrtpError(f"libsrtp status {status}")
-        return self._view[0 : self._len[0]]
+        data: bytes = self._view[0 : self._len[0]]
+        return data
 
     def protect(self, packet: bytes | bytearray) -> bytes:
         """Encrypt one RTP packet. The returned bytes are a new object, safe to hand to sendto."""
@@ -67,7 +68,8 @@ class SrtpContext:
         self._len[0] = size
         if lib.srtp_protect(self._tx_ctx, self._buf, self._len):
             raise SrtpError("srtp_protect failed")
-        return self._view[0 : self._len[0]]
+        data: bytes = self._view[0 : self._len[0]]
+        return data
 
     def protect_rtcp(self, packet: bytes | bytearray) -> bytes:
         # 8 bytes: a receiver report without report blocks is a whole RTCP packet.

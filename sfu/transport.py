@@ -40,6 +40,8 @@ def _ignore(name: str, data: dict[str, Any]) -> None:
 
 
 class TransportCounters:
+    """Counts for /metrics; plain attributes, because they are bumped per packet."""
+
     __slots__ = (
         "packets_in",
         "bytes_in",
@@ -55,8 +57,17 @@ class TransportCounters:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.rtcp_in = 0
+        self.rtcp_out = 0
+        self.nacks_in = 0
+        self.nacks_out = 0
+        self.plis_in = 0
+        self.plis_out = 0
+        self.retransmissions = 0  # packets resent to receivers from our cache
+        self.rtx_in = 0  # retransmissions from publishers that filled a hole
+        self.dropped = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -169,9 +180,10 @@ class Transport(ABC):
         for table in (self.streams_by_ssrc, self.rtx_by_ssrc):
             for ssrc in [s for s, stream in table.items() if stream.producer is producer]:
                 del table[ssrc]
-        for mapping in (self.producers_by_pt, self.producers_by_mid):
-            for key in [k for k, p in mapping.items() if p is producer]:
-                del mapping[key]  # type: ignore[attr-defined]
+        for pt in [k for k, p in self.producers_by_pt.items() if p is producer]:
+            del self.producers_by_pt[pt]
+        for mid in [k for k, p in self.producers_by_mid.items() if p is producer]:
+            del self.producers_by_mid[mid]
         self._maybe_idle()
 
     def add_consumer(self, consumer: Consumer) -> None:

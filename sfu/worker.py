@@ -192,7 +192,7 @@ class WorkerCore:
             " (renegotiated)" if params.get("renegotiate") else "",
         )
         return {
-            "answer": self.negotiator.sdp(transport, plan.answers),
+            "answer": self.negotiator.describe(transport, plan.answers),
             "tracks": [
                 {"id": p.id, "mid": p.mid, "kind": p.kind, "codec": p.codec.name, "encodings": len(p.streams)}
                 for p in tracks
@@ -250,7 +250,7 @@ class WorkerCore:
             ", ".join(f"{c.kind}/{c.producer.codec.name} of {c.producer.id}" for c in consumers),
         )
         return {
-            "answer": self.negotiator.sdp(transport, answers),
+            "answer": self.negotiator.describe(transport, answers),
             "tracks": [{"id": c.id, "kind": c.kind, "producer": c.producer.id} for c in consumers],
         }
 
@@ -284,7 +284,7 @@ class WorkerCore:
             changed = subscriber.update(wanted)
         except OfferError as exc:
             raise ControlError("bad_request", str(exc)) from None
-        offer = self.negotiator.sdp(transport, subscriber.offer_sections(), setup="actpass", version=subscriber.version)
+        offer = self.negotiator.describe(transport, subscriber.offer_sections(), setup="actpass", version=subscriber.version)
         return {"offer": offer, "version": subscriber.version, "changed": changed}
 
     def subscriber_answer(self, params: control.SubscriberAnswerParams, now: float) -> control.Empty:

@@ -157,7 +157,7 @@ class Conference:
         by_mid = {item["mid"]: item["source"] for item in sources}
         renegotiate = participant.publish_session is not None
         session = participant.publish_session or secrets.token_urlsafe(12)
-        params = {"room": room.name, "session": session, "identity": participant.identity, "offer": sdp}
+        params: dict[str, Any] = {"room": room.name, "session": session, "identity": participant.identity, "offer": sdp}
         params["renegotiate"] = renegotiate
         if not renegotiate:
             self.media_sessions[session] = (room.name, participant.identity, "publish")

@@ -40,7 +40,8 @@ STATS_TIMEOUT = 2.0  # seconds; a scrape must not hang on a stuck worker
 
 
 class Worker(Protocol):
-    index: int
+    @property
+    def index(self) -> int: ...
 
     @property
     def alive(self) -> bool: ...
@@ -49,7 +50,8 @@ class Worker(Protocol):
 
 
 class Pool(Protocol):
-    workers: Sequence[Worker]
+    @property
+    def workers(self) -> Sequence[Worker]: ...
 
 
 class _RoomState:
@@ -162,9 +164,9 @@ class Metrics:
             state.participants[identity] = role
             self.participants.labels(role).inc()
         elif event == "participant_left":
-            role = state.participants.pop(str(data["identity"]), None)
-            if role is not None:
-                self.participants.labels(role).dec()
+            left: str | None = state.participants.pop(str(data["identity"]), None)
+            if left is not None:
+                self.participants.labels(left).dec()
         elif event == "role_changed":
             identity, role = str(data["identity"]), str(data["role"])
             previous = state.participants.get(identity)
@@ -179,9 +181,9 @@ class Metrics:
                 state.tracks[track_id] = kind
                 self.tracks.labels(kind).inc()
         elif event == "track_unpublished":
-            kind = state.tracks.pop(str(data["track"]), None)
-            if kind is not None:
-                self.tracks.labels(kind).dec()
+            gone: str | None = state.tracks.pop(str(data["track"]), None)
+            if gone is not None:
+                self.tracks.labels(gone).dec()
 
     def observe_join(self, seconds: float) -> None:
         """ws.py: a join answered, ``seconds`` after the request arrived."""

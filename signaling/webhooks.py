@@ -214,7 +214,7 @@ class Webhooks:
 
     async def _deliver(self, endpoint: _Endpoint, event_id: str, body: bytes) -> None:
         config = endpoint.config
-        problem = ""
+        problem: str | None = ""
         for attempt in range(1, config.max_attempts + 1):
             problem = await self._attempt(config, body)
             if problem is None:

@@ -217,6 +217,13 @@ class WhepViewer:
                 raise TimeoutError(f"{self.video_frames} video frames after {timeout} s (state {self.pc.connectionState})")
             await asyncio.sleep(0.05)
 
+    async def wait_audio_frames(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.audio_frames < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.audio_frames} audio frames after {timeout} s (state {self.pc.connectionState})")
+            await asyncio.sleep(0.05)
+
     def rate(self, window: float) -> float:
         """Decoded video frames per second over the last ``window`` seconds."""
         if not self.video_frame_times:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.peers import start_whep_viewer, start_whip_publisher
@@ -20,8 +18,8 @@ async def test_one_publisher_many_viewers_decode(server, codec):
                 await start_whep_viewer(server.base_url, "consult", server.token("consult", f"site-{n}", "observer"))
             )
         for viewer in viewers:
-            await viewer.wait_frames(30, timeout=20)
-        await asyncio.sleep(2)
+            await viewer.wait_frames(90, timeout=30)  # three seconds of a 30 fps source
+            await viewer.wait_audio_frames(50, timeout=10)
         for viewer in viewers:
             assert viewer.audio_frames > 50, "audio frames should arrive alongside video"
             frame = viewer.last_video_frame

@@ -118,11 +118,22 @@ async def test_sender_and_receiver_reports_flow_both_ways(server):
     viewer = await start_whep_viewer(server.base_url, room, server.token(room, "obs", "observer"))
     try:
         await viewer.wait_frames(5)
-        await asyncio.sleep(3)
-        publisher_stats = await publisher.pc.getStats()
-        viewer_stats = await viewer.pc.getStats()
-        remote_inbound = [s for s in publisher_stats.values() if s.type == "remote-inbound-rtp"]
-        remote_outbound = [s for s in viewer_stats.values() if s.type == "remote-outbound-rtp"]
+        # Reports go out every second, and a round trip needs one of the publisher's SRs
+        # to have been answered: wait for both, with a deadline (this machine is slow).
+        deadline = time.monotonic() + 20
+        while True:
+            publisher_stats = await publisher.pc.getStats()
+            viewer_stats = await viewer.pc.getStats()
+            remote_inbound = [s for s in publisher_stats.values() if s.type == "remote-inbound-rtp"]
+            remote_outbound = [s for s in viewer_stats.values() if s.type == "remote-outbound-rtp"]
+            done = (
+                {s.kind for s in remote_inbound} == {"audio", "video"}
+                and all(s.roundTripTime is not None for s in remote_inbound)
+                and {s.kind for s in remote_outbound} == {"audio", "video"}
+            )
+            if done or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         # The publisher got our receiver reports (with a round trip from LSR/DLSR) ...
         assert {s.kind for s in remote_inbound} == {"audio", "video"}
         assert all(s.roundTripTime is not None and 0 <= s.roundTripTime < 1 for s in remote_inbound)
