@@ -40,7 +40,9 @@ from typing import Any
 
 from bench.server import ROOT, RunningServer
 
-_METRIC = re.compile(r'^(telebridge_worker_packets|telebridge_worker_cpu_seconds)\{([^}]*)\}\s+(\S+)', re.M)
+_METRIC = re.compile(
+    r"^(telebridge_worker_packets|telebridge_worker_cpu_seconds)\{([^}]*)\}\s+(\S+)", re.M
+)
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -61,7 +63,11 @@ def scrape(url: str) -> dict[str, float]:
 def udp_counters() -> dict[str, int]:
     """Kernel UDP counters (whole machine): drops at full receive buffers show up here."""
     try:
-        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+        lines = [
+            line.split()
+            for line in Path("/proc/net/snmp").read_text().splitlines()
+            if line.startswith("Udp:")
+        ]
         return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=False)}
     except (OSError, IndexError, ValueError):
         return {}
@@ -101,7 +107,12 @@ def descendants(pid: int) -> list[tuple[int, str]]:
         for child, ppid in parents.items():
             if ppid == parent:
                 try:
-                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    cmdline = (
+                        (Path("/proc") / str(child) / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode()
+                    )
                 except OSError:
                     cmdline = ""
                 found.append((child, cmdline))
@@ -140,7 +151,9 @@ def _k(value: float) -> str:
 class Sample:
     __slots__ = ("at", "status", "metrics", "udp", "cpus")
 
-    def __init__(self, at: float, status: dict[str, Any], metrics: dict[str, float], udp: dict[str, int]) -> None:
+    def __init__(
+        self, at: float, status: dict[str, Any], metrics: dict[str, float], udp: dict[str, int]
+    ) -> None:
         self.at = at
         self.status = status
         self.metrics = metrics
@@ -159,7 +172,9 @@ def measure(a: Sample, b: Sample, viewers: int, worker_cpu: str | None = None) -
     cpu = b.metrics["cpu_seconds"] - a.metrics["cpu_seconds"]
     rx = sb["rx"] - sa["rx"]
     gen_cpu = sb["cpu_seconds"] - sa["cpu_seconds"]
-    udp = {k: b.udp.get(k, 0) - a.udp.get(k, 0) for k in ("RcvbufErrors", "SndbufErrors", "InErrors")}
+    udp = {
+        k: b.udp.get(k, 0) - a.udp.get(k, 0) for k in ("RcvbufErrors", "SndbufErrors", "InErrors")
+    }
     machine: dict[str, dict[str, float]] = {}
     for name, (busy, total, softirq) in b.cpus.items():
         if name in a.cpus and total > a.cpus[name][1]:
@@ -185,7 +200,9 @@ def measure(a: Sample, b: Sample, viewers: int, worker_cpu: str | None = None) -
         "worker_core": worker_cpu,
         "worker_core_busy_pct": core.get("busy_pct"),
         "worker_core_softirq_pct": core.get("softirq_pct"),
-        "forwarded_per_worker_core_busy_second": round(out / core_seconds, 0) if core_seconds > 0 else None,
+        "forwarded_per_worker_core_busy_second": round(out / core_seconds, 0)
+        if core_seconds > 0
+        else None,
         "client_rx_pps": round(rx / dt, 1),
         "client_rx_mbps": round(8 * (sb["rx_bytes"] - sa["rx_bytes"]) / dt / 1e6, 1),
         "expected_pps": round(expected / dt, 1),
@@ -231,7 +248,14 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
         env["TELEBRIDGE_BENCH_SECRET"] = secret  # not on the command line, where ps shows it
     if args.no_audio:
         command.append("--no-audio")
-    client = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=loadgen_log)
+    client = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=loadgen_log,
+    )
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     worker_pids: list[int] = []
     if server is not None:
@@ -299,7 +323,10 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
             if status.get("errors") and status["failed"] and phase == "connecting":
                 error = "; ".join(status["errors"])
             if phase == "connecting":
-                settled = status["connected"] + status["failed"] >= viewers and status["receiving"] >= status["connected"]
+                settled = (
+                    status["connected"] + status["failed"] >= viewers
+                    and status["receiving"] >= status["connected"]
+                )
                 if settled and status["connected"] > 0:
                     phase, phase_at = "warm-up", now
                 elif now - phase_at > args.connect_timeout:
@@ -308,7 +335,9 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
             elif phase == "warm-up" and now - phase_at >= args.warmup:
                 phase, phase_at = "measuring", now
                 start_sample = sample
-                spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                spy_bin = shutil.which("py-spy") or shutil.which(
+                    "py-spy", path=str(Path(sys.executable).parent)
+                )
                 if args.py_spy and worker_pids and spy_bin:
                     spy = subprocess.Popen(
                         [spy_bin, "record", "--pid", str(worker_pids[0]), "--duration", str(int(args.seconds)),
@@ -387,7 +416,10 @@ def table(results: list[dict[str, Any]]) -> str:
             out.append(f"N={result['viewers']}: {result['error']}")
         else:
             notes = []
-            if result.get("worker_cpu_pct", 0) > 90 or (result.get("worker_core_busy_pct") or 0) > 90:
+            if (
+                result.get("worker_cpu_pct", 0) > 90
+                or (result.get("worker_core_busy_pct") or 0) > 90
+            ):
                 notes.append("worker core saturated (output capped by CPU)")
             if result.get("loadgen_cpu_pct", 0) > 90:
                 notes.append("load generator saturated (client-side loss may be its own)")
@@ -399,18 +431,34 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--viewers", default="50", help="viewer count, or a comma-separated list for a sweep")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fanout", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--viewers", default="50", help="viewer count, or a comma-separated list for a sweep"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
-    parser.add_argument("--rate", type=float, default=1000.0, help="publisher video packets/s (audio adds 50/s)")
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="publisher video packets/s (audio adds 50/s)"
+    )
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rooms", type=int, default=1, help="publishers (rooms); viewers spread over them")
-    parser.add_argument("--url", default=None, help="use a running server (loopback) instead of starting one")
-    parser.add_argument("--secret", default=None, help="its token key (else its /dev/token endpoint is used)")
+    parser.add_argument(
+        "--rooms", type=int, default=1, help="publishers (rooms); viewers spread over them"
+    )
+    parser.add_argument(
+        "--url", default=None, help="use a running server (loopback) instead of starting one"
+    )
+    parser.add_argument(
+        "--secret", default=None, help="its token key (else its /dev/token endpoint is used)"
+    )
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--connect-timeout", type=float, default=None, help="default 20 s + 0.15 s per viewer")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=None, help="default 20 s + 0.15 s per viewer"
+    )
     parser.add_argument("--keyframe-interval", type=float, default=4.0)
-    parser.add_argument("--concurrency", type=int, default=16, help="WHEP requests in flight while connecting")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="WHEP requests in flight while connecting"
+    )
     parser.add_argument("--no-audio", action="store_true")
     parser.add_argument(
         "--no-pin",
@@ -419,8 +467,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="do not pin the server (with its one worker) and the load generator to separate CPUs",
     )
     parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--py-spy", default=None, help="record the worker with py-spy during the window into FILE.N<viewers>")
-    parser.add_argument("--py-spy-format", default="raw", choices=["raw", "flamegraph", "speedscope"])
+    parser.add_argument(
+        "--py-spy",
+        default=None,
+        help="record the worker with py-spy during the window into FILE.N<viewers>",
+    )
+    parser.add_argument(
+        "--py-spy-format", default="raw", choices=["raw", "flamegraph", "speedscope"]
+    )
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
     args.viewer_counts = [int(v) for v in str(args.viewers).split(",") if v.strip()]
@@ -428,7 +482,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--viewers: 1..2000")
     if not 0 < args.seconds <= 600:
         parser.error("--seconds: up to 600")
-    if args.url is not None and not re.match(r"^http://(127\.0\.0\.1|localhost)(:\d+)?/?$", args.url):
+    if args.url is not None and not re.match(
+        r"^http://(127\.0\.0\.1|localhost)(:\d+)?/?$", args.url
+    ):
         parser.error("--url must be a server on this machine (http://127.0.0.1:PORT)")
     if args.url is not None:
         args.url = args.url.rstrip("/")
@@ -446,7 +502,12 @@ def main(argv: list[str] | None = None) -> None:
         print(table(results[-1:]), file=sys.stderr)
     print(table(results))
     if args.json:
-        meta = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "argv": sys.argv[1:], "time": time.time()}
+        meta = {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "argv": sys.argv[1:],
+            "time": time.time(),
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     if any("error" in r for r in results):
         sys.exit(1)

@@ -99,7 +99,9 @@ class Answer:
         return next((s for s in self.sections if s.kind == kind and s.port != 0), None)
 
 
-_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", re.MULTILINE | re.IGNORECASE)
+_CANDIDATE = re.compile(
+    r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", re.MULTILINE | re.IGNORECASE
+)
 
 
 def parse_answer(text: str) -> Answer:
@@ -159,7 +161,10 @@ def _media_lines(
             f"a=fmtp:{RTX_PT} apt={VIDEO_PT}",
         ]
     else:
-        lines += [f"a=rtpmap:{AUDIO_PT} opus/48000/2", f"a=fmtp:{AUDIO_PT} minptime=10;useinbandfec=1"]
+        lines += [
+            f"a=rtpmap:{AUDIO_PT} opus/48000/2",
+            f"a=fmtp:{AUDIO_PT} minptime=10;useinbandfec=1",
+        ]
     if ssrcs is not None:
         media, rtx = ssrcs
         stream = f"load-{cname}"
@@ -174,7 +179,15 @@ def _media_lines(
     return lines
 
 
-def build_offer(port: int, ufrag: str, pwd: str, fingerprint: str, direction: str, ssrcs: dict[str, tuple[int, int | None]] | None = None, cname: str = "") -> str:
+def build_offer(
+    port: int,
+    ufrag: str,
+    pwd: str,
+    fingerprint: str,
+    direction: str,
+    ssrcs: dict[str, tuple[int, int | None]] | None = None,
+    cname: str = "",
+) -> str:
     lines = [
         "v=0",
         f"o=- {random.getrandbits(62)} 2 IN IP4 127.0.0.1",
@@ -185,7 +198,9 @@ def build_offer(port: int, ufrag: str, pwd: str, fingerprint: str, direction: st
     ]
     for mid, kind in (("0", "video"), ("1", "audio")):
         section_ssrcs = ssrcs.get(kind) if ssrcs else None
-        lines += _media_lines(kind, mid, port, direction, ufrag, pwd, fingerprint, section_ssrcs, cname)
+        lines += _media_lines(
+            kind, mid, port, direction, ufrag, pwd, fingerprint, section_ssrcs, cname
+        )
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -201,7 +216,9 @@ class _Peer(asyncio.DatagramProtocol):
 
     kind = "peer"
 
-    def __init__(self, base_url: str, room: str, token: str, certificate: RTCCertificate | None = None) -> None:
+    def __init__(
+        self, base_url: str, room: str, token: str, certificate: RTCCertificate | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.room = room
         self.token = token
@@ -233,7 +250,9 @@ class _Peer(asyncio.DatagramProtocol):
     # -- setup --------------------------------------------------------------------------
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0)
+        )
         sock = self.transport.get_extra_info("socket")
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -251,7 +270,9 @@ class _Peer(asyncio.DatagramProtocol):
         """POST the offer, read the answer, start ICE."""
         self.started_at = time.monotonic()
         headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"}
-        async with http.post(self.base_url + self.endpoint(), data=self.offer(), headers=headers) as response:
+        async with http.post(
+            self.base_url + self.endpoint(), data=self.offer(), headers=headers
+        ) as response:
             body = await response.text()
             if response.status != 201:
                 raise PeerError(f"{self.kind}: HTTP {response.status}: {body[:200]}")
@@ -269,7 +290,9 @@ class _Peer(asyncio.DatagramProtocol):
     async def delete(self, http: aiohttp.ClientSession) -> None:
         if self.location:
             try:
-                async with http.delete(self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}):
+                async with http.delete(
+                    self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}
+                ):
                     pass
             except aiohttp.ClientError:
                 pass
@@ -284,7 +307,9 @@ class _Peer(asyncio.DatagramProtocol):
     def send_check(self, now: float) -> None:
         assert self.answer is not None and self.transport is not None
         username = f"{self.answer.ufrag}:{self.ufrag}"
-        message = ice.binding_request(username, self.answer.pwd, self.tie_breaker, use_candidate=True)
+        message = ice.binding_request(
+            username, self.answer.pwd, self.tie_breaker, use_candidate=True
+        )
         self.pending_checks[message.transaction_id] = now
         if len(self.pending_checks) > 8:
             self.pending_checks.pop(next(iter(self.pending_checks)))
@@ -308,7 +333,9 @@ class _Peer(asyncio.DatagramProtocol):
     def _start_dtls(self) -> None:
         assert self.answer is not None
         # The session checks the server's certificate against the answer's fingerprints.
-        self.dtls = DtlsSession(self.certificate, self.answer.fingerprints, f"{self.kind} {self.ufrag}", role="client")
+        self.dtls = DtlsSession(
+            self.certificate, self.answer.fingerprints, f"{self.kind} {self.ufrag}", role="client"
+        )
         self._dtls_call(self.dtls.start)
 
     def _dtls_call(self, call: Callable[..., list[bytes]], *args: bytes) -> None:
@@ -381,7 +408,14 @@ class LoadViewer(_Peer):
 
     kind = "viewer"
 
-    def __init__(self, base_url: str, room: str, token: str, participant: str | None = None, certificate: RTCCertificate | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        room: str,
+        token: str,
+        participant: str | None = None,
+        certificate: RTCCertificate | None = None,
+    ) -> None:
         super().__init__(base_url, room, token, certificate)
         self.participant = participant
         self.rtp = 0
@@ -427,7 +461,9 @@ class LoadViewer(_Peer):
         except (SrtpError, RtpError):
             self.verify_failed += 1
             return
-        if packet.pt in (VIDEO_PT, RTX_PT, AUDIO_PT) and (not self.expected_ssrcs or packet.ssrc in self.expected_ssrcs):
+        if packet.pt in (VIDEO_PT, RTX_PT, AUDIO_PT) and (
+            not self.expected_ssrcs or packet.ssrc in self.expected_ssrcs
+        ):
             self.verified += 1
         else:
             self.verify_failed += 1
@@ -451,7 +487,9 @@ class Clip:
         return sum(len(f) for f in self.video) / len(self.video)
 
 
-def make_clip(rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640, height: int = 360) -> Clip:
+def make_clip(
+    rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640, height: int = 360
+) -> Clip:
     """Encode ``seconds`` of a moving test picture with aiortc's VP8 encoder at the bitrate
     that fills ``rate`` packets/s at ``fps`` (so frames are paced near real time), and one
     second of a tone with its Opus encoder."""
@@ -480,7 +518,9 @@ def make_clip(rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640
         payloads, _ = encoder.encode(frame, force_keyframe=index == 0)
         if payloads:
             frames.append(payloads)
-    audio_codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=AUDIO_PT)
+    audio_codec = RTCRtpCodecParameters(
+        mimeType="audio/opus", clockRate=48000, channels=2, payloadType=AUDIO_PT
+    )
     audio_encoder = get_encoder(audio_codec)
     audio: list[bytes] = []
     samples = 960
@@ -554,9 +594,13 @@ class SyntheticPublisher(_Peer):
         ssrcs: dict[str, tuple[int, int | None]] = {"video": (self.video_ssrc, self.rtx_ssrc)}
         if self.audio:
             ssrcs["audio"] = (self.audio_ssrc, None)
-        text = build_offer(self.port, self.ufrag, self.pwd, self.local_fingerprint, "sendonly", ssrcs, self.cname)
+        text = build_offer(
+            self.port, self.ufrag, self.pwd, self.local_fingerprint, "sendonly", ssrcs, self.cname
+        )
         if not self.audio:  # keep only the video section
-            text = re.sub(r"m=audio.*", "", text, flags=re.S).replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0")
+            text = re.sub(r"m=audio.*", "", text, flags=re.S).replace(
+                "a=group:BUNDLE 0 1", "a=group:BUNDLE 0"
+            )
         return text
 
     def on_answer(self, answer: Answer) -> None:
@@ -583,7 +627,9 @@ class SyntheticPublisher(_Peer):
 
     # -- sending ------------------------------------------------------------------------
     @staticmethod
-    def _packet(pt: int, marker: bool, seq: int, ts: int, ssrc: int, ext: bytes, payload: bytes) -> bytearray:
+    def _packet(
+        pt: int, marker: bool, seq: int, ts: int, ssrc: int, ext: bytes, payload: bytes
+    ) -> bytearray:
         """Written as the SFU writes its forwarded copies: a template, then the fields."""
         buf = template(RtpPacket(ssrc, seq, ts, pt, marker, payload), ext)
         patch(buf, (0x80 if marker else 0) | pt, seq, ts, ssrc)
@@ -598,7 +644,11 @@ class SyntheticPublisher(_Peer):
     def _send_video(self, now: float) -> None:
         clip = self.clip.video
         if self.packet_index == 0:  # a frame starts: keyframe when due, else the next frame
-            if self.keyframe_due or now - self.last_keyframe >= self.keyframe_interval or self.frame_index >= len(clip):
+            if (
+                self.keyframe_due
+                or now - self.last_keyframe >= self.keyframe_interval
+                or self.frame_index >= len(clip)
+            ):
                 self.frame_index = 0
             if self.frame_index == 0:
                 self.keyframe_due = False
@@ -617,8 +667,21 @@ class SyntheticPublisher(_Peer):
             self.packet_index = 0
             self.frame_index += 1
         self.video_seq = (self.video_seq + 1) & 0xFFFF
-        self.history[self.video_seq & 1023] = (self.video_seq, self.video_ts, marker, bytes(payload))
-        plain = self._packet(VIDEO_PT, marker, self.video_seq, self.video_ts, self.video_ssrc, self.video_ext, bytes(payload))
+        self.history[self.video_seq & 1023] = (
+            self.video_seq,
+            self.video_ts,
+            marker,
+            bytes(payload),
+        )
+        plain = self._packet(
+            VIDEO_PT,
+            marker,
+            self.video_seq,
+            self.video_ts,
+            self.video_ssrc,
+            self.video_ext,
+            bytes(payload),
+        )
         self.video_bytes += self._send(plain)
         self.video_sent += 1
 
@@ -626,7 +689,15 @@ class SyntheticPublisher(_Peer):
         payload = self.clip.audio[self.audio_sent % len(self.clip.audio)]
         self.audio_seq = (self.audio_seq + 1) & 0xFFFF
         self.audio_ts = (self.audio_ts + 960) & 0xFFFFFFFF
-        plain = self._packet(AUDIO_PT, self.audio_sent == 0, self.audio_seq, self.audio_ts, self.audio_ssrc, self.audio_ext, payload)
+        plain = self._packet(
+            AUDIO_PT,
+            self.audio_sent == 0,
+            self.audio_seq,
+            self.audio_ts,
+            self.audio_ssrc,
+            self.audio_ext,
+            payload,
+        )
         self.audio_bytes += self._send(plain)
         self.audio_sent += 1
 
@@ -635,7 +706,9 @@ class SyntheticPublisher(_Peer):
         video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
         compound = sender_report(self.video_ssrc, ntp, video_ts, self.video_sent, self.video_bytes)
         if self.audio:
-            compound += sender_report(self.audio_ssrc, ntp, self.audio_ts, self.audio_sent, self.audio_bytes)
+            compound += sender_report(
+                self.audio_ssrc, ntp, self.audio_ts, self.audio_sent, self.audio_bytes
+            )
         assert self.srtp is not None and self.transport is not None
         self.transport.sendto(self.srtp.protect_rtcp(compound), self.remote)
 
@@ -664,7 +737,15 @@ class SyntheticPublisher(_Peer):
                 continue
             _, ts, marker, payload = entry
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            plain = self._packet(RTX_PT, bool(marker), self.rtx_seq, ts, self.rtx_ssrc, self.video_ext, U16.pack(seq) + payload)
+            plain = self._packet(
+                RTX_PT,
+                bool(marker),
+                self.rtx_seq,
+                ts,
+                self.rtx_ssrc,
+                self.video_ext,
+                U16.pack(seq) + payload,
+            )
             self._send(plain)
             self.rtx_sent += 1
 
@@ -680,11 +761,17 @@ class SyntheticPublisher(_Peer):
                 if packet.fmt == RTCP_PSFB_PLI and packet.media_ssrc == self.video_ssrc:
                     self.plis += 1
                     self.keyframe_due = True
-                elif packet.fmt == RTCP_PSFB_FIR and packet.fci[:4] == self.video_ssrc.to_bytes(4, "big"):
+                elif packet.fmt == RTCP_PSFB_FIR and packet.fci[:4] == self.video_ssrc.to_bytes(
+                    4, "big"
+                ):
                     # RFC 5104 4.3.1: a FIR names the stream in its FCI, media SSRC is 0.
                     self.firs += 1
                     self.keyframe_due = True
-            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK and packet.media_ssrc == self.video_ssrc:
+            elif (
+                isinstance(packet, RtcpRtpfbPacket)
+                and packet.fmt == RTCP_RTPFB_NACK
+                and packet.media_ssrc == self.video_ssrc
+            ):
                 self.nacks += 1
                 self._retransmit(nack_seqs(packet))
 
@@ -697,12 +784,21 @@ class SyntheticPublisher(_Peer):
 # -- a load run ---------------------------------------------------------------------------
 
 
-async def fetch_token(http: aiohttp.ClientSession, base_url: str, room: str, identity: str, role: str, secret: str | None) -> str:
+async def fetch_token(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    room: str,
+    identity: str,
+    role: str,
+    secret: str | None,
+) -> str:
     if secret:
         from signaling import tokens
 
         return tokens.mint(secret, room, identity, role, 3600)
-    async with http.post(f"{base_url}/dev/token", json={"room": room, "identity": identity, "role": role}) as response:
+    async with http.post(
+        f"{base_url}/dev/token", json={"room": room, "identity": identity, "role": role}
+    ) as response:
         if response.status != 200:
             raise PeerError(f"/dev/token: HTTP {response.status}: {await response.text()}")
         token: str = (await response.json())["token"]
@@ -749,7 +845,8 @@ class LoadRun:
             "publishers_connected": sum(1 for p in self.publishers if p.connected),
             # what the viewers should have received in all: each publisher's packets x its room's viewers
             "expected": sum(
-                (p.video_sent + p.audio_sent) * sum(1 for v in viewers if v.connected and v.room == p.room)
+                (p.video_sent + p.audio_sent)
+                * sum(1 for v in viewers if v.connected and v.room == p.room)
                 for p in self.publishers
             ),
             "sent_video": sum(p.video_sent for p in self.publishers),
@@ -763,17 +860,23 @@ class LoadRun:
             "errors": self.errors[-3:],
         }
 
-    async def _viewer(self, http: aiohttp.ClientSession, index: int, room: str, limit: asyncio.Semaphore) -> None:
+    async def _viewer(
+        self, http: aiohttp.ClientSession, index: int, room: str, limit: asyncio.Semaphore
+    ) -> None:
         async with limit:
             try:
-                token = await fetch_token(http, self.args.url, room, f"viewer-{index}", "observer", self.args.secret)
+                token = await fetch_token(
+                    http, self.args.url, room, f"viewer-{index}", "observer", self.args.secret
+                )
                 viewer = LoadViewer(self.args.url, room, token, participant="load-lead")
                 await viewer.open()
                 self.viewers.append(viewer)
                 self.viewers_started += 1
                 await viewer.negotiate(http)
                 deadline = time.monotonic() + 20
-                while not viewer.connected and viewer.failed is None and time.monotonic() < deadline:
+                while (
+                    not viewer.connected and viewer.failed is None and time.monotonic() < deadline
+                ):
                     await asyncio.sleep(0.02)
             except (PeerError, aiohttp.ClientError, ValueError, OSError) as exc:
                 self.errors.append(f"viewer {index}: {exc}")
@@ -787,22 +890,41 @@ class LoadRun:
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(connector=connector) as http:
             try:
-                rooms = [args.room if args.rooms == 1 else f"{args.room}-{n}" for n in range(args.rooms)]
+                rooms = [
+                    args.room if args.rooms == 1 else f"{args.room}-{n}" for n in range(args.rooms)
+                ]
                 for room in rooms:
-                    token = await fetch_token(http, args.url, room, "load-lead", "lead", args.secret)
-                    publisher = SyntheticPublisher(args.url, room, token, clip, args.rate, args.keyframe_interval, audio=not args.no_audio)
+                    token = await fetch_token(
+                        http, args.url, room, "load-lead", "lead", args.secret
+                    )
+                    publisher = SyntheticPublisher(
+                        args.url,
+                        room,
+                        token,
+                        clip,
+                        args.rate,
+                        args.keyframe_interval,
+                        audio=not args.no_audio,
+                    )
                     await publisher.open()
                     self.publishers.append(publisher)
                     await publisher.negotiate(http)
                 for publisher in self.publishers:
                     deadline = time.monotonic() + 20
-                    while not publisher.connected and time.monotonic() < deadline and publisher.failed is None:
+                    while (
+                        not publisher.connected
+                        and time.monotonic() < deadline
+                        and publisher.failed is None
+                    ):
                         await asyncio.sleep(0.02)
                     if not publisher.connected:
-                        raise PeerError(f"publisher did not connect: {publisher.failed or 'timeout'}")
+                        raise PeerError(
+                            f"publisher did not connect: {publisher.failed or 'timeout'}"
+                        )
                 limit = asyncio.Semaphore(args.concurrency)
                 tasks = [
-                    asyncio.ensure_future(self._viewer(http, n, rooms[n % len(rooms)], limit)) for n in range(args.viewers)
+                    asyncio.ensure_future(self._viewer(http, n, rooms[n % len(rooms)], limit))
+                    for n in range(args.viewers)
                 ]
                 await asyncio.gather(*tasks)
                 await stop.wait()
@@ -817,7 +939,9 @@ class LoadRun:
                     peer.close()
                 if not args.no_delete:
                     try:
-                        await asyncio.wait_for(asyncio.gather(*(p.delete(http) for p in self._all())), 10)
+                        await asyncio.wait_for(
+                            asyncio.gather(*(p.delete(http) for p in self._all())), 10
+                        )
                     except TimeoutError:
                         pass
 
@@ -836,12 +960,18 @@ class LoadRun:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadclient", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadclient", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8080")
     parser.add_argument("--room", default="load")
-    parser.add_argument("--rooms", type=int, default=1, help="one publisher per room; viewers spread over them")
+    parser.add_argument(
+        "--rooms", type=int, default=1, help="one publisher per room; viewers spread over them"
+    )
     parser.add_argument("--viewers", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=1000.0, help="video packets/s from each publisher")
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="video packets/s from each publisher"
+    )
     parser.add_argument("--keyframe-interval", type=float, default=4.0)
     parser.add_argument("--no-audio", action="store_true")
     parser.add_argument("--concurrency", type=int, default=16, help="WHEP requests in flight")
@@ -851,8 +981,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="mint tokens with this key (default $TELEBRIDGE_BENCH_SECRET) instead of POST /dev/token",
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between status lines")
-    parser.add_argument("--max-seconds", type=float, default=300.0, help="stop after this long in any case")
-    parser.add_argument("--no-delete", action="store_true", help="do not DELETE the sessions at the end")
+    parser.add_argument(
+        "--max-seconds", type=float, default=300.0, help="stop after this long in any case"
+    )
+    parser.add_argument(
+        "--no-delete", action="store_true", help="do not DELETE the sessions at the end"
+    )
     parser.add_argument("--stdin-stop", action="store_true", help="stop when standard input closes")
     return parser.parse_args(argv)
 

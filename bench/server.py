@@ -31,7 +31,12 @@ class RunningServer:
     """One server process with its own config, port and secret; stop() ends it."""
 
     def __init__(
-        self, tmp: Path, workers: int = 1, consent_timeout: float = 30, dev_tokens: bool = True, extra: str = ""
+        self,
+        tmp: Path,
+        workers: int = 1,
+        consent_timeout: float = 30,
+        dev_tokens: bool = True,
+        extra: str = "",
     ) -> None:
         self.secret = secrets.token_urlsafe(48)
         self.port = free_port()
@@ -42,7 +47,7 @@ class RunningServer:
 [server]
 host = "127.0.0.1"
 port = {self.port}
-dev_tokens = {'true' if dev_tokens else 'false'}
+dev_tokens = {"true" if dev_tokens else "false"}
 [auth]
 secret = "{self.secret}"
 [media]

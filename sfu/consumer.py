@@ -84,7 +84,9 @@ class Consumer(ABC):
     def close(self) -> None: ...
 
 
-def _translated_sr(stream: RecvStream, ssrc: int, ts_offset: int, packets: int, octets: int, now: float) -> SenderInfo | None:
+def _translated_sr(
+    stream: RecvStream, ssrc: int, ts_offset: int, packets: int, octets: int, now: float
+) -> SenderInfo | None:
     """An SR for what we forward of ``stream``: the publisher's last SR moved on to now,
     in the consumer's timestamp space. Without a publisher SR there is nothing to map."""
     stats = stream.stats
@@ -93,7 +95,9 @@ def _translated_sr(stream: RecvStream, ssrc: int, ts_offset: int, packets: int, 
     elapsed = now - stats.last_sr_at
     source_ts = stats.sr_rtp + int(elapsed * stats.clock_rate)
     ntp = stats.sr_ntp + int(elapsed * (1 << 32))
-    return SenderInfo(ssrc, ntp & 0xFFFFFFFFFFFFFFFF, (source_ts + ts_offset) & 0xFFFFFFFF, packets, octets)
+    return SenderInfo(
+        ssrc, ntp & 0xFFFFFFFFFFFFFFFF, (source_ts + ts_offset) & 0xFFFFFFFF, packets, octets
+    )
 
 
 class SimpleConsumer(Consumer):
@@ -257,7 +261,9 @@ class SimpleConsumer(Consumer):
         self.stream.request_keyframe(now)
 
     def sender_reports(self, now: float) -> list[SenderInfo]:
-        info = _translated_sr(self.stream, self.ssrc, self.ts_offset, self.packets, self.octets, now)
+        info = _translated_sr(
+            self.stream, self.ssrc, self.ts_offset, self.packets, self.octets, now
+        )
         return [info] if info is not None else []
 
     def __repr__(self) -> str:
@@ -290,7 +296,15 @@ class SimulcastConsumer(SimpleConsumer):
         self.preferred = top if preferred is None else max(0, min(preferred, top))
         self.target: RecvStream | None = None
         super().__init__(
-            consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc, self.preferred
+            consumer_id,
+            producer,
+            transport,
+            payload_type,
+            rtx_payload_type,
+            layout,
+            ssrc,
+            rtx_ssrc,
+            self.preferred,
         )
 
     def choose(self, now: float) -> RecvStream:
@@ -356,7 +370,9 @@ class PipeConsumer(Consumer):
         "closed",
     )
 
-    def __init__(self, consumer_id: str, producer: Producer, transport: Transport, layout: ExtensionLayout) -> None:
+    def __init__(
+        self, consumer_id: str, producer: Producer, transport: Transport, layout: ExtensionLayout
+    ) -> None:
         self.id = consumer_id
         self.producer = producer
         self.transport = transport
@@ -427,7 +443,9 @@ class PipeConsumer(Consumer):
     def sender_reports(self, now: float) -> list[SenderInfo]:
         out = []
         for stream, ssrc in zip(self.producer.streams, self.out_ssrcs, strict=True):
-            info = _translated_sr(stream, ssrc, 0, self.packets[stream.index], self.octets[stream.index], now)
+            info = _translated_sr(
+                stream, ssrc, 0, self.packets[stream.index], self.octets[stream.index], now
+            )
             if info is not None:
                 out.append(info)
         return out
@@ -448,8 +466,12 @@ def consumer_for(
 ) -> SimpleConsumer:
     """The consumer a receiver of ``producer`` gets: simulcast if it has several encodings."""
     if producer.simulcast:
-        return SimulcastConsumer(consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc)
-    return SimpleConsumer(consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc)
+        return SimulcastConsumer(
+            consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc
+        )
+    return SimpleConsumer(
+        consumer_id, producer, transport, payload_type, rtx_payload_type, layout, ssrc, rtx_ssrc
+    )
 
 
 __all__ = [

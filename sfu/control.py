@@ -24,10 +24,13 @@ class ControlError(Exception):
         self.code = code
         self.message = message
 
+
 # -- shapes ------------------------------------------------------------------------------------
+
 
 class Empty(TypedDict):
     pass
+
 
 class TrackInfo(TypedDict):
     id: str
@@ -36,6 +39,7 @@ class TrackInfo(TypedDict):
     codec: str
     encodings: int
 
+
 class PublishParams(TypedDict):
     session: str
     room: str
@@ -43,10 +47,12 @@ class PublishParams(TypedDict):
     identity: NotRequired[str]
     renegotiate: NotRequired[bool]
 
+
 class PublishResult(TypedDict):
     answer: str
     tracks: list[TrackInfo]
     removed: list[str]
+
 
 class ViewParams(TypedDict):
     """A client-offered receive connection (WHEP): one consumer per receiving section."""
@@ -57,49 +63,60 @@ class ViewParams(TypedDict):
     producers: list[str]
     identity: NotRequired[str]
 
+
 class ViewTrack(TypedDict):
     id: str
     kind: str
     producer: str
 
+
 class ViewResult(TypedDict):
     answer: str
     tracks: list[ViewTrack]
+
 
 class SubscriberParams(TypedDict):
     session: str
     room: str
     identity: NotRequired[str]
 
+
 class WantedConsumer(TypedDict):
     producer: str
     stream: str
     track: str
 
+
 class SubscriberOfferParams(TypedDict):
     session: str
     consumers: list[WantedConsumer]
+
 
 class SubscriberOfferResult(TypedDict):
     offer: str
     version: int
     changed: bool
 
+
 class SubscriberAnswerParams(TypedDict):
     session: str
     answer: str
     version: int
 
+
 class ProducerPauseParams(TypedDict):
     producer: str
     paused: bool
 
+
 class ProducerParams(TypedDict):
     producer: str
+
 
 class CloseParams(TypedDict):
     session: str
     reason: NotRequired[str]
+
 
 class PlainTransportParams(TypedDict):
     """A plain RTP/RTCP transport (no ICE, no DTLS) on a socket of its own, for a local
@@ -115,10 +132,12 @@ class PlainTransportParams(TypedDict):
     remote_port: NotRequired[int]
     remote_path: NotRequired[str]
 
+
 class PlainTransportResult(TypedDict):
     local_host: str
     local_port: int
     local_path: str
+
 
 class ConsumeParams(TypedDict):
     """One consumer of ``producer`` on the plain transport ``session``."""
@@ -126,6 +145,7 @@ class ConsumeParams(TypedDict):
     session: str
     producer: str
     pipe: NotRequired[bool]
+
 
 class ConsumeResult(TypedDict):
     id: str
@@ -136,6 +156,7 @@ class ConsumeResult(TypedDict):
     payload_type: int
     ssrcs: list[int]
     fmtp: dict[str, str]
+
 
 class StatsResult(TypedDict):
     sessions: int
@@ -148,13 +169,16 @@ class StatsResult(TypedDict):
     cpu_seconds: NotRequired[float]
     handle_ms: NotRequired[float]
 
+
 class PingResult(TypedDict):
     now: float
+
 
 # -- the table ----------------------------------------------------------------------------------
 
 P = TypeVar("P")
 R = TypeVar("R")
+
 
 @dataclass(frozen=True)
 class Method(Generic[P, R]):
@@ -163,13 +187,23 @@ class Method(Generic[P, R]):
     result: type[R]
     doc: str
 
-PUBLISH = Method("publish", PublishParams, PublishResult, "a publisher's offer, new or renegotiated")
-VIEW = Method("view", ViewParams, ViewResult, "a viewer's offer for the given producers (WHEP)")
-SUBSCRIBER = Method("subscriber", SubscriberParams, Empty, "open a server-offered receive connection")
-SUBSCRIBER_OFFER = Method(
-    "subscriber_offer", SubscriberOfferParams, SubscriberOfferResult, "the offer for the wanted producers"
+
+PUBLISH = Method(
+    "publish", PublishParams, PublishResult, "a publisher's offer, new or renegotiated"
 )
-SUBSCRIBER_ANSWER = Method("subscriber_answer", SubscriberAnswerParams, Empty, "the client's answer to an offer")
+VIEW = Method("view", ViewParams, ViewResult, "a viewer's offer for the given producers (WHEP)")
+SUBSCRIBER = Method(
+    "subscriber", SubscriberParams, Empty, "open a server-offered receive connection"
+)
+SUBSCRIBER_OFFER = Method(
+    "subscriber_offer",
+    SubscriberOfferParams,
+    SubscriberOfferResult,
+    "the offer for the wanted producers",
+)
+SUBSCRIBER_ANSWER = Method(
+    "subscriber_answer", SubscriberAnswerParams, Empty, "the client's answer to an offer"
+)
 PRODUCER_PAUSE = Method("producer_pause", ProducerPauseParams, Empty, "mute or unmute a producer")
 PRODUCER_CLOSE = Method("producer_close", ProducerParams, Empty, "end a producer and its consumers")
 CLOSE = Method("close", CloseParams, Empty, "end a session (any transport)")
@@ -211,10 +245,12 @@ EVENTS: dict[str, str] = {
 
 # -- validation -----------------------------------------------------------------------------------
 
+
 def check(method: Method[P, R], params: object) -> P:
     """``params`` as ``method`` takes them, or ControlError("bad_request") naming the field."""
     _check_typed_dict(method.params, params, method.name)
     return typing.cast(P, params)
+
 
 def _check_typed_dict(shape: type, value: object, where: str) -> None:
     if not isinstance(value, dict):
@@ -228,6 +264,7 @@ def _check_typed_dict(shape: type, value: object, where: str) -> None:
         if key not in hints:
             raise ControlError("bad_request", f"{where} has an unknown field {key!r}")
         _check_value(hints[key], item, f"{where}.{key}")
+
 
 def _check_value(hint: Any, value: object, where: str) -> None:
     origin = get_origin(hint)

@@ -208,4 +208,9 @@ class DtlsSession:
         client = profile.get_key_and_salt(material, 0)
         server = profile.get_key_and_salt(material, 1)
         tx, rx = (server, client) if self.role == "server" else (client, server)
-        return SrtpKeys(profile=profile.libsrtp_profile, tx_key=tx, rx_key=rx, name=profile.openssl_profile.decode())
+        return SrtpKeys(
+            profile=profile.libsrtp_profile,
+            tx_key=tx,
+            rx_key=rx,
+            name=profile.openssl_profile.decode(),
+        )

@@ -106,7 +106,10 @@ def check_binding_response(
     message = _parse(data)
     if message is None:
         return None
-    if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.RESPONSE:
+    if (
+        message.message_method != stun.Method.BINDING
+        or message.message_class != stun.Class.RESPONSE
+    ):
         return None
     if "FINGERPRINT" not in message.attributes:
         return None
@@ -164,7 +167,12 @@ class IceLiteSession:
         self.last_consent = now
         if "USE-CANDIDATE" in message.attributes and self.selected != addr:
             if self.selected is not None:
-                logger.info("ice %s: nominated address moved %s -> %s", self.local_ufrag, self.selected, addr)
+                logger.info(
+                    "ice %s: nominated address moved %s -> %s",
+                    self.local_ufrag,
+                    self.selected,
+                    addr,
+                )
             self.selected = addr
         response = stun.Message(
             message_method=stun.Method.BINDING,

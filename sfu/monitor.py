@@ -31,7 +31,10 @@ class RoomMonitor:
     """A timed job of the worker (see :mod:`sfu.timers`)."""
 
     def __init__(
-        self, rooms: dict[str, Router], sessions: dict[str, Transport], emit: Callable[[str, dict[str, Any]], None]
+        self,
+        rooms: dict[str, Router],
+        sessions: dict[str, Transport],
+        emit: Callable[[str, dict[str, Any]], None],
     ) -> None:
         self.rooms = rooms
         self.sessions = sessions
@@ -66,9 +69,16 @@ class RoomMonitor:
                 producer.level_sum = producer.level_count = 0
                 if not producer.paused and level < best_level:
                     best, best_level = producer, level
-            if best is not None and best_level <= SPEAKER_THRESHOLD and self.speakers.get(name) != best.id:
+            if (
+                best is not None
+                and best_level <= SPEAKER_THRESHOLD
+                and self.speakers.get(name) != best.id
+            ):
                 self.speakers[name] = best.id
-                self.emit("active_speaker", {"room": name, "producer": best.id, "level": -round(best_level)})
+                self.emit(
+                    "active_speaker",
+                    {"room": name, "producer": best.id, "level": -round(best_level)},
+                )
 
     def quality(self) -> None:
         """Report a connection's quality band when it changes (loss from RTCP, both ways)."""
@@ -79,11 +89,16 @@ class RoomMonitor:
             if transport.consumers:
                 loss = max(c.fraction_lost for c in transport.consumers) / 256
             elif transport.producers:
-                loss = max(s.stats.last_fraction for p in transport.producers for s in p.streams) / 256
+                loss = (
+                    max(s.stats.last_fraction for p in transport.producers for s in p.streams) / 256
+                )
             else:
                 continue
             rtt = max(rtts) if rtts else None
             band = quality_band(loss, rtt)
             if band != transport.quality:
                 transport.quality = band
-                self.emit("quality", {"session": transport.session_id, "quality": band, "loss": loss, "rtt": rtt})
+                self.emit(
+                    "quality",
+                    {"session": transport.session_id, "quality": band, "loss": loss, "rtt": rtt},
+                )

@@ -93,13 +93,17 @@ class Negotiator:
                 remote_ufrag, _remote_pwd = offer.ice_credentials()
                 setup = offer.dtls_setup()
                 if setup not in ("actpass", "active"):
-                    raise ControlError("bad_sdp", f"a=setup:{setup} is not supported: the server is DTLS passive")
+                    raise ControlError(
+                        "bad_sdp", f"a=setup:{setup} is not supported: the server is DTLS passive"
+                    )
                 dtls = DtlsSession(self.certificate, offer.dtls_fingerprints(), label=session_id)
                 for section in offer.bundled():
                     extensions.update(section.extensions)
             except (sdp.SdpError, DtlsError) as exc:
                 raise ControlError("bad_sdp", str(exc)) from None
-        ice = IceLiteSession(local_ufrag, local_pwd, remote_ufrag, now, self.settings.consent_timeout)
+        ice = IceLiteSession(
+            local_ufrag, local_pwd, remote_ufrag, now, self.settings.consent_timeout
+        )
         return WebRtcTransport(
             session_id,
             room,
@@ -115,7 +119,13 @@ class Negotiator:
             extensions=extensions,
         )
 
-    def describe(self, transport: WebRtcTransport, sections: list[sdp.AnswerSection], setup: str = "passive", version: int = 2) -> str:
+    def describe(
+        self,
+        transport: WebRtcTransport,
+        sections: list[sdp.AnswerSection],
+        setup: str = "passive",
+        version: int = 2,
+    ) -> str:
         return sdp.write_answer(
             sections,
             ice_ufrag=transport.ice.local_ufrag,
@@ -155,13 +165,17 @@ class Negotiator:
             if codec is None or section.mid is None:
                 answer.codec = sdp.choose_codec(section) if section in bundled else None
                 continue
-            feedback = [fb for fb in sdp.negotiate_feedback(section.kind, codec) if fb[0] != "transport-cc"]
+            feedback = [
+                fb for fb in sdp.negotiate_feedback(section.kind, codec) if fb[0] != "transport-cc"
+            ]
             use_nack = ("nack", "") in feedback
             answer.direction = "recvonly"
             answer.feedback = feedback
             answer.use_rtx = use_nack and codec.rtx_payload_type is not None
             answer.extensions = {
-                uri: ext_id for uri, ext_id in section.extensions.items() if uri in sdp.PUBLISH_EXTENSIONS[section.kind]
+                uri: ext_id
+                for uri, ext_id in section.extensions.items()
+                if uri in sdp.PUBLISH_EXTENSIONS[section.kind]
             }
             if previous is not None:
                 plan.kept.append(previous)
@@ -217,7 +231,9 @@ class Negotiator:
             feedback = sdp.negotiate_feedback(section.kind, codec)
             use_rtx = ("nack", "") in feedback and codec.rtx_payload_type is not None
             negotiated = {
-                uri: ext_id for uri, ext_id in section.extensions.items() if uri in sdp.VIEW_EXTENSIONS[section.kind]
+                uri: ext_id
+                for uri, ext_id in section.extensions.items()
+                if uri in sdp.VIEW_EXTENSIONS[section.kind]
             }
             consumer = consumer_for(
                 f"{transport.session_id}-{section.mid}",
@@ -235,7 +251,9 @@ class Negotiator:
             answer.send_ssrc = consumer.ssrc
             answer.send_rtx_ssrc = consumer.rtx_ssrc
             answer.cname = cname
-            answer.stream_id = f"telebridge-{producer.transport.identity or producer.transport.session_id}"
+            answer.stream_id = (
+                f"telebridge-{producer.transport.identity or producer.transport.session_id}"
+            )
             answer.track_id = f"{producer.kind}-{producer.mid}"
             consumers.append(consumer)
         return answers, consumers

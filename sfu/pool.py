@@ -108,10 +108,14 @@ class WorkerHandle:
     def _on_exit(self) -> None:
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(WorkerError("worker_gone", f"media worker {self.index} exited"))
+                future.set_exception(
+                    WorkerError("worker_gone", f"media worker {self.index} exited")
+                )
         self._pending.clear()
         if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(WorkerError("worker_gone", f"media worker {self.index} did not start"))
+            self._ready.set_exception(
+                WorkerError("worker_gone", f"media worker {self.index} did not start")
+            )
         lost = list(self.sessions)
         self.sessions.clear()
         self.rooms.clear()
@@ -130,7 +134,9 @@ class WorkerHandle:
         result = await self.request(method.name, params, timeout)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
-    async def request(self, method: str, params: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    async def request(
+        self, method: str, params: dict[str, Any], timeout: float = 10.0
+    ) -> dict[str, Any]:
         if method not in control.METHODS:
             raise WorkerError("unknown_method", f"unknown method {method!r}")
         if not self.alive or self.process is None or self.process.stdin is None:
@@ -138,7 +144,9 @@ class WorkerHandle:
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self.process.stdin.write(channel.encode({"id": request_id, "method": method, "params": params}))
+        self.process.stdin.write(
+            channel.encode({"id": request_id, "method": method, "params": params})
+        )
         try:
             return await asyncio.wait_for(future, timeout)
         finally:

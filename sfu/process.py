@@ -98,7 +98,9 @@ class MediaProtocol(asyncio.DatagramProtocol):
         except Exception:  # one bad packet must never stop the worker
             self.errors += 1
             if self.errors < 20 or self.errors % 1000 == 0:
-                logger.exception("worker: error handling a datagram from %s (%d so far)", addr, self.errors)
+                logger.exception(
+                    "worker: error handling a datagram from %s (%d so far)", addr, self.errors
+                )
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("udp error: %s", exc)
@@ -183,7 +185,9 @@ async def run(args: argparse.Namespace) -> None:
     settings: MediaSettings = args.settings
     certificate = RTCCertificate.generateCertificate()
     reader = asyncio.StreamReader(limit=channel.MAX_MESSAGE + 4)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0)
+    )
     write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(1, "wb", 0))
     link = ControlLink(write_transport)
 
@@ -193,7 +197,9 @@ async def run(args: argparse.Namespace) -> None:
     clock = Clock(loop)
     protocol = MediaProtocol(loop, clock)
     port = settings.base_port + args.index if settings.base_port else 0
-    udp, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(settings.listen, port))
+    udp, _ = await loop.create_datagram_endpoint(
+        lambda: protocol, local_addr=(settings.listen, port)
+    )
     sock = udp.get_extra_info("socket")
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
@@ -201,7 +207,9 @@ async def run(args: argparse.Namespace) -> None:
     except OSError:
         pass
 
-    def open_socket(unix: bool, bind: str, on_datagram: Callable[[bytes, Any, float], None]) -> PlainSocket:
+    def open_socket(
+        unix: bool, bind: str, on_datagram: Callable[[bytes, Any, float], None]
+    ) -> PlainSocket:
         return LoopSocket(loop, clock, unix, bind, on_datagram)
 
     core = WorkerCore(
@@ -220,10 +228,21 @@ async def run(args: argparse.Namespace) -> None:
     link.write(
         {
             "event": "ready",
-            "data": {"index": args.index, "port": core.port, "pid": os.getpid(), "fingerprint": core.fingerprint[1]},
+            "data": {
+                "index": args.index,
+                "port": core.port,
+                "pid": os.getpid(),
+                "fingerprint": core.fingerprint[1],
+            },
         }
     )
-    logger.info("worker %d listening on %s:%d (announcing %s)", args.index, settings.listen, core.port, settings.announced)
+    logger.info(
+        "worker %d listening on %s:%d (announcing %s)",
+        args.index,
+        settings.listen,
+        core.port,
+        settings.announced,
+    )
 
     decoder = channel.Decoder()
     try:
@@ -250,7 +269,10 @@ def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, A
     if params is None:
         params = {}
     if not isinstance(method, str):
-        return {"id": request_id, "error": {"code": "bad_request", "message": "method and params required"}}
+        return {
+            "id": request_id,
+            "error": {"code": "bad_request", "message": "method and params required"},
+        }
     started = time.perf_counter()
     try:
         result = core.handle(method, params, now)
@@ -258,7 +280,10 @@ def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, A
         return {"id": request_id, "error": {"code": exc.code, "message": exc.message}}
     except Exception as exc:
         logger.exception("worker: request %s failed", method)
-        return {"id": request_id, "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+        return {
+            "id": request_id,
+            "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
+        }
     if method == "stats":
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
@@ -269,7 +294,12 @@ def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, A
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sfu.process")
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--settings", type=MediaSettings.from_json, default=MediaSettings(), help="MediaSettings as JSON")
+    parser.add_argument(
+        "--settings",
+        type=MediaSettings.from_json,
+        default=MediaSettings(),
+        help="MediaSettings as JSON",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,

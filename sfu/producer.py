@@ -48,7 +48,9 @@ class Producer:
         self.rtx_pt = codec.rtx_payload_type if use_rtx else None
         self.use_nack = use_nack
         self.streams = [
-            RecvStream(self, index, encoding, use_nack=use_nack, keyframe_interval=keyframe_interval)
+            RecvStream(
+                self, index, encoding, use_nack=use_nack, keyframe_interval=keyframe_interval
+            )
             for index, encoding in enumerate(encodings or [Encoding()])
         ]
         self.consumers: list[Consumer] = []

@@ -90,7 +90,9 @@ def fir(sender_ssrc: int, media_ssrc: int, seq_nr: int) -> bytes:
 
 def remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
     return bytes(
-        RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=sender_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
+        RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=sender_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs)
+        )
     )
 
 

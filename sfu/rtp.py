@@ -172,7 +172,9 @@ def unwrap_rtx(packet: RtpPacket, media_ssrc: int, media_pt: int) -> RtpPacket |
     payload = packet.payload
     if len(payload) < 3:
         return None
-    original = RtpPacket(media_ssrc, U16.unpack_from(payload, 0)[0], packet.ts, media_pt, packet.marker, payload[2:])
+    original = RtpPacket(
+        media_ssrc, U16.unpack_from(payload, 0)[0], packet.ts, media_pt, packet.marker, payload[2:]
+    )
     original.mid = packet.mid
     original.audio_level = packet.audio_level
     original.orientation = packet.orientation

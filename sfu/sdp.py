@@ -35,7 +35,13 @@ SUPPORTED_CODECS = {"audio": ("opus",), "video": ("vp8", "h264")}
 # RTCP feedback we act on, per kind; other offered feedback is left out of the answer.
 SUPPORTED_FEEDBACK = {
     "audio": {("transport-cc", "")},
-    "video": {("nack", ""), ("nack", "pli"), ("ccm", "fir"), ("goog-remb", ""), ("transport-cc", "")},
+    "video": {
+        ("nack", ""),
+        ("nack", "pli"),
+        ("ccm", "fir"),
+        ("goog-remb", ""),
+        ("transport-cc", ""),
+    },
 }
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
@@ -268,7 +274,11 @@ def _parse_attribute(
     elif name == "rtcp-fb":
         pt_text, _, rest = arg.partition(" ")
         fb_type, _, fb_param = rest.strip().partition(" ")
-        targets = list(rtpmaps.values()) if pt_text == "*" else [rtpmaps.get(_int(pt_text, "rtcp-fb payload type", 0, 127))]
+        targets = (
+            list(rtpmaps.values())
+            if pt_text == "*"
+            else [rtpmaps.get(_int(pt_text, "rtcp-fb payload type", 0, 127))]
+        )
         for codec in targets:
             if codec is not None:
                 codec.feedback.append((fb_type, fb_param.strip()))
@@ -390,7 +400,11 @@ def write_answer(
     if accepted:
         lines.append("a=group:BUNDLE " + " ".join(accepted))
     for section in sections:
-        lines.extend(_answer_media(section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup))
+        lines.extend(
+            _answer_media(
+                section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup
+            )
+        )
     return "\r\n".join(lines) + "\r\n"
 
 

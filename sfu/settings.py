@@ -48,7 +48,12 @@ class MediaSettings:
             raise SettingsError("workers must be at least 1")
         if not 0 <= self.base_port <= 65535:
             raise SettingsError("base_port must be 0-65535")
-        for name in ("publisher_bitrate", "consent_timeout", "keyframe_interval", "report_interval"):
+        for name in (
+            "publisher_bitrate",
+            "consent_timeout",
+            "keyframe_interval",
+            "report_interval",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise SettingsError(f"{name} must be a positive number")
@@ -72,7 +77,11 @@ class MediaSettings:
 
 
 def from_mapping(
-    cls: type[Any], data: dict[str, Any], table: str, index: int | None = None, exclude: tuple[str, ...] = ()
+    cls: type[Any],
+    data: dict[str, Any],
+    table: str,
+    index: int | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> Any:
     """Build the frozen dataclass ``cls`` from ``data``: unknown keys, missing required keys
     and values of the wrong type are errors that name the key and its table.
@@ -92,7 +101,9 @@ def from_mapping(
     missing = [
         name
         for name, f in fields.items()
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise SettingsError(f"missing key {missing[0]!r} in {header}")
@@ -122,7 +133,9 @@ def _coerce(value: Any, kind: Any, where: str, show: bool = True) -> Any:
     if typing.get_origin(kind) is tuple:
         item, *rest = typing.get_args(kind)
         if rest != [Ellipsis] or item not in _KIND:
-            raise TypeError(f"{where}: a setting's tuple must be tuple[bool | int | float | str, ...]")
+            raise TypeError(
+                f"{where}: a setting's tuple must be tuple[bool | int | float | str, ...]"
+            )
         if not isinstance(value, (list, tuple)) or not all(_fits(v, item) for v in value):
             raise SettingsError(f"{where} must be a list of {_plural(item)}{_shown(value, show)}")
         return tuple(float(v) if item is float else v for v in value)

@@ -24,7 +24,12 @@ logger = logging.getLogger(__name__)
 # Header extension ids we offer (answers keep the ids they accept).
 OFFER_EXTENSIONS = {
     "audio": {sdp.URI_MID: 1, sdp.URI_ABS_SEND_TIME: 2, sdp.URI_TWCC: 3, sdp.URI_AUDIO_LEVEL: 4},
-    "video": {sdp.URI_MID: 1, sdp.URI_ABS_SEND_TIME: 2, sdp.URI_TWCC: 3, sdp.URI_VIDEO_ORIENTATION: 5},
+    "video": {
+        sdp.URI_MID: 1,
+        sdp.URI_ABS_SEND_TIME: 2,
+        sdp.URI_TWCC: 3,
+        sdp.URI_VIDEO_ORIENTATION: 5,
+    },
 }
 OFFER_FEEDBACK = {
     "audio": [("transport-cc", "")],
@@ -113,7 +118,9 @@ class SubscriberSession:
                 codec.rtx_payload_type,
                 ExtensionLayout(OFFER_EXTENSIONS[producer.kind], mid),
             )
-            self.sections.append(OfferedSection(mid, producer.kind, codec, consumer, producer.id, stream, track))
+            self.sections.append(
+                OfferedSection(mid, producer.kind, codec, consumer, producer.id, stream, track)
+            )
             changed = True
         if changed or self.version == 0:
             self.version += 1
@@ -171,7 +178,9 @@ class SubscriberSession:
             if section.accepted:
                 continue  # already flowing; the renegotiation only added other sections
             negotiated = {
-                uri: ext_id for uri, ext_id in media.extensions.items() if OFFER_EXTENSIONS[section.kind].get(uri) == ext_id
+                uri: ext_id
+                for uri, ext_id in media.extensions.items()
+                if OFFER_EXTENSIONS[section.kind].get(uri) == ext_id
             }
             consumer.layout = ExtensionLayout(negotiated, section.mid)
             codec_pts = {c.payload_type for c in media.codecs}

@@ -74,7 +74,9 @@ class WebRtcTransport(Transport):
         return self.srtp is not None and self.addr is not None
 
     # -- input --------------------------------------------------------------------------------
-    def handle_stun(self, message: stun.Message, remote_ufrag: str, addr: Address, now: float) -> bytes | None:
+    def handle_stun(
+        self, message: stun.Message, remote_ufrag: str, addr: Address, now: float
+    ) -> bytes | None:
         response = self.ice.handle_request(message, remote_ufrag, addr, now)
         if response is not None and self.ice.selected is not None:
             self.addr = self.ice.selected

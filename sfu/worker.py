@@ -70,7 +70,14 @@ class WorkerCore:
         self.timers = TimerQueue()
         self.demux = Demux(sender)
         self.negotiator = Negotiator(
-            certificate, self.fingerprint, address, port, self.settings, self.timers, sender, self._on_transport_event
+            certificate,
+            self.fingerprint,
+            address,
+            port,
+            self.settings,
+            self.timers,
+            sender,
+            self._on_transport_event,
         )
         self.rooms: dict[str, Router] = {}
         self.sessions: dict[str, Transport] = {}
@@ -94,7 +101,9 @@ class WorkerCore:
             control.STATS.name: self.stats,
             control.PING.name: self.ping,
         }
-        assert self.handlers.keys() == control.METHODS.keys(), "every control method needs a handler"
+        assert self.handlers.keys() == control.METHODS.keys(), (
+            "every control method needs a handler"
+        )
 
     # -- I/O entry points ---------------------------------------------------------------------
     def receive(self, data: bytes, addr: Address, now: float) -> None:
@@ -142,7 +151,11 @@ class WorkerCore:
                     self.closed_counters[key] = self.closed_counters.get(key, 0) + value
                 room = transport.room
                 router = self.rooms.get(room)
-                if router is not None and not router.producers and not any(t.room == room for t in self.sessions.values()):
+                if (
+                    router is not None
+                    and not router.producers
+                    and not any(t.room == room for t in self.sessions.values())
+                ):
                     del self.rooms[room]
                     self.monitor.forget(room)
         self.emit(name, data)
@@ -157,23 +170,35 @@ class WorkerCore:
             transport = self._webrtc(session_id)
             try:
                 if offer.ice_credentials()[0] != transport.ice.remote_ufrag:
-                    raise ControlError("bad_sdp", "ICE restart is not supported; start a new connection")
+                    raise ControlError(
+                        "bad_sdp", "ICE restart is not supported; start a new connection"
+                    )
             except sdp.SdpError as exc:
                 raise ControlError("bad_sdp", str(exc)) from None
         else:
             self._new_session_id(session_id)
             transport = self.negotiator.transport(
-                session_id, params["room"], params.get("identity", ""), offer, now, self.demux.ufrag_taken
+                session_id,
+                params["room"],
+                params.get("identity", ""),
+                offer,
+                now,
+                self.demux.ufrag_taken,
             )
         plan = self.negotiator.publish(transport, offer)
         if not plan.added and not plan.kept:
             if not params.get("renegotiate"):
                 transport.discard("nothing to publish")
-            raise ControlError("bad_sdp", "offer has no sending audio/video section with a supported codec (opus, VP8, H.264)")
+            raise ControlError(
+                "bad_sdp",
+                "offer has no sending audio/video section with a supported codec (opus, VP8, H.264)",
+            )
         for producer in plan.removed:
             producer.close()
         if params.get("renegotiate"):
-            transport.add_extensions({uri: i for m in offer.bundled() for uri, i in m.extensions.items()})
+            transport.add_extensions(
+                {uri: i for m in offer.bundled() for uri, i in m.extensions.items()}
+            )
         else:
             self._add_session(transport)
         router = self.rooms[transport.room]
@@ -194,7 +219,13 @@ class WorkerCore:
         return {
             "answer": self.negotiator.describe(transport, plan.answers),
             "tracks": [
-                {"id": p.id, "mid": p.mid, "kind": p.kind, "codec": p.codec.name, "encodings": len(p.streams)}
+                {
+                    "id": p.id,
+                    "mid": p.mid,
+                    "kind": p.kind,
+                    "codec": p.codec.name,
+                    "encodings": len(p.streams),
+                }
                 for p in tracks
             ],
             "removed": [p.id for p in plan.removed],
@@ -228,7 +259,11 @@ class WorkerCore:
         offer = parse_offer(params["offer"])
         self._new_session_id(params["session"])
         room = params["room"]
-        producers = [p for p in (self.producers.get(i) for i in params["producers"]) if p is not None and p.transport.room == room]
+        producers = [
+            p
+            for p in (self.producers.get(i) for i in params["producers"])
+            if p is not None and p.transport.room == room
+        ]
         if not producers:
             raise ControlError("not_found", "nobody is publishing those tracks in this room")
         transport = self.negotiator.transport(
@@ -237,7 +272,9 @@ class WorkerCore:
         answers, consumers = self.negotiator.view(transport, offer, producers)
         if not consumers:
             transport.discard("nothing to view")
-            raise ControlError("bad_sdp", "offer has no receiving section matching the published tracks' codecs")
+            raise ControlError(
+                "bad_sdp", "offer has no receiving section matching the published tracks' codecs"
+            )
         transport.close_when_idle = True
         self._add_session(transport)
         for consumer in consumers:
@@ -259,7 +296,12 @@ class WorkerCore:
         """A subscribe connection, waiting for its first offer and answer."""
         self._new_session_id(params["session"])
         transport = self.negotiator.transport(
-            params["session"], params["room"], params.get("identity", ""), None, now, self.demux.ufrag_taken
+            params["session"],
+            params["room"],
+            params.get("identity", ""),
+            None,
+            now,
+            self.demux.ufrag_taken,
         )
         transport.subscriber = SubscriberSession(transport)
         self._add_session(transport)
@@ -271,7 +313,9 @@ class WorkerCore:
             raise ControlError("not_found", "no such subscribe session")
         return cast(SubscriberSession, transport.subscriber)
 
-    def subscriber_offer(self, params: control.SubscriberOfferParams, now: float) -> control.SubscriberOfferResult:
+    def subscriber_offer(
+        self, params: control.SubscriberOfferParams, now: float
+    ) -> control.SubscriberOfferResult:
         """Offer the wanted producers; unchanged wants give the same offer (changed False)."""
         subscriber = self._subscriber(params["session"])
         transport = subscriber.transport
@@ -284,10 +328,14 @@ class WorkerCore:
             changed = subscriber.update(wanted)
         except OfferError as exc:
             raise ControlError("bad_request", str(exc)) from None
-        offer = self.negotiator.describe(transport, subscriber.offer_sections(), setup="actpass", version=subscriber.version)
+        offer = self.negotiator.describe(
+            transport, subscriber.offer_sections(), setup="actpass", version=subscriber.version
+        )
         return {"offer": offer, "version": subscriber.version, "changed": changed}
 
-    def subscriber_answer(self, params: control.SubscriberAnswerParams, now: float) -> control.Empty:
+    def subscriber_answer(
+        self, params: control.SubscriberAnswerParams, now: float
+    ) -> control.Empty:
         subscriber = self._subscriber(params["session"])
         transport = subscriber.transport
         try:
@@ -296,15 +344,22 @@ class WorkerCore:
                 ufrag, _pwd = answer.ice_credentials()
                 setup = answer.dtls_setup()
                 if setup != "active":
-                    raise ControlError("bad_sdp", f"a=setup:{setup} in the answer: the client must be DTLS active")
-                transport.set_remote(ufrag, DtlsSession(self.certificate, answer.dtls_fingerprints(), transport.session_id))
+                    raise ControlError(
+                        "bad_sdp", f"a=setup:{setup} in the answer: the client must be DTLS active"
+                    )
+                transport.set_remote(
+                    ufrag,
+                    DtlsSession(self.certificate, answer.dtls_fingerprints(), transport.session_id),
+                )
             subscriber.apply_answer(answer, params["version"], now)
         except (sdp.SdpError, OfferError, DtlsError) as exc:
             raise ControlError("bad_sdp", str(exc)) from None
         return {}
 
     # -- plain transports ---------------------------------------------------------------------------
-    def plain_transport(self, params: control.PlainTransportParams, now: float) -> control.PlainTransportResult:
+    def plain_transport(
+        self, params: control.PlainTransportParams, now: float
+    ) -> control.PlainTransportResult:
         """A plain RTP transport on a socket of its own, for a recorder or a pipe."""
         if self.open_socket is None:
             raise ControlError("unsupported", "this worker cannot open sockets")
@@ -314,8 +369,14 @@ class WorkerCore:
         if unix:
             remote = params["remote_path"]
         elif "remote_host" in params or "remote_port" in params:
-            if "remote_host" not in params or "remote_port" not in params or not 0 < params["remote_port"] < 65536:
-                raise ControlError("bad_request", "remote_host and remote_port go together (port 1-65535)")
+            if (
+                "remote_host" not in params
+                or "remote_port" not in params
+                or not 0 < params["remote_port"] < 65536
+            ):
+                raise ControlError(
+                    "bad_request", "remote_host and remote_port go together (port 1-65535)"
+                )
             remote = (params["remote_host"], params["remote_port"])
         holder: list[PlainTransport] = []
 
@@ -368,9 +429,18 @@ class WorkerCore:
         codec = producer.codec
         consumer: SimpleConsumer | PipeConsumer
         if params.get("pipe"):
-            consumer = PipeConsumer(f"{transport.session_id}-{producer.id}", producer, transport, layout)
+            consumer = PipeConsumer(
+                f"{transport.session_id}-{producer.id}", producer, transport, layout
+            )
         else:
-            consumer = consumer_for(f"{transport.session_id}-{producer.id}", producer, transport, codec.payload_type, None, layout)
+            consumer = consumer_for(
+                f"{transport.session_id}-{producer.id}",
+                producer,
+                transport,
+                codec.payload_type,
+                None,
+                layout,
+            )
         transport.add_consumer(consumer)
         return {
             "id": consumer.id,

@@ -75,7 +75,10 @@ ERROR: dict[str, Any] = {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
-                "code": {"type": "string", "description": "machine-readable, e.g. not_found, conflict, invalid"},
+                "code": {
+                    "type": "string",
+                    "description": "machine-readable, e.g. not_found, conflict, invalid",
+                },
                 "message": {"type": "string", "description": "for people; do not parse"},
             },
         }
@@ -156,14 +159,26 @@ TRACK: dict[str, Any] = {
 }
 PARTICIPANT: dict[str, Any] = {
     "type": "object",
-    "required": ["identity", "name", "role", "hand_raised", "joined_at", "connected", "quality", "tracks"],
+    "required": [
+        "identity",
+        "name",
+        "role",
+        "hand_raised",
+        "joined_at",
+        "connected",
+        "quality",
+        "tracks",
+    ],
     "properties": {
         "identity": {"type": "string"},
         "name": {"type": "string"},
         "role": {"type": "string", "enum": list(tokens.ROLES)},
         "hand_raised": {"type": "boolean"},
         "joined_at": {"type": "number", "description": "Unix time, seconds"},
-        "connected": {"type": "boolean", "description": "false while the WebSocket is gone but resumable"},
+        "connected": {
+            "type": "boolean",
+            "description": "false while the WebSocket is gone but resumable",
+        },
         "quality": {"type": "string", "enum": ["excellent", "good", "poor", "lost"]},
         "tracks": {"type": "array", "items": {"$ref": "#/components/schemas/Track"}},
     },
@@ -197,7 +212,11 @@ CREATE_TOKEN: dict[str, Any] = {
         "room": NAME,
         "identity": NAME,
         "role": {"type": "string", "enum": list(tokens.ROLES)},
-        "name": {"type": "string", "pattern": r"^[^\u0000-\u001f\u007f]{1,128}$", "description": "display name"},
+        "name": {
+            "type": "string",
+            "pattern": r"^[^\u0000-\u001f\u007f]{1,128}$",
+            "description": "display name",
+        },
         "ttl": {
             "type": "integer",
             "minimum": 1,
@@ -221,7 +240,9 @@ TOKEN: dict[str, Any] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -229,8 +250,12 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
 # -- request validation (the subset of JSON Schema the schemas above use) -----------------
@@ -242,7 +267,9 @@ def _pattern(source: str) -> re.Pattern[str]:
     """JSON Schema's ``$`` is the end of the string; Python's also matches before a final newline."""
     compiled = _PATTERNS.get(source)
     if compiled is None:
-        compiled = _PATTERNS[source] = re.compile(source[:-1] + r"\Z" if source.endswith("$") else source)
+        compiled = _PATTERNS[source] = re.compile(
+            source[:-1] + r"\Z" if source.endswith("$") else source
+        )
     return compiled
 
 
@@ -274,10 +301,16 @@ def check(schema: dict[str, Any], value: Any, where: str) -> None:
         if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
             raise fail(f"must match {schema['pattern']}")
     elif kind == "integer":  # JSON Schema: 3.0 is an integer too
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             raise fail("must be an integer")
     elif kind == "number":
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
             raise fail("must be a number")
     elif kind == "boolean":
         if not isinstance(value, bool):
@@ -336,7 +369,9 @@ def participant_view(room: Room, participant: Participant) -> dict[str, Any]:
 class Api:
     """The handlers, bound to one conference and config."""
 
-    def __init__(self, conference: Conference, config: Config, metrics: Metrics, pool: Pool | None) -> None:
+    def __init__(
+        self, conference: Conference, config: Config, metrics: Metrics, pool: Pool | None
+    ) -> None:
         self.conference = conference
         self.config = config
         self.metrics = metrics
@@ -352,7 +387,9 @@ class Api:
         user = password = None
         if scheme.lower() == "basic":
             try:
-                user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+                user, sep, password = (
+                    base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+                )
             except (binascii.Error, UnicodeDecodeError):
                 user = None
             else:
@@ -376,11 +413,15 @@ class Api:
             message = "HTTP Basic authentication with an API key and secret is required"
         else:
             message = "wrong API key or secret"
-        logger.info("api: refused %s %s from %s: %s", request.method, request.path, request.remote, message)
+        logger.info(
+            "api: refused %s %s from %s: %s", request.method, request.path, request.remote, message
+        )
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": REALM})
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         """Auth, JSON errors and the request counter for everything under /api/v1."""
         path = request.path
         if not (path == PREFIX or path.startswith(PREFIX + "/")) or path in PUBLIC_PATHS:
@@ -397,7 +438,9 @@ class Api:
             response = error_response(ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
         except web.HTTPMethodNotAllowed as exc:
             allow = ", ".join(sorted(exc.allowed_methods))
-            response = error_response(405, "method_not_allowed", f"{request.method} is not allowed here", {"Allow": allow})
+            response = error_response(
+                405, "method_not_allowed", f"{request.method} is not allowed here", {"Allow": allow}
+            )
         except web.HTTPRequestEntityTooLarge:
             response = error_response(413, "too_large", "the body is too large")
         except web.HTTPNotFound:
@@ -419,7 +462,11 @@ class Api:
 
     async def recordings(self, request: web.Request) -> web.Response:
         path_name(request, "room")
-        raise ApiError(501, "not_implemented", "recording comes in a later release; this endpoint is reserved for it")
+        raise ApiError(
+            501,
+            "not_implemented",
+            "recording comes in a later release; this endpoint is reserved for it",
+        )
 
     # -- rooms -----------------------------------------------------------------------------
     async def create_room(self, request: web.Request) -> web.Response:
@@ -433,7 +480,9 @@ class Api:
         )
         room = self.conference.create_room(body["name"], options)
         self._audit(request, f"created room {room.name}")
-        return web.json_response(room.summary(), status=201, headers={"Location": f"{PREFIX}/rooms/{room.name}"})
+        return web.json_response(
+            room.summary(), status=201, headers={"Location": f"{PREFIX}/rooms/{room.name}"}
+        )
 
     async def list_rooms(self, request: web.Request) -> web.Response:
         rooms = sorted(self.conference.list_rooms(), key=lambda r: (r.created_at, r.name))
@@ -478,13 +527,18 @@ class Api:
         if "track" in body:
             track = room.track(body["track"])
             if track.owner != participant.identity:
-                raise RoomError("not_found", f"{participant.identity} has no track {body['track']!r}")
+                raise RoomError(
+                    "not_found", f"{participant.identity} has no track {body['track']!r}"
+                )
             targets = [track]
         else:
             targets = room.tracks_of(participant.identity)
         for track in targets:
             await self.conference.mute(room.name, track.id, body["muted"], actor=None)
-        self._audit(request, f"{'muted' if body['muted'] else 'unmuted'} {len(targets)} tracks of {participant.identity} in {room.name}")
+        self._audit(
+            request,
+            f"{'muted' if body['muted'] else 'unmuted'} {len(targets)} tracks of {participant.identity} in {room.name}",
+        )
         return web.json_response({"tracks": [t.as_dict() for t in targets]})
 
     async def remove_participant(self, request: web.Request) -> web.Response:
@@ -498,11 +552,21 @@ class Api:
         body = await read_json(request, CREATE_TOKEN)
         ttl = min(int(body.get("ttl", DEFAULT_TOKEN_TTL)), self.config.auth.max_token_ttl)
         secret, issuer = self.config.auth.secret, self.config.auth.issuer
-        token = tokens.mint(secret, body["room"], body["identity"], body["role"], ttl, body.get("name"), issuer)
+        token = tokens.mint(
+            secret, body["room"], body["identity"], body["role"], ttl, body.get("name"), issuer
+        )
         grant = tokens.verify(secret, token, issuer)
-        self._audit(request, f"minted a {grant.role} token for {grant.identity} in {grant.room}, {ttl} s")
+        self._audit(
+            request, f"minted a {grant.role} token for {grant.identity} in {grant.room}, {ttl} s"
+        )
         return web.json_response(
-            {"token": token, "expires_at": grant.expires, "room": grant.room, "identity": grant.identity, "role": grant.role}
+            {
+                "token": token,
+                "expires_at": grant.expires,
+                "room": grant.room,
+                "identity": grant.identity,
+                "role": grant.role,
+            }
         )
 
     # -- metrics (not under /api/v1: Prometheus scrapes it) ---------------------------------
@@ -517,7 +581,9 @@ class Api:
         for kind, count in self.conference.session_counts().items():
             self.metrics.sessions.labels(kind).set(count)
         logger.debug("metrics refreshed in %.1f ms", (time.perf_counter() - started) * 1000)
-        return web.Response(body=self.metrics.generate(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=self.metrics.generate(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
 
 # -- routes and the OpenAPI document ----------------------------------------------------------
@@ -531,8 +597,13 @@ class Route:
     operation: dict[str, Any]
 
 
-def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(
+    schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
     if headers:
         response["headers"] = headers
     return response
@@ -550,7 +621,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         410: "The room has ended (room_ended)",
         415: "The body is not application/json",
     }
-    return {str(s): {"$ref": "#/components/responses/Error"} if s not in text else _json(_ref("Error"), text[s]) for s in statuses}
+    return {
+        str(s): {"$ref": "#/components/responses/Error"}
+        if s not in text
+        else _json(_ref("Error"), text[s])
+        for s in statuses
+    }
 
 
 def _body(schema: str) -> dict[str, Any]:
@@ -561,123 +637,218 @@ _ROOM_PARAM = {"$ref": "#/components/parameters/room"}
 _IDENTITY_PARAM = {"$ref": "#/components/parameters/identity"}
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/rooms", "create_room", {
-        "operationId": "createRoom",
-        "tags": ["rooms"],
-        "summary": "Create a room",
-        "description": "Rooms are also created on the first WebSocket join with a valid token; create one "
-        "here to set its limits first.",
-        "requestBody": _body("CreateRoom"),
-        "responses": {
-            "201": {
-                **_json(_ref("Room"), "Created", {"Location": {"schema": {"type": "string"}, "description": "the room's URL"}}),
-                "links": {
-                    op: {"operationId": op, "parameters": {"room": "$response.body#/name"}}
-                    for op in ("getRoom", "endRoom", "listParticipants")
+    Route(
+        "POST",
+        "/rooms",
+        "create_room",
+        {
+            "operationId": "createRoom",
+            "tags": ["rooms"],
+            "summary": "Create a room",
+            "description": "Rooms are also created on the first WebSocket join with a valid token; create one "
+            "here to set its limits first.",
+            "requestBody": _body("CreateRoom"),
+            "responses": {
+                "201": {
+                    **_json(
+                        _ref("Room"),
+                        "Created",
+                        {
+                            "Location": {
+                                "schema": {"type": "string"},
+                                "description": "the room's URL",
+                            }
+                        },
+                    ),
+                    "links": {
+                        op: {"operationId": op, "parameters": {"room": "$response.body#/name"}}
+                        for op in ("getRoom", "endRoom", "listParticipants")
+                    },
                 },
+                **_errors(400, 409, 415),
             },
-            **_errors(400, 409, 415),
         },
-    }),
-    Route("GET", "/rooms", "list_rooms", {
-        "operationId": "listRooms",
-        "tags": ["rooms"],
-        "summary": "List live rooms",
-        "responses": {
-            "200": _json({"type": "object", "required": ["rooms"], "properties": {"rooms": {"type": "array", "items": _ref("Room")}}}, "The live rooms, oldest first"),
+    ),
+    Route(
+        "GET",
+        "/rooms",
+        "list_rooms",
+        {
+            "operationId": "listRooms",
+            "tags": ["rooms"],
+            "summary": "List live rooms",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["rooms"],
+                        "properties": {"rooms": {"type": "array", "items": _ref("Room")}},
+                    },
+                    "The live rooms, oldest first",
+                ),
+            },
         },
-    }),
-    Route("GET", "/rooms/{room}", "get_room", {
-        "operationId": "getRoom",
-        "tags": ["rooms"],
-        "summary": "A room's settings and head counts",
-        "parameters": [_ROOM_PARAM],
-        "responses": {"200": _json(_ref("Room"), "The room"), **_errors(400, 404)},
-    }),
-    Route("DELETE", "/rooms/{room}", "end_room", {
-        "operationId": "endRoom",
-        "tags": ["rooms"],
-        "summary": "End a room",
-        "description": "Everyone is disconnected (participant_left with reason room_ended) and the room is gone.",
-        "parameters": [_ROOM_PARAM],
-        "responses": {"204": {"description": "Ended"}, **_errors(400, 404)},
-    }),
-    Route("GET", "/rooms/{room}/participants", "list_participants", {
-        "operationId": "listParticipants",
-        "tags": ["participants"],
-        "summary": "Who is in a room, with their tracks",
-        "parameters": [_ROOM_PARAM],
-        "responses": {
-            "200": _json(
-                {"type": "object", "required": ["participants"], "properties": {"participants": {"type": "array", "items": _ref("Participant")}}},
-                "The participants, earliest joined first",
-            ),
-            **_errors(400, 404),
+    ),
+    Route(
+        "GET",
+        "/rooms/{room}",
+        "get_room",
+        {
+            "operationId": "getRoom",
+            "tags": ["rooms"],
+            "summary": "A room's settings and head counts",
+            "parameters": [_ROOM_PARAM],
+            "responses": {"200": _json(_ref("Room"), "The room"), **_errors(400, 404)},
         },
-    }),
-    Route("GET", "/rooms/{room}/participants/{identity}", "get_participant", {
-        "operationId": "getParticipant",
-        "tags": ["participants"],
-        "summary": "One participant",
-        "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
-        "responses": {"200": _json(_ref("Participant"), "The participant"), **_errors(400, 404)},
-    }),
-    Route("PATCH", "/rooms/{room}/participants/{identity}", "update_participant", {
-        "operationId": "updateParticipant",
-        "tags": ["participants"],
-        "summary": "Give or take back the floor",
-        "description": "participant may publish, observer may not (its tracks are unpublished). The lead's "
-        "role cannot be changed (403). Everyone gets role_changed with by null.",
-        "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
-        "requestBody": _body("SetRole"),
-        "responses": {"200": _json(_ref("Participant"), "The participant after the change"), **_errors(400, 403, 404, 409, 415)},
-    }),
-    Route("DELETE", "/rooms/{room}/participants/{identity}", "remove_participant", {
-        "operationId": "removeParticipant",
-        "tags": ["participants"],
-        "summary": "Remove a participant",
-        "description": "Their connection is closed; a token they still hold lets them join again, so mint "
-        "short-lived tokens.",
-        "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
-        "responses": {"204": {"description": "Removed"}, **_errors(400, 404)},
-    }),
-    Route("POST", "/rooms/{room}/participants/{identity}/mute", "mute", {
-        "operationId": "muteParticipant",
-        "tags": ["participants"],
-        "summary": "Mute or unmute one track, or all of a participant's tracks",
-        "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
-        "requestBody": _body("Mute"),
-        "responses": {
-            "200": _json(
-                {"type": "object", "required": ["tracks"], "properties": {"tracks": {"type": "array", "items": _ref("Track")}}},
-                "The tracks changed",
-            ),
-            **_errors(400, 404, 415),
+    ),
+    Route(
+        "DELETE",
+        "/rooms/{room}",
+        "end_room",
+        {
+            "operationId": "endRoom",
+            "tags": ["rooms"],
+            "summary": "End a room",
+            "description": "Everyone is disconnected (participant_left with reason room_ended) and the room is gone.",
+            "parameters": [_ROOM_PARAM],
+            "responses": {"204": {"description": "Ended"}, **_errors(400, 404)},
         },
-    }),
-    Route("GET", "/rooms/{room}/recordings", "recordings", {
-        "operationId": "listRecordings",
-        "tags": ["recordings"],
-        "summary": "Reserved: recording comes in a later release",
-        "description": "Always answers 501 not_implemented for now.",
-        "parameters": [_ROOM_PARAM],
-        "responses": {"501": _json(_ref("Error"), "Recording is not implemented yet"), **_errors(400)},
-    }),
-    Route("POST", "/tokens", "create_token", {
-        "operationId": "createToken",
-        "tags": ["tokens"],
-        "summary": "Mint an access token for the WebSocket join",
-        "description": "An HS256 JWT for one identity in one room with one role. The room need not exist yet.",
-        "requestBody": _body("CreateToken"),
-        "responses": {"200": _json(_ref("Token"), "The token"), **_errors(400, 415)},
-    }),
-    Route("GET", "/openapi.json", "openapi", {
-        "operationId": "getOpenApi",
-        "tags": ["documents"],
-        "summary": "This document",
-        "security": [],
-        "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
-    }),
+    ),
+    Route(
+        "GET",
+        "/rooms/{room}/participants",
+        "list_participants",
+        {
+            "operationId": "listParticipants",
+            "tags": ["participants"],
+            "summary": "Who is in a room, with their tracks",
+            "parameters": [_ROOM_PARAM],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["participants"],
+                        "properties": {
+                            "participants": {"type": "array", "items": _ref("Participant")}
+                        },
+                    },
+                    "The participants, earliest joined first",
+                ),
+                **_errors(400, 404),
+            },
+        },
+    ),
+    Route(
+        "GET",
+        "/rooms/{room}/participants/{identity}",
+        "get_participant",
+        {
+            "operationId": "getParticipant",
+            "tags": ["participants"],
+            "summary": "One participant",
+            "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
+            "responses": {
+                "200": _json(_ref("Participant"), "The participant"),
+                **_errors(400, 404),
+            },
+        },
+    ),
+    Route(
+        "PATCH",
+        "/rooms/{room}/participants/{identity}",
+        "update_participant",
+        {
+            "operationId": "updateParticipant",
+            "tags": ["participants"],
+            "summary": "Give or take back the floor",
+            "description": "participant may publish, observer may not (its tracks are unpublished). The lead's "
+            "role cannot be changed (403). Everyone gets role_changed with by null.",
+            "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
+            "requestBody": _body("SetRole"),
+            "responses": {
+                "200": _json(_ref("Participant"), "The participant after the change"),
+                **_errors(400, 403, 404, 409, 415),
+            },
+        },
+    ),
+    Route(
+        "DELETE",
+        "/rooms/{room}/participants/{identity}",
+        "remove_participant",
+        {
+            "operationId": "removeParticipant",
+            "tags": ["participants"],
+            "summary": "Remove a participant",
+            "description": "Their connection is closed; a token they still hold lets them join again, so mint "
+            "short-lived tokens.",
+            "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
+            "responses": {"204": {"description": "Removed"}, **_errors(400, 404)},
+        },
+    ),
+    Route(
+        "POST",
+        "/rooms/{room}/participants/{identity}/mute",
+        "mute",
+        {
+            "operationId": "muteParticipant",
+            "tags": ["participants"],
+            "summary": "Mute or unmute one track, or all of a participant's tracks",
+            "parameters": [_ROOM_PARAM, _IDENTITY_PARAM],
+            "requestBody": _body("Mute"),
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["tracks"],
+                        "properties": {"tracks": {"type": "array", "items": _ref("Track")}},
+                    },
+                    "The tracks changed",
+                ),
+                **_errors(400, 404, 415),
+            },
+        },
+    ),
+    Route(
+        "GET",
+        "/rooms/{room}/recordings",
+        "recordings",
+        {
+            "operationId": "listRecordings",
+            "tags": ["recordings"],
+            "summary": "Reserved: recording comes in a later release",
+            "description": "Always answers 501 not_implemented for now.",
+            "parameters": [_ROOM_PARAM],
+            "responses": {
+                "501": _json(_ref("Error"), "Recording is not implemented yet"),
+                **_errors(400),
+            },
+        },
+    ),
+    Route(
+        "POST",
+        "/tokens",
+        "create_token",
+        {
+            "operationId": "createToken",
+            "tags": ["tokens"],
+            "summary": "Mint an access token for the WebSocket join",
+            "description": "An HS256 JWT for one identity in one room with one role. The room need not exist yet.",
+            "requestBody": _body("CreateToken"),
+            "responses": {"200": _json(_ref("Token"), "The token"), **_errors(400, 415)},
+        },
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        "openapi",
+        {
+            "operationId": "getOpenApi",
+            "tags": ["documents"],
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+        },
+    ),
 )
 
 OPENAPI: dict[str, Any] = {
@@ -686,7 +857,7 @@ OPENAPI: dict[str, Any] = {
         "title": "Telebridge server API",
         "version": "1.0.0",
         "description": "Rooms, participants and access tokens, for the backend of an app that embeds "
-        "Telebridge consultations. Errors are JSON: {\"error\": {\"code\", \"message\"}}. Room events reach "
+        'Telebridge consultations. Errors are JSON: {"error": {"code", "message"}}. Room events reach '
         "you by webhook (see signaling/webhooks.py for the signature); clients use the WebSocket protocol "
         "(docs/protocol.md).",
     },
@@ -744,15 +915,25 @@ def _build_paths() -> None:
 _build_paths()
 
 
-def setup(app: web.Application, conference: Conference, config: Config, metrics: Metrics, pool: Pool | None = None) -> Api:
+def setup(
+    app: web.Application,
+    conference: Conference,
+    config: Config,
+    metrics: Metrics,
+    pool: Pool | None = None,
+) -> Api:
     """Add the /api/v1 routes, the auth-and-errors middleware and GET /metrics to ``app``.
 
     ``pool`` (the media workers, for /metrics) defaults to ``conference.pool``."""
-    api = Api(conference, config, metrics, pool if pool is not None else getattr(conference, "pool", None))
+    api = Api(
+        conference, config, metrics, pool if pool is not None else getattr(conference, "pool", None)
+    )
     app.middlewares.append(api.middleware)
     for route in ROUTES:
         app.router.add_route(route.method, PREFIX + route.path, getattr(api, route.handler))
     app.router.add_get("/metrics", api.prometheus)
     if not api.keys:
-        logger.warning("no [[api.keys]] configured: the server API at %s refuses every request", PREFIX)
+        logger.warning(
+            "no [[api.keys]] configured: the server API at %s refuses every request", PREFIX
+        )
     return api

@@ -49,8 +49,12 @@ class ApiError(Exception):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
 class Server:
@@ -148,7 +152,9 @@ async def whip_post(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", f"role {grant.role} may not publish")
     offer = await _read_offer(request)
     try:
-        session, answer = await server.conference.whip(room, grant.identity, grant.role, grant.name or grant.identity, offer)
+        session, answer = await server.conference.whip(
+            room, grant.identity, grant.role, grant.name or grant.identity, offer
+        )
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whip", "201").inc()
@@ -186,7 +192,9 @@ def _session_for(request: web.Request, kind: str) -> tuple[Server, str, tokens.G
     if owner is None or owner[0].name != room or owner[2] != expected or owner[1].via != kind:
         raise ApiError(404, "not_found", "no such session")
     if owner[1].identity != grant.identity and grant.role != "lead":
-        raise ApiError(403, "forbidden", "only the session's owner or the room's lead may change it")
+        raise ApiError(
+            403, "forbidden", "only the session's owner or the room's lead may change it"
+        )
     return server, session, grant
 
 
@@ -207,7 +215,9 @@ async def session_patch(request: web.Request) -> web.Response:
         raise ApiError(415, "unsupported_media_type", "PATCH takes application/trickle-ice-sdpfrag")
     body = (await _read_limited(request)).decode("utf-8", "replace")
     if "a=ice-ufrag:" in body or "a=ice-pwd:" in body:
-        raise ApiError(422, "ice_restart_unsupported", "ICE restart is not supported; start a new session")
+        raise ApiError(
+            422, "ice_restart_unsupported", "ICE restart is not supported; start a new session"
+        )
     return web.Response(status=204)
 
 
@@ -222,11 +232,18 @@ async def dev_token(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
     room, identity, role = body.get("room"), body.get("identity"), body.get("role", "observer")
-    if not isinstance(room, str) or not NAME.match(room) or not isinstance(identity, str) or not NAME.match(identity):
+    if (
+        not isinstance(room, str)
+        or not NAME.match(room)
+        or not isinstance(identity, str)
+        or not NAME.match(identity)
+    ):
         raise ApiError(400, "bad_request", "room and identity are 1-64 letters, digits or _.-")
     if role not in tokens.ROLES:
         raise ApiError(400, "bad_request", f"role must be one of {', '.join(tokens.ROLES)}")
-    token = tokens.mint(server.config.auth.secret, room, identity, role, ttl=3600, issuer=server.config.auth.issuer)
+    token = tokens.mint(
+        server.config.auth.secret, room, identity, role, ttl=3600, issuer=server.config.auth.issuer
+    )
     return web.json_response({"token": token, "room": room, "identity": identity, "role": role})
 
 
@@ -241,7 +258,14 @@ async def index(request: web.Request) -> web.FileResponse:
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
     workers = [
-        {"index": w.index, "alive": w.alive, "pid": w.pid, "port": w.port, "sessions": len(w.sessions), "rooms": sorted(w.rooms)}
+        {
+            "index": w.index,
+            "alive": w.alive,
+            "pid": w.pid,
+            "port": w.port,
+            "sessions": len(w.sessions),
+            "rooms": sorted(w.rooms),
+        }
         for w in server.pool.workers
     ]
     status = 200 if all(w["alive"] for w in workers) else 503
@@ -252,7 +276,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     origin = request.headers.get("Origin")
-    allowed = origin is not None and ("*" in server.config.server.cors_origins or origin in server.config.server.cors_origins)
+    allowed = origin is not None and (
+        "*" in server.config.server.cors_origins or origin in server.config.server.cors_origins
+    )
     if request.method == "OPTIONS" and allowed:
         response: web.StreamResponse = web.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
@@ -264,7 +290,14 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
             endpoint = request.path.split("/")[1] if request.path.count("/") else ""
             if endpoint in ("whip", "whep"):
                 server.metrics.requests.labels(endpoint, str(exc.status)).inc()
-            logger.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.code, exc.message)
+            logger.info(
+                "%s %s -> %d %s: %s",
+                request.method,
+                request.path,
+                exc.status,
+                exc.code,
+                exc.message,
+            )
             response = error_response(exc.status, exc.code, exc.message)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin or ""
@@ -302,7 +335,9 @@ def create_app(config: Config) -> web.Application:
         server.conference.start()
         await server.webhooks.start()
         for worker in server.pool.workers:
-            logger.info("media worker %d: udp %s:%d", worker.index, config.media.listen, worker.port)
+            logger.info(
+                "media worker %d: udp %s:%d", worker.index, config.media.listen, worker.port
+            )
 
     async def stop_workers(app: web.Application) -> None:
         await server.conference.stop()

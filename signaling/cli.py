@@ -19,7 +19,11 @@ def summary(config: Config) -> str:
     """One line saying what ``serve`` would run, for ``serve --check``."""
     media = config.media
     last = media.base_port + media.workers - 1
-    ports = "ephemeral udp ports" if not media.base_port else f"udp {media.base_port}" + (f"-{last}" if media.workers > 1 else "")
+    ports = (
+        "ephemeral udp ports"
+        if not media.base_port
+        else f"udp {media.base_port}" + (f"-{last}" if media.workers > 1 else "")
+    )
     return (
         f"{config.source or 'built-in defaults'}: ok; http {config.server.host}:{config.server.port}, "
         f"{media.workers} media worker{'s' if media.workers != 1 else ''} on {media.listen} ({ports}, announcing {media.announced}), "
@@ -32,7 +36,9 @@ def serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     if args.port is not None:
         try:
-            config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=args.port))
+            config = dataclasses.replace(
+                config, server=dataclasses.replace(config.server, port=args.port)
+            )
         except SettingsError as exc:
             raise ConfigError(f"--port: {exc}") from None
     if args.check:
@@ -52,7 +58,10 @@ def serve(args: argparse.Namespace) -> int:
             "the dev token endpoint /dev/token is ON: anyone who reaches this server can mint tokens. "
             "Turn it off (server.dev_tokens = false) in production."
         )
-    print(f"Telebridge on http://{config.server.host}:{config.server.port}/  (Ctrl-C stops)", flush=True)
+    print(
+        f"Telebridge on http://{config.server.host}:{config.server.port}/  (Ctrl-C stops)",
+        flush=True,
+    )
     try:
         import uvloop
 
@@ -74,10 +83,23 @@ def token(args: argparse.Namespace) -> int:
     config = load(args.config)
     ttl = args.ttl if args.ttl is not None else 3600
     if ttl > config.auth.max_token_ttl:
-        print(f"--ttl is limited to {config.auth.max_token_ttl} s by auth.max_token_ttl", file=sys.stderr)
+        print(
+            f"--ttl is limited to {config.auth.max_token_ttl} s by auth.max_token_ttl",
+            file=sys.stderr,
+        )
         return 2
     try:
-        print(tokens.mint(config.auth.secret, args.room, args.identity, args.role, ttl, args.name, config.auth.issuer))
+        print(
+            tokens.mint(
+                config.auth.secret,
+                args.room,
+                args.identity,
+                args.role,
+                ttl,
+                args.name,
+                config.auth.issuer,
+            )
+        )
     except ValueError as exc:
         print(f"telebridge token: {exc}", file=sys.stderr)
         return 2
@@ -88,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="telebridge", description="Telebridge WebRTC SFU")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the signaling server and its media workers")
-    p_serve.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config (default: %(default)s)")
+    p_serve.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="TOML config (default: %(default)s)"
+    )
     p_serve.add_argument("--port", type=int, default=None, help="override server.port")
     p_serve.add_argument(
-        "--check", action="store_true", help="validate the config (reading or creating its secret files), print a summary and exit"
+        "--check",
+        action="store_true",
+        help="validate the config (reading or creating its secret files), print a summary and exit",
     )
     p_serve.set_defaults(func=serve)
     p_token = sub.add_parser("token", help="print an access token signed with the config's secret")
@@ -99,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--room", required=True)
     p_token.add_argument("--identity", required=True)
     p_token.add_argument("--role", required=True, choices=tokens.ROLES)
-    p_token.add_argument("--ttl", type=int, default=None, help="seconds until expiry (default 3600)")
+    p_token.add_argument(
+        "--ttl", type=int, default=None, help="seconds until expiry (default 3600)"
+    )
     p_token.add_argument("--name", default=None, help="display name")
     p_token.set_defaults(func=token)
     args = parser.parse_args(argv)

@@ -104,7 +104,11 @@ def offered_tracks(text: str) -> dict[str, str]:
     The server wrote the offer with sfu.sdp, so sfu.sdp parses it (SdpError if it cannot)."""
     mapping: dict[str, str] = {}
     for index, section in enumerate(parse_sdp(text).media):
-        if section.port == 0 or section.direction not in ("sendonly", "sendrecv") or not section.msid:
+        if (
+            section.port == 0
+            or section.direction not in ("sendonly", "sendrecv")
+            or not section.msid
+        ):
             continue
         bits = section.msid.split()
         mapping[section.mid or str(index)] = bits[1] if len(bits) > 1 else bits[0]
@@ -166,7 +170,9 @@ class TelebridgeClient:
         # Events.
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._handlers: dict[str, list[Handler]] = {}
-        self._waiters: list[tuple[str, Callable[[dict[str, Any]], bool] | None, asyncio.Future[dict[str, Any]]]] = []
+        self._waiters: list[
+            tuple[str, Callable[[dict[str, Any]], bool] | None, asyncio.Future[dict[str, Any]]]
+        ] = []
 
         # Media.
         self.publish_pc: RTCPeerConnection | None = None
@@ -236,7 +242,9 @@ class TelebridgeClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
             self._own_session = True
-        self._ws = await self._session.ws_connect(self.url, heartbeat=self.heartbeat, max_msg_size=4 * MAX_FRAME)
+        self._ws = await self._session.ws_connect(
+            self.url, heartbeat=self.heartbeat, max_msg_size=4 * MAX_FRAME
+        )
         self.close_code = None
         self._reader = asyncio.create_task(self._read(self._ws), name="telebridge-reader")
         fields: dict[str, Any] = {"token": self.token}
@@ -253,7 +261,9 @@ class TelebridgeClient:
         self.joined = data
         self.participant = dict(data.get("participant") or {})
         self.room = dict(data.get("room") or {})
-        self.participants = {p["identity"]: dict(p) for p in data.get("participants") or [] if "identity" in p}
+        self.participants = {
+            p["identity"]: dict(p) for p in data.get("participants") or [] if "identity" in p
+        }
         if self.identity and self.identity not in self.participants:
             self.participants[self.identity] = dict(self.participant)
         self.tracks = {t["id"]: dict(t) for t in data.get("tracks") or [] if "id" in t}
@@ -338,7 +348,9 @@ class TelebridgeClient:
         logger.info("websocket closed (code %s)", code)
         self._dispatch("disconnected", {"code": code, "reason": reason})
         if self._resumable(code):
-            self._reconnecting = asyncio.create_task(self._auto_reconnect(), name="telebridge-reconnect")
+            self._reconnecting = asyncio.create_task(
+                self._auto_reconnect(), name="telebridge-reconnect"
+            )
 
     def _fail_pending(self, error: Exception) -> None:
         for future in self._pending.values():
@@ -350,7 +362,12 @@ class TelebridgeClient:
     def _resumable(self, code: int | None) -> bool:
         """Reconnect only after a drop: not after leave, removal, the room's end, or a
         refusal (4xxx codes are the server's deliberate closes)."""
-        if not self.auto_reconnect or self.resume is None or self.ended is not None or self.left_reason:
+        if (
+            not self.auto_reconnect
+            or self.resume is None
+            or self.ended is not None
+            or self.left_reason
+        ):
             return False
         return code is None or (code not in _FINAL_CLOSE_CODES and code < 4000)
 
@@ -366,7 +383,9 @@ class TelebridgeClient:
         """Wait for a running automatic reconnect, so tests need not poll."""
         task = self._reconnecting
         if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout if timeout is not None else self.timeout)
+            await asyncio.wait_for(
+                asyncio.shield(task), timeout if timeout is not None else self.timeout
+            )
 
     def _receive(self, text: str) -> None:
         try:
@@ -378,7 +397,9 @@ class TelebridgeClient:
             logger.warning("ignoring a frame that is not an object")
             return
         if message.get("v") != PROTOCOL_VERSION:
-            logger.warning("message of protocol version %r, expected %d", message.get("v"), PROTOCOL_VERSION)
+            logger.warning(
+                "message of protocol version %r, expected %d", message.get("v"), PROTOCOL_VERSION
+            )
         kind = message.get("type")
         if kind == "response":
             future = self._pending.pop(message.get("id"), None)
@@ -423,7 +444,9 @@ class TelebridgeClient:
             raise ConnectionLost(self.close_code, "not connected")
         text = json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":"))
         if len(text.encode()) > MAX_FRAME:
-            raise ProtocolError("too_large", f"message of {len(text.encode())} bytes is over {MAX_FRAME}")
+            raise ProtocolError(
+                "too_large", f"message of {len(text.encode())} bytes is over {MAX_FRAME}"
+            )
         async with self._send_lock:
             await ws.send_str(text)
 
@@ -453,7 +476,9 @@ class TelebridgeClient:
             try:
                 return await asyncio.wait_for(future, limit)
             except TimeoutError:
-                raise TimeoutError(f"no answer to {msg_type} (id {request_id}) within {limit} s") from None
+                raise TimeoutError(
+                    f"no answer to {msg_type} (id {request_id}) within {limit} s"
+                ) from None
         finally:
             self._pending.pop(request_id, None)
             self._on_answer.pop(request_id, None)
@@ -624,7 +649,9 @@ class TelebridgeClient:
         elif event == "participant_left":
             identity = data["identity"]
             self.participants.pop(identity, None)
-            for track_id in [t for t, track in self.tracks.items() if track.get("owner") == identity]:
+            for track_id in [
+                t for t, track in self.tracks.items() if track.get("owner") == identity
+            ]:
                 self.tracks.pop(track_id, None)
             if identity == self.identity:
                 self.left_reason = data.get("reason") or "left"
@@ -672,7 +699,11 @@ class TelebridgeClient:
     ) -> list[dict[str, Any]]:
         """Add tracks to the publish connection and negotiate (a new offer each call);
         returns the server's track objects for this call's tracks (also in ``published``)."""
-        wanted = [(track, source) for track, source in ((video, "camera"), (audio, "microphone"), (screen, "screen")) if track is not None]
+        wanted = [
+            (track, source)
+            for track, source in ((video, "camera"), (audio, "microphone"), (screen, "screen"))
+            if track is not None
+        ]
         if not wanted:
             raise ValueError("nothing to publish")
         async with self._publish_lock:
@@ -689,7 +720,9 @@ class TelebridgeClient:
                 await pc.setLocalDescription(await pc.createOffer())
                 await _gathered(pc, self.timeout)
                 offer = pc.localDescription.sdp
-                announced = [{"mid": transceiver.mid, "source": source} for transceiver, source in added]
+                announced = [
+                    {"mid": transceiver.mid, "source": source} for transceiver, source in added
+                ]
                 data = await self.request("publish", sdp=offer, tracks=announced)
                 await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
             except BaseException:
@@ -731,7 +764,11 @@ class TelebridgeClient:
             remaining.remove(pair)
             transceiver, source = pair
             self.published[track["id"]] = PublishedTrack(
-                id=track["id"], mid=str(transceiver.mid), source=source, kind=transceiver.kind, transceiver=transceiver
+                id=track["id"],
+                mid=str(transceiver.mid),
+                source=source,
+                kind=transceiver.kind,
+                transceiver=transceiver,
             )
             if self.identity is not None:
                 track.setdefault("owner", self.identity)
@@ -770,7 +807,10 @@ class TelebridgeClient:
                 await self._answer_offer_locked(data)
             except Exception as exc:
                 logger.exception("could not answer offer version %r", data.get("version"))
-                self._dispatch("error", {"code": "offer_failed", "message": str(exc), "version": data.get("version")})
+                self._dispatch(
+                    "error",
+                    {"code": "offer_failed", "message": str(exc), "version": data.get("version")},
+                )
 
     async def _answer_offer_locked(self, data: dict[str, Any]) -> None:
         sdp, version = data["sdp"], data.get("version")
@@ -795,15 +835,23 @@ class TelebridgeClient:
             transceiver = by_mid.get(mid)
             if transceiver is not None and transceiver.receiver.track is not None:
                 current[track_id] = transceiver.receiver.track
-        new = [track_id for track_id in current if self.remote_tracks.get(track_id) is not current[track_id]]
-        self.remote_mids = {mid: track_id for mid, track_id in mapping.items() if track_id in current}
+        new = [
+            track_id
+            for track_id in current
+            if self.remote_tracks.get(track_id) is not current[track_id]
+        ]
+        self.remote_mids = {
+            mid: track_id for mid, track_id in mapping.items() if track_id in current
+        }
         self.remote_tracks = current
         self._remote_changed.set()
         self._remote_changed = asyncio.Event()
         for track_id in new:
             self._dispatch("remote_track", {"track": track_id, "kind": current[track_id].kind})
 
-    async def wait_remote_track(self, track_id: str, timeout: float | None = 10.0) -> MediaStreamTrack:
+    async def wait_remote_track(
+        self, track_id: str, timeout: float | None = 10.0
+    ) -> MediaStreamTrack:
         """The received track for ``track_id`` once an offer carrying it has been answered."""
 
         async def wait() -> MediaStreamTrack:
@@ -844,7 +892,9 @@ class TelebridgeClient:
         while self.frames.get(track_id, 0) < count:
             if time.monotonic() > deadline:
                 state = self.subscribe_pc.connectionState if self.subscribe_pc else "none"
-                raise TimeoutError(f"{self.frames.get(track_id, 0)} frames of {track_id} after {timeout} s (pc {state})")
+                raise TimeoutError(
+                    f"{self.frames.get(track_id, 0)} frames of {track_id} after {timeout} s (pc {state})"
+                )
             await asyncio.sleep(0.05)
         return self.frames[track_id]
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, dict[str, Any], str | None], None]
 
+
 class Conference:
     def __init__(self, pool: WorkerPool, resume_grace: float = 20.0) -> None:
         self.pool = pool
@@ -74,7 +75,9 @@ class Conference:
         logger.info("room %s ended (%s, by %s)", name, reason, by)
 
     # -- participants ---------------------------------------------------------------------------
-    def join(self, room_name: str, identity: str, role: str, name: str, via: str = "ws") -> tuple[Room, Participant, bool]:
+    def join(
+        self, room_name: str, identity: str, role: str, name: str, via: str = "ws"
+    ) -> tuple[Room, Participant, bool]:
         """Admit (or re-admit) a participant. Returns (room, participant, is_new)."""
         room = self.rooms.get(room_name)
         if room is None or room.ended:
@@ -83,11 +86,15 @@ class Conference:
         existing = room.participants.get(identity)
         if existing is not None:
             if existing.via != via:
-                raise RoomError("conflict", f"{identity!r} is in this room already, over {existing.via}")
+                raise RoomError(
+                    "conflict", f"{identity!r} is in this room already, over {existing.via}"
+                )
             existing.connected = True
             existing.disconnected_at = None
             return room, existing, False
-        participant = Participant(identity=identity, name=name, role=role, joined_at=time.time(), via=via)
+        participant = Participant(
+            identity=identity, name=name, role=role, joined_at=time.time(), via=via
+        )
         room.participants[identity] = participant
         room.empty_since = None
         self.emit("participant_joined", room.name, {"participant": participant.as_dict()})
@@ -110,10 +117,16 @@ class Conference:
         self._offer_locks.pop((room.name, identity), None)
         for track in room.tracks_of(identity):
             await self._remove_track(room, track)
-        for session in (participant.publish_session, participant.subscribe_session, *participant.view_sessions):
+        for session in (
+            participant.publish_session,
+            participant.subscribe_session,
+            *participant.view_sessions,
+        ):
             if session is not None:
                 self.media_sessions.pop(session, None)
-                await self._request(room.name, "close", {"session": session, "reason": reason}, quiet=True)
+                await self._request(
+                    room.name, "close", {"session": session, "reason": reason}, quiet=True
+                )
         participant.view_sessions.clear()
         if room.active_speaker == identity:
             room.active_speaker = None
@@ -121,7 +134,9 @@ class Conference:
         if not room.participants:
             room.empty_since = time.time()
 
-    async def set_role(self, room_name: str, identity: str, role: str, actor: Participant | None = None) -> None:
+    async def set_role(
+        self, room_name: str, identity: str, role: str, actor: Participant | None = None
+    ) -> None:
         room = self.get_room(room_name)
         target = room.participant(identity)
         room.check_role_change(actor, target, role)
@@ -131,7 +146,11 @@ class Conference:
         if role == "observer":  # the floor is taken back: stop what they publish
             for track in room.tracks_of(identity):
                 await self._remove_track(room, track)
-        self.emit("role_changed", room.name, {"identity": identity, "role": role, "by": actor.identity if actor else None})
+        self.emit(
+            "role_changed",
+            room.name,
+            {"identity": identity, "role": role, "by": actor.identity if actor else None},
+        )
         self.raise_hand(room, target, False)  # given the floor or not, the hand comes down
 
     async def remove(self, room_name: str, identity: str, actor: Participant | None = None) -> None:
@@ -146,7 +165,9 @@ class Conference:
     def raise_hand(self, room: Room, participant: Participant, raised: bool) -> None:
         if participant.hand_raised != raised:
             participant.hand_raised = raised
-            self.emit("hand_raised", room.name, {"identity": participant.identity, "raised": raised})
+            self.emit(
+                "hand_raised", room.name, {"identity": participant.identity, "raised": raised}
+            )
 
     # -- tracks ---------------------------------------------------------------------------------
     async def publish(
@@ -157,7 +178,12 @@ class Conference:
         by_mid = {item["mid"]: item["source"] for item in sources}
         renegotiate = participant.publish_session is not None
         session = participant.publish_session or secrets.token_urlsafe(12)
-        params: dict[str, Any] = {"room": room.name, "session": session, "identity": participant.identity, "offer": sdp}
+        params: dict[str, Any] = {
+            "room": room.name,
+            "session": session,
+            "identity": participant.identity,
+            "offer": sdp,
+        }
         params["renegotiate"] = renegotiate
         if not renegotiate:
             self.media_sessions[session] = (room.name, participant.identity, "publish")
@@ -176,7 +202,9 @@ class Conference:
         for info in result.get("tracks", []):
             if info["id"] in room.tracks:
                 continue
-            source = by_mid.get(info["mid"]) or ("microphone" if info["kind"] == "audio" else "camera")
+            source = by_mid.get(info["mid"]) or (
+                "microphone" if info["kind"] == "audio" else "camera"
+            )
             if source not in SOURCES:
                 source = "camera"
             track = Track(
@@ -194,7 +222,9 @@ class Conference:
         return str(result["answer"]), added
 
     # -- WHIP and WHEP: HTTP clients as participants ---------------------------------------------
-    async def whip(self, room_name: str, identity: str, role: str, name: str, offer: str) -> tuple[str, str]:
+    async def whip(
+        self, room_name: str, identity: str, role: str, name: str, offer: str
+    ) -> tuple[str, str]:
         """A WHIP publisher joins the room as a participant whose publish connection is this
         session; its tracks are the room's like any other. A new WHIP session of the same
         identity replaces the old one. Returns the session id and the SDP answer."""
@@ -213,7 +243,12 @@ class Conference:
             for track in old_tracks:
                 await self._remove_track(room, track, close_producer=False)
             self.media_sessions.pop(previous, None)
-            await self._request(room.name, "close", {"session": previous, "reason": "replaced by a new WHIP session"}, quiet=True)
+            await self._request(
+                room.name,
+                "close",
+                {"session": previous, "reason": "replaced by a new WHIP session"},
+                quiet=True,
+            )
         session = participant.publish_session
         assert session is not None
         return session, answer
@@ -256,7 +291,9 @@ class Conference:
 
     @staticmethod
     def _lead(room: Room) -> Participant | None:
-        leads = [p for p in room.participants.values() if p.role == "lead" and room.tracks_of(p.identity)]
+        leads = [
+            p for p in room.participants.values() if p.role == "lead" and room.tracks_of(p.identity)
+        ]
         return max(leads, key=lambda p: p.joined_at) if leads else None
 
     def session_owner(self, session: str) -> tuple[Room, Participant, str] | None:
@@ -296,7 +333,9 @@ class Conference:
         if room.tracks.pop(track.id, None) is None:
             return
         if close_producer:
-            await self._request(room.name, "producer_close", {"producer": track.producer_id}, quiet=True)
+            await self._request(
+                room.name, "producer_close", {"producer": track.producer_id}, quiet=True
+            )
         self.emit("track_unpublished", room.name, {"track": track.id, "owner": track.owner})
         for participant in list(room.participants.values()):
             if track.id in participant.subscriptions:
@@ -304,17 +343,30 @@ class Conference:
                 try:
                     await self.renegotiate(room, participant)
                 except RoomError as exc:
-                    logger.warning("room %s: renegotiating %s failed: %s", room.name, participant.identity, exc.message)
+                    logger.warning(
+                        "room %s: renegotiating %s failed: %s",
+                        room.name,
+                        participant.identity,
+                        exc.message,
+                    )
 
-    async def mute(self, room_name: str, track_id: str, muted: bool, actor: Participant | None = None) -> None:
+    async def mute(
+        self, room_name: str, track_id: str, muted: bool, actor: Participant | None = None
+    ) -> None:
         room = self.get_room(room_name)
         track = room.track(track_id)
         room.check_track_control(actor, track)
         if track.muted == muted:
             return
-        await self._request(room.name, "producer_pause", {"producer": track.producer_id, "paused": muted})
+        await self._request(
+            room.name, "producer_pause", {"producer": track.producer_id, "paused": muted}
+        )
         track.muted = muted
-        self.emit("track_muted", room.name, {"track": track.id, "muted": muted, "by": actor.identity if actor else None})
+        self.emit(
+            "track_muted",
+            room.name,
+            {"track": track.id, "muted": muted, "by": actor.identity if actor else None},
+        )
 
     def subscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
         """Add to what the participant receives; ``renegotiate`` then sends the offer (the
@@ -339,7 +391,9 @@ class Conference:
                 self.media_sessions[session] = (room.name, participant.identity, "subscribe")
                 try:
                     await self._request(
-                        room.name, "subscriber", {"room": room.name, "session": session, "identity": participant.identity}
+                        room.name,
+                        "subscriber",
+                        {"room": room.name, "session": session, "identity": participant.identity},
                     )
                 except RoomError:
                     self.media_sessions.pop(session, None)
@@ -352,26 +406,41 @@ class Conference:
             ]
             try:
                 result = await self._request(
-                    room.name, "subscriber_offer", {"session": participant.subscribe_session, "consumers": consumers}
+                    room.name,
+                    "subscriber_offer",
+                    {"session": participant.subscribe_session, "consumers": consumers},
                 )
             except RoomError as exc:
                 if exc.code != "not_found":
                     raise
-                participant.subscribe_session = None  # the connection died; the next subscribe makes a new one
+                participant.subscribe_session = (
+                    None  # the connection died; the next subscribe makes a new one
+                )
                 return
             if result.get("changed", True):
-                self.emit("offer", room.name, {"sdp": result["offer"], "version": result["version"]}, target=participant.identity)
+                self.emit(
+                    "offer",
+                    room.name,
+                    {"sdp": result["offer"], "version": result["version"]},
+                    target=participant.identity,
+                )
 
     async def answer(self, room: Room, participant: Participant, sdp: str, version: int) -> None:
         if participant.subscribe_session is None:
             raise RoomError("invalid", "no offer to answer")
-        await self._request(room.name, "subscriber_answer", {"session": participant.subscribe_session, "answer": sdp, "version": version})
+        await self._request(
+            room.name,
+            "subscriber_answer",
+            {"session": participant.subscribe_session, "answer": sdp, "version": version},
+        )
 
     # -- media worker plumbing --------------------------------------------------------------------
     def _worker(self, room: str) -> WorkerHandle:
         return self.pool.for_room(room)
 
-    async def _request(self, room: str, method: str, params: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+    async def _request(
+        self, room: str, method: str, params: dict[str, Any], quiet: bool = False
+    ) -> dict[str, Any]:
         worker = self._worker(room)
         try:
             result = await worker.request(method, params)
@@ -409,7 +478,11 @@ class Conference:
                 self.emit(
                     "active_speaker",
                     room.name,
-                    {"identity": identity, "track": track.id if track else None, "level": data.get("level", -127)},
+                    {
+                        "identity": identity,
+                        "track": track.id if track else None,
+                        "level": data.get("level", -127),
+                    },
                 )
             return True
         session = str(data.get("session", ""))
@@ -422,7 +495,13 @@ class Conference:
         if room is None or participant is None:
             return True
         if event == "connected":
-            logger.info("room %s: %s's %s connection is up (%s)", room.name, identity, kind, data.get("srtp_profile"))
+            logger.info(
+                "room %s: %s's %s connection is up (%s)",
+                room.name,
+                identity,
+                kind,
+                data.get("srtp_profile"),
+            )
         elif event == "quality":
             quality = str(data.get("quality"))
             if quality != participant.quality:
@@ -430,19 +509,32 @@ class Conference:
                 self.emit(
                     "connection_quality",
                     room.name,
-                    {"identity": identity, "quality": quality, "loss": data.get("loss", 0.0), "rtt": data.get("rtt")},
+                    {
+                        "identity": identity,
+                        "quality": quality,
+                        "loss": data.get("loss", 0.0),
+                        "rtt": data.get("rtt"),
+                    },
                 )
         elif event == "closed":
             self.media_sessions.pop(session, None)
-            asyncio.ensure_future(self._media_session_closed(room, participant, kind, session, str(data.get("reason"))))
+            asyncio.ensure_future(
+                self._media_session_closed(
+                    room, participant, kind, session, str(data.get("reason"))
+                )
+            )
         elif event == "producer_closed":
             track = room.tracks.get(str(data.get("producer")))
             if track is not None:
                 asyncio.ensure_future(self._remove_track(room, track, close_producer=False))
         return True
 
-    async def _media_session_closed(self, room: Room, participant: Participant, kind: str, session: str, reason: str) -> None:
-        logger.info("room %s: %s's %s connection closed: %s", room.name, participant.identity, kind, reason)
+    async def _media_session_closed(
+        self, room: Room, participant: Participant, kind: str, session: str, reason: str
+    ) -> None:
+        logger.info(
+            "room %s: %s's %s connection closed: %s", room.name, participant.identity, kind, reason
+        )
         if kind == "publish" and participant.publish_session == session:
             participant.publish_session = None
             for track in room.tracks_of(participant.identity):
@@ -457,7 +549,11 @@ class Conference:
             participant.subscribe_session = None
             if participant.quality != "lost":
                 participant.quality = "lost"
-                self.emit("connection_quality", room.name, {"identity": participant.identity, "quality": "lost", "loss": 1.0, "rtt": None})
+                self.emit(
+                    "connection_quality",
+                    room.name,
+                    {"identity": participant.identity, "quality": "lost", "loss": 1.0, "rtt": None},
+                )
 
     # -- housekeeping -------------------------------------------------------------------------
     def start(self) -> None:
@@ -481,7 +577,11 @@ class Conference:
         for room in list(self.rooms.values()):
             for participant in list(room.participants.values()):
                 gone = participant.disconnected_at
-                if not participant.connected and gone is not None and monotonic - gone > self.resume_grace:
+                if (
+                    not participant.connected
+                    and gone is not None
+                    and monotonic - gone > self.resume_grace
+                ):
                     await self._drop(room, participant.identity, "disconnected")
             if not room.ended and not room.participants and room.empty_since is not None:
                 if wall - room.empty_since > room.options.empty_timeout:

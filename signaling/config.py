@@ -102,7 +102,9 @@ class LoggingSettings:
 
     def __post_init__(self) -> None:
         if self.level.upper() not in logging.getLevelNamesMapping():
-            raise SettingsError(f"level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {self.level!r}")
+            raise SettingsError(
+                f"level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {self.level!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,9 @@ class WebhookConfig:
                 raise SettingsError("events must be a non-empty list of event names")
             unknown = sorted(set(self.events) - set(WEBHOOK_EVENTS))
             if unknown:
-                raise SettingsError(f"events: unknown {', '.join(unknown)} (known: {', '.join(WEBHOOK_EVENTS)})")
+                raise SettingsError(
+                    f"events: unknown {', '.join(unknown)} (known: {', '.join(WEBHOOK_EVENTS)})"
+                )
         if self.max_attempts < 1 or self.queue_size < 1 or not _positive(self.timeout):
             raise SettingsError("max_attempts, queue_size and timeout must be positive")
 
@@ -197,7 +201,9 @@ class Config:
     def __post_init__(self) -> None:
         # [logging] level is the one place the level is set, for this process and the workers.
         if self.media.log_level != self.logging.level:
-            object.__setattr__(self, "media", dataclasses.replace(self.media, log_level=self.logging.level))
+            object.__setattr__(
+                self, "media", dataclasses.replace(self.media, log_level=self.logging.level)
+            )
 
 
 def _secret(auth: AuthSettings, base: Path) -> str:
@@ -291,13 +297,17 @@ def load(path: str | Path | None) -> Config:
             raise ConfigError(f"{source}: unknown {what} (known tables: {', '.join(TABLES)})")
     media = _table(data, "media", source)
     if "log_level" in media:
-        raise ConfigError(f"{source}: unknown key 'log_level' in [media] (set it as [logging] level)")
+        raise ConfigError(
+            f"{source}: unknown key 'log_level' in [media] (set it as [logging] level)"
+        )
     api = _table(data, "api", source)
     try:
         config = Config(
             server=from_mapping(ServerSettings, _table(data, "server", source), "server"),
             auth=from_mapping(AuthSettings, _table(data, "auth", source), "auth"),
-            media=from_mapping(MediaSettings, media, "media", exclude=("log_level",)),  # Config sets it from [logging]
+            media=from_mapping(
+                MediaSettings, media, "media", exclude=("log_level",)
+            ),  # Config sets it from [logging]
             logging=from_mapping(LoggingSettings, _table(data, "logging", source), "logging"),
             api=dataclasses.replace(
                 from_mapping(ApiSettings, {k: v for k, v in api.items() if k != "keys"}, "api"),
@@ -326,10 +336,12 @@ def _with_secrets(config: Config, base: Path) -> Config:
         api=dataclasses.replace(
             config.api,
             keys=tuple(
-                dataclasses.replace(k, secret=_file_secret(k, base, f"{source}: api.keys[{i}]")) for i, k in enumerate(config.api.keys)
+                dataclasses.replace(k, secret=_file_secret(k, base, f"{source}: api.keys[{i}]"))
+                for i, k in enumerate(config.api.keys)
             ),
         ),
         webhooks=tuple(
-            dataclasses.replace(h, secret=_file_secret(h, base, f"{source}: webhooks[{i}]")) for i, h in enumerate(config.webhooks)
+            dataclasses.replace(h, secret=_file_secret(h, base, f"{source}: webhooks[{i}]"))
+            for i, h in enumerate(config.webhooks)
         ),
     )

@@ -46,7 +46,9 @@ class Worker(Protocol):
     @property
     def alive(self) -> bool: ...
 
-    async def request(self, method: str, params: dict[str, Any], timeout: float = ...) -> dict[str, Any]: ...
+    async def request(
+        self, method: str, params: dict[str, Any], timeout: float = ...
+    ) -> dict[str, Any]: ...
 
 
 class Pool(Protocol):
@@ -70,9 +72,15 @@ class Metrics:
         r = self.registry
         # -- conference, from events
         self.rooms = Gauge("telebridge_rooms", "Live rooms", registry=r)
-        self.participants = Gauge("telebridge_participants", "Participants in live rooms by role", ["role"], registry=r)
-        self.tracks = Gauge("telebridge_tracks", "Published tracks in live rooms by kind", ["kind"], registry=r)
-        self.events = Counter("telebridge_room_events", "Room-wide conference events by name", ["event"], registry=r)
+        self.participants = Gauge(
+            "telebridge_participants", "Participants in live rooms by role", ["role"], registry=r
+        )
+        self.tracks = Gauge(
+            "telebridge_tracks", "Published tracks in live rooms by kind", ["kind"], registry=r
+        )
+        self.events = Counter(
+            "telebridge_room_events", "Room-wide conference events by name", ["event"], registry=r
+        )
         self.join_latency = Histogram(
             "telebridge_join_seconds",
             "Time from a WebSocket join request to its answer",
@@ -81,7 +89,10 @@ class Metrics:
         )
         # -- server API and webhooks
         self.api_requests = Counter(
-            "telebridge_api_requests", "Server API requests by route and status", ["route", "status"], registry=r
+            "telebridge_api_requests",
+            "Server API requests by route and status",
+            ["route", "status"],
+            registry=r,
         )
         self.webhook_deliveries = Counter(
             "telebridge_webhook_deliveries",
@@ -92,25 +103,62 @@ class Metrics:
         # -- WHIP/WHEP (app.py sets these)
         self.sessions = Gauge("telebridge_sessions", "Media sessions by kind", ["kind"], registry=r)
         self.requests = Counter(
-            "telebridge_http_requests", "WHIP/WHEP requests by outcome", ["endpoint", "status"], registry=r
+            "telebridge_http_requests",
+            "WHIP/WHEP requests by outcome",
+            ["endpoint", "status"],
+            registry=r,
         )
         # -- media workers, refreshed on scrape (cumulative since the worker started)
-        self.worker_up = Gauge("telebridge_worker_up", "1 if the media worker answered the last scrape", ["worker"], registry=r)
-        self.worker_packets = Gauge(
-            "telebridge_worker_packets", "Packets through a media worker", ["worker", "direction"], registry=r
+        self.worker_up = Gauge(
+            "telebridge_worker_up",
+            "1 if the media worker answered the last scrape",
+            ["worker"],
+            registry=r,
         )
-        self.worker_bytes = Gauge("telebridge_worker_bytes", "Bytes through a media worker", ["worker", "direction"], registry=r)
-        self.worker_nacks = Gauge("telebridge_worker_nacks", "Generic NACKs received and sent", ["worker", "direction"], registry=r)
-        self.worker_plis = Gauge("telebridge_worker_plis", "PLIs received and sent", ["worker", "direction"], registry=r)
+        self.worker_packets = Gauge(
+            "telebridge_worker_packets",
+            "Packets through a media worker",
+            ["worker", "direction"],
+            registry=r,
+        )
+        self.worker_bytes = Gauge(
+            "telebridge_worker_bytes",
+            "Bytes through a media worker",
+            ["worker", "direction"],
+            registry=r,
+        )
+        self.worker_nacks = Gauge(
+            "telebridge_worker_nacks",
+            "Generic NACKs received and sent",
+            ["worker", "direction"],
+            registry=r,
+        )
+        self.worker_plis = Gauge(
+            "telebridge_worker_plis", "PLIs received and sent", ["worker", "direction"], registry=r
+        )
         self.worker_retransmissions = Gauge(
-            "telebridge_worker_retransmissions", "Packets resent to viewers from the NACK cache", ["worker"], registry=r
+            "telebridge_worker_retransmissions",
+            "Packets resent to viewers from the NACK cache",
+            ["worker"],
+            registry=r,
         )
         self.worker_dropped = Gauge(
-            "telebridge_worker_dropped", "Datagrams and packets a media worker dropped", ["worker"], registry=r
+            "telebridge_worker_dropped",
+            "Datagrams and packets a media worker dropped",
+            ["worker"],
+            registry=r,
         )
-        self.worker_cpu = Gauge("telebridge_worker_cpu_seconds", "CPU seconds used by a media worker", ["worker"], registry=r)
+        self.worker_cpu = Gauge(
+            "telebridge_worker_cpu_seconds",
+            "CPU seconds used by a media worker",
+            ["worker"],
+            registry=r,
+        )
         self.worker_loop_lag = Gauge(
-            "telebridge_worker_loop_lag_seconds", "Event loop lag of a media worker", ["worker"], registry=r
+            "telebridge_worker_loop_lag_seconds",
+            "Event loop lag of a media worker",
+            ["worker"],
+            registry=r,
         )
         self.worker_events = Gauge(
             "telebridge_worker_events_total",
@@ -147,7 +195,14 @@ class Metrics:
                     self.tracks.labels(kind).dec()
             self.rooms.set(len(self._rooms))
             return
-        if event not in ("room_started", "participant_joined", "participant_left", "role_changed", "track_published", "track_unpublished"):
+        if event not in (
+            "room_started",
+            "participant_joined",
+            "participant_left",
+            "role_changed",
+            "track_published",
+            "track_unpublished",
+        ):
             return
         state = self._rooms.get(room)
         if state is None:
@@ -220,7 +275,9 @@ class Metrics:
         for name, attribute, direction in _DIRECTIONAL:
             getattr(self, attribute).labels(label, direction).set(_number(counters.get(name)))
         self.worker_retransmissions.labels(label).set(_number(counters.get("retransmissions")))
-        self.worker_dropped.labels(label).set(_number(counters.get("dropped")) + _number(stats.get("datagrams_dropped")))
+        self.worker_dropped.labels(label).set(
+            _number(counters.get("dropped")) + _number(stats.get("datagrams_dropped"))
+        )
         self.worker_cpu.labels(label).set(_number(stats.get("cpu_seconds")))
         self.worker_loop_lag.labels(label).set(_number(stats.get("loop_lag_seconds")))
         for name, value in counters.items():

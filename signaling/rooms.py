@@ -60,7 +60,13 @@ class Track:
     session: str = ""  # the media session (publish connection) its producer lives on
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "owner": self.owner, "kind": self.kind, "source": self.source, "muted": self.muted}
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "kind": self.kind,
+            "source": self.source,
+            "muted": self.muted,
+        }
 
 
 @dataclass
@@ -115,7 +121,12 @@ class Room:
         by_role = {role: 0 for role in ROLES}
         for participant in self.participants.values():
             by_role[participant.role] += 1
-        return {**self.as_dict(), "participants": len(self.participants), "by_role": by_role, "tracks": len(self.tracks)}
+        return {
+            **self.as_dict(),
+            "participants": len(self.participants),
+            "by_role": by_role,
+            "tracks": len(self.tracks),
+        }
 
     # -- rules ------------------------------------------------------------------------------
     def publishers(self) -> int:
@@ -131,7 +142,9 @@ class Room:
         if identity in self.participants:
             return
         if role in PUBLISH_ROLES and self.publishers() >= self.options.max_publishers:
-            raise RoomError("room_full", f"the room allows {self.options.max_publishers} publishers")
+            raise RoomError(
+                "room_full", f"the room allows {self.options.max_publishers} publishers"
+            )
         if role not in PUBLISH_ROLES and self.viewers() >= self.options.max_viewers:
             raise RoomError("room_full", f"the room allows {self.options.max_viewers} viewers")
 
@@ -143,8 +156,14 @@ class Room:
             raise RoomError("invalid", "a role can be changed to participant or observer")
         if target.role == "lead":
             raise RoomError("forbidden", "the lead's role cannot be changed")
-        if role == "participant" and target.role != "participant" and self.publishers() >= self.options.max_publishers:
-            raise RoomError("room_full", f"the room allows {self.options.max_publishers} publishers")
+        if (
+            role == "participant"
+            and target.role != "participant"
+            and self.publishers() >= self.options.max_publishers
+        ):
+            raise RoomError(
+                "room_full", f"the room allows {self.options.max_publishers} publishers"
+            )
 
     def check_moderator(self, actor: Participant | None, what: str) -> None:
         if actor is not None and actor.role != "lead":

@@ -59,8 +59,12 @@ MESSAGES: dict[str, dict[str, Any]] = {
         },
     ),
     "unpublish": _message(["track"], track=_TRACK_ID),
-    "subscribe": _message(["tracks"], tracks={"type": "array", "items": _TRACK_ID, "minItems": 1, "maxItems": 64}),
-    "unsubscribe": _message(["tracks"], tracks={"type": "array", "items": _TRACK_ID, "minItems": 1, "maxItems": 64}),
+    "subscribe": _message(
+        ["tracks"], tracks={"type": "array", "items": _TRACK_ID, "minItems": 1, "maxItems": 64}
+    ),
+    "unsubscribe": _message(
+        ["tracks"], tracks={"type": "array", "items": _TRACK_ID, "minItems": 1, "maxItems": 64}
+    ),
     "answer": _message(["sdp", "version"], sdp=_SDP, version={"type": "integer", "minimum": 1}),
     "mute": _message(["track", "muted"], track=_TRACK_ID, muted={"type": "boolean"}),
     "raise_hand": _message(["raised"], raised={"type": "boolean"}),
@@ -69,7 +73,9 @@ MESSAGES: dict[str, dict[str, Any]] = {
         max_height={"type": "integer", "minimum": 90, "maximum": 4320},
         max_layer={"enum": ["low", "medium", "high"]},
     ),
-    "set_role": _message(["identity", "role"], identity=_NAME, role={"enum": ["participant", "observer"]}),
+    "set_role": _message(
+        ["identity", "role"], identity=_NAME, role={"enum": ["participant", "observer"]}
+    ),
     "remove": _message(["identity"], identity=_NAME),
     "end_room": _message([]),
     "leave": _message([]),

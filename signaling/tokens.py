@@ -73,6 +73,18 @@ def verify(secret: str, token: str, issuer: str = "telebridge") -> Grant:
     except jwt.PyJWTError as exc:
         raise TokenError(f"invalid token: {exc}") from None
     room, identity, role = claims.get("room"), claims.get("sub"), claims.get("role")
-    if not isinstance(room, str) or not isinstance(identity, str) or not room or not identity or role not in ROLES:
+    if (
+        not isinstance(room, str)
+        or not isinstance(identity, str)
+        or not room
+        or not identity
+        or role not in ROLES
+    ):
         raise TokenError("invalid token: room, sub and role claims are required")
-    return Grant(room=room, identity=identity, role=role, name=str(claims.get("name", identity)), expires=int(claims["exp"]))
+    return Grant(
+        room=room,
+        identity=identity,
+        role=role,
+        name=str(claims.get("name", identity)),
+        expires=int(claims["exp"]),
+    )

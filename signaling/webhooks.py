@@ -61,7 +61,11 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
 
 
 def verify_signature(
-    secret: str, header: str, body: bytes | str, tolerance: float = DEFAULT_TOLERANCE, now: float | None = None
+    secret: str,
+    header: str,
+    body: bytes | str,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
 ) -> bool:
     """True if ``header`` signs ``body`` with ``secret`` and its timestamp is within
     ``tolerance`` seconds of ``now``: a receiver's whole check against forgery and replay."""
@@ -152,7 +156,13 @@ class Webhooks:
         if not endpoints:
             return
         event_id = str(uuid.uuid4())
-        payload = {"id": event_id, "event": event, "room": room, "data": data, "created_at": time.time()}
+        payload = {
+            "id": event_id,
+            "event": event,
+            "room": room,
+            "data": data,
+            "created_at": time.time(),
+        }
         try:
             body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         except (TypeError, ValueError):
@@ -169,14 +179,18 @@ class Webhooks:
         self._stopping = False
         self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         for endpoint in self.endpoints:
-            endpoint.task = asyncio.create_task(self._run(endpoint), name=f"webhook {endpoint.config.url}")
+            endpoint.task = asyncio.create_task(
+                self._run(endpoint), name=f"webhook {endpoint.config.url}"
+            )
         logger.info("webhooks: delivering to %s", ", ".join(e.config.url for e in self.endpoints))
 
     async def stop(self, drain: float = 5.0) -> None:
         """Stop taking events, give queued ones up to ``drain`` seconds, then cancel."""
         self._stopping = True
         deadline = time.monotonic() + drain
-        while time.monotonic() < deadline and any((e.queue or e.sending) and e.task is not None for e in self.endpoints):
+        while time.monotonic() < deadline and any(
+            (e.queue or e.sending) and e.task is not None for e in self.endpoints
+        ):
             await asyncio.sleep(0.05)
         tasks = [e.task for e in self.endpoints if e.task is not None]
         for task in tasks:
@@ -185,7 +199,11 @@ class Webhooks:
         for endpoint in self.endpoints:
             endpoint.task = None
             if endpoint.queue:
-                logger.warning("webhook %s: %d events not delivered at shutdown", endpoint.config.url, len(endpoint.queue))
+                logger.warning(
+                    "webhook %s: %d events not delivered at shutdown",
+                    endpoint.config.url,
+                    len(endpoint.queue),
+                )
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -225,10 +243,18 @@ class Webhooks:
                 break
             self._outcome("retried")
             delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
-            logger.info("webhook %s: %s for %s, retrying in %.1f s", config.url, problem, event_id, delay)
+            logger.info(
+                "webhook %s: %s for %s, retrying in %.1f s", config.url, problem, event_id, delay
+            )
             await asyncio.sleep(delay)
         self._outcome("failed")
-        logger.error("webhook %s: gave up on event %s after %d attempts (%s)", config.url, event_id, config.max_attempts, problem)
+        logger.error(
+            "webhook %s: gave up on event %s after %d attempts (%s)",
+            config.url,
+            event_id,
+            config.max_attempts,
+            problem,
+        )
 
     async def _attempt(self, config: WebhookConfig, body: bytes) -> str | None:
         """One POST; None on a 2xx answer, else what went wrong."""

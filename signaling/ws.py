@@ -109,8 +109,14 @@ class Hub:
             if room_name != room or (target is not None and target != identity):
                 continue
             connection.send(message)
-            if event == "participant_left" and data.get("identity") == identity and data.get("reason") != "disconnected":
-                connection.close_after_flush(CLOSE_CODES.get(str(data.get("reason")), 1000), str(data.get("reason")))
+            if (
+                event == "participant_left"
+                and data.get("identity") == identity
+                and data.get("reason") != "disconnected"
+            ):
+                connection.close_after_flush(
+                    CLOSE_CODES.get(str(data.get("reason")), 1000), str(data.get("reason"))
+                )
             elif event == "room_ended":
                 connection.close_after_flush(CLOSE_CODES["room_ended"], "room ended")
 
@@ -155,7 +161,9 @@ class Connection:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
-            logger.warning("ws %s: client too slow, %d messages waiting; disconnecting", self.label, SEND_QUEUE)
+            logger.warning(
+                "ws %s: client too slow, %d messages waiting; disconnecting", self.label, SEND_QUEUE
+            )
             self.closing = True
             asyncio.ensure_future(self.ws.close(code=CLOSE_CODES["slow"], message=b"too slow"))
 
@@ -173,7 +181,12 @@ class Connection:
             asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
 
     def error(self, request_id: Any, code: str, message: str) -> None:
-        out: dict[str, Any] = {"v": schema.VERSION, "type": "error", "code": code, "message": message}
+        out: dict[str, Any] = {
+            "v": schema.VERSION,
+            "type": "error",
+            "code": code,
+            "message": message,
+        }
         if request_id is not None:
             out["id"] = request_id
         self.send(out)
@@ -220,7 +233,9 @@ class Connection:
             return  # replaced by a newer connection of the same participant
         del self.hub.connections[key]
         if not self.left and participant.identity in room.participants and not room.ended:
-            logger.info("ws %s: connection lost; keeping the media for the resume grace", self.label)
+            logger.info(
+                "ws %s: connection lost; keeping the media for the resume grace", self.label
+            )
             self.hub.conference.disconnected(room, participant)
 
     async def on_text(self, text: str) -> None:
@@ -292,8 +307,15 @@ class Connection:
             raise RoomError("room_ended", "you are no longer in the room")
         conference = self.hub.conference
         if kind == "publish":
-            answer, _added = await conference.publish(room, participant, message["sdp"], message["tracks"])
-            return {"sdp": answer, "tracks": [{**t.as_dict(), "mid": t.mid} for t in room.tracks_of(participant.identity)]}
+            answer, _added = await conference.publish(
+                room, participant, message["sdp"], message["tracks"]
+            )
+            return {
+                "sdp": answer,
+                "tracks": [
+                    {**t.as_dict(), "mid": t.mid} for t in room.tracks_of(participant.identity)
+                ],
+            }
         if kind == "unpublish":
             await conference.unpublish(room, message["track"], participant)
             return {}
@@ -315,7 +337,9 @@ class Connection:
             conference.raise_hand(room, participant, message["raised"])
             return {}
         if kind == "preferences":
-            participant.preferences.update({k: message[k] for k in ("max_height", "max_layer") if k in message})
+            participant.preferences.update(
+                {k: message[k] for k in ("max_height", "max_layer") if k in message}
+            )
             return {}
         if kind == "set_role":
             await conference.set_role(room.name, message["identity"], message["role"], participant)
@@ -352,15 +376,23 @@ class Connection:
         except tokens.TokenError as exc:
             raise RoomError("unauthorized", str(exc)) from None
         if not NAME_PATTERN.match(grant.room) or not NAME_PATTERN.match(grant.identity):
-            raise RoomError("unauthorized", "the token's room and identity must be 1-64 letters, digits or _.-")
+            raise RoomError(
+                "unauthorized", "the token's room and identity must be 1-64 letters, digits or _.-"
+            )
         conference = self.hub.conference
         existing_room = conference.rooms.get(grant.room)
-        existing = existing_room.participants.get(grant.identity) if existing_room is not None else None
+        existing = (
+            existing_room.participants.get(grant.identity) if existing_room is not None else None
+        )
         resume = message.get("resume")
         if resume is not None and (existing is None or existing.resume_key != resume):
-            raise RoomError("invalid", "nothing to resume: the grace period is over or the key is wrong")
+            raise RoomError(
+                "invalid", "nothing to resume: the grace period is over or the key is wrong"
+            )
         role = existing.role if existing is not None else grant.role
-        room, participant, _is_new = conference.join(grant.room, grant.identity, role, message.get("name") or grant.name)
+        room, participant, _is_new = conference.join(
+            grant.room, grant.identity, role, message.get("name") or grant.name
+        )
         key = (room.name, participant.identity)
         previous = self.hub.connections.get(key)
         self.hub.connections[key] = self
@@ -369,7 +401,9 @@ class Connection:
         self.room, self.participant, self.grant = room, participant, grant
         if self.hub.observe_join is not None:
             self.hub.observe_join(time.monotonic() - self.opened)
-        logger.info("ws %s joined as %s%s", self.label, participant.role, " (resumed)" if resume else "")
+        logger.info(
+            "ws %s joined as %s%s", self.label, participant.role, " (resumed)" if resume else ""
+        )
         return {
             "participant": participant.as_dict(),
             "room": room.as_dict(),

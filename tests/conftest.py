@@ -25,8 +25,17 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     """Skipped browser tests are easy to miss in a green run: say it loudly at the end."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "browser" in getattr(r, "keywords", {})]
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if "browser" in getattr(r, "keywords", {})
+    ]
     if skipped:
-        terminalreporter.write_sep("!", f"{len(skipped)} BROWSER TESTS SKIPPED", red=True, bold=True)
+        terminalreporter.write_sep(
+            "!", f"{len(skipped)} BROWSER TESTS SKIPPED", red=True, bold=True
+        )
         terminalreporter.write_line(missing_reason(), red=True)
-        terminalreporter.write_line("As root, `make test` installs them; otherwise: apt-get install chromium chromium-driver", red=True)
+        terminalreporter.write_line(
+            "As root, `make test` installs them; otherwise: apt-get install chromium chromium-driver",
+            red=True,
+        )

@@ -144,8 +144,12 @@ class WhipPublisher:
         if audio:
             self.pc.addTransceiver(SineAudioTrack(), direction="sendonly")
         await _gathered(self.pc)
-        self.answer, self.location = await _post_offer(self.http, self.url, self.token, self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(_via(self.answer, via_port), "answer"))
+        self.answer, self.location = await _post_offer(
+            self.http, self.url, self.token, self.pc.localDescription.sdp
+        )
+        await self.pc.setRemoteDescription(
+            RTCSessionDescription(_via(self.answer, via_port), "answer")
+        )
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -156,15 +160,21 @@ class WhipPublisher:
 
     async def close(self, delete: bool = True) -> None:
         if delete and self.location:
-            async with self.http.delete(self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}):
+            async with self.http.delete(
+                self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}
+            ):
                 pass
         await self.pc.close()
         await self.http.close()
 
 
 class WhepViewer:
-    def __init__(self, base_url: str, room: str, token: str, participant: str | None = None) -> None:
-        self.url = f"{base_url}/whep/{room}" + (f"?participant={participant}" if participant else "")
+    def __init__(
+        self, base_url: str, room: str, token: str, participant: str | None = None
+    ) -> None:
+        self.url = f"{base_url}/whep/{room}" + (
+            f"?participant={participant}" if participant else ""
+        )
         self.base_url = base_url
         self.token = token
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -202,8 +212,12 @@ class WhepViewer:
         self.pc.addTransceiver("audio", direction="recvonly")
         await _gathered(self.pc)
         self.started_at = time.monotonic()
-        self.answer, self.location = await _post_offer(self.http, self.url, self.token, self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(_via(self.answer, via_port), "answer"))
+        self.answer, self.location = await _post_offer(
+            self.http, self.url, self.token, self.pc.localDescription.sdp
+        )
+        await self.pc.setRemoteDescription(
+            RTCSessionDescription(_via(self.answer, via_port), "answer")
+        )
 
     def server_port(self) -> int:
         match = re.search(r"a=candidate:\S+ 1 udp \d+ \S+ (\d+)", self.answer)
@@ -214,14 +228,18 @@ class WhepViewer:
         deadline = time.monotonic() + timeout
         while self.video_frames < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.video_frames} video frames after {timeout} s (state {self.pc.connectionState})")
+                raise TimeoutError(
+                    f"{self.video_frames} video frames after {timeout} s (state {self.pc.connectionState})"
+                )
             await asyncio.sleep(0.05)
 
     async def wait_audio_frames(self, count: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while self.audio_frames < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.audio_frames} audio frames after {timeout} s (state {self.pc.connectionState})")
+                raise TimeoutError(
+                    f"{self.audio_frames} audio frames after {timeout} s (state {self.pc.connectionState})"
+                )
             await asyncio.sleep(0.05)
 
     def rate(self, window: float) -> float:
@@ -234,7 +252,9 @@ class WhepViewer:
 
     async def close(self, delete: bool = True) -> None:
         if delete and self.location:
-            async with self.http.delete(self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}):
+            async with self.http.delete(
+                self.base_url + self.location, headers={"Authorization": f"Bearer {self.token}"}
+            ):
                 pass
         for task in self._tasks:
             task.cancel()
@@ -242,7 +262,9 @@ class WhepViewer:
         await self.http.close()
 
 
-async def start_whep_viewer(base_url: str, room: str, token: str, participant: str | None = None) -> WhepViewer:
+async def start_whep_viewer(
+    base_url: str, room: str, token: str, participant: str | None = None
+) -> WhepViewer:
     viewer = WhepViewer(base_url, room, token, participant)
     await viewer.start()
     return viewer

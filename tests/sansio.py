@@ -108,7 +108,9 @@ def producer(
     return made
 
 
-def consumer(viewer: PlainTransport, source: Producer, rtx: bool = True, mid: str = "0") -> SimpleConsumer:
+def consumer(
+    viewer: PlainTransport, source: Producer, rtx: bool = True, mid: str = "0"
+) -> SimpleConsumer:
     codec = source.codec
     made = consumer_for(
         f"{viewer.session_id}-{mid}",
@@ -139,7 +141,9 @@ def rtp(
         body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in extensions)
         body += bytes(-len(body) % 4)
         ext = struct.pack("!HH", 0xBEDE, len(body) // 4) + body
-    header = struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+    header = struct.pack(
+        "!BBHII", b0, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc
+    )
     return header + ext + payload
 
 

@@ -87,15 +87,21 @@ async def receiver():
     await runner.cleanup()
 
 
-async def test_backend_creates_room_lead_and_ten_sites_join_from_browsers_one_gets_the_floor(tmp_path, receiver):
+async def test_backend_creates_room_lead_and_ten_sites_join_from_browsers_one_gets_the_floor(
+    tmp_path, receiver
+):
     if not chromium_available():
         pytest.skip(reason=missing_reason())
-    webhook = f'[[webhooks]]\nurl = "http://127.0.0.1:{receiver.port}/hooks"\nsecret = "{HOOK_SECRET}"\n'
+    webhook = (
+        f'[[webhooks]]\nurl = "http://127.0.0.1:{receiver.port}/hooks"\nsecret = "{HOOK_SECRET}"\n'
+    )
     server = RunningServer(tmp_path, dev_tokens=False, extra=api_config(webhook))
     auth = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()}
     try:
         async with aiohttp.ClientSession(headers=auth) as http:
-            created = await http.post(f"{server.base_url}/api/v1/rooms", json={"name": "tumour-board", "max_viewers": 20})
+            created = await http.post(
+                f"{server.base_url}/api/v1/rooms", json={"name": "tumour-board", "max_viewers": 20}
+            )
             assert created.status == 201, await created.text()
 
             async def token(identity: str, role: str) -> str:
@@ -150,7 +156,7 @@ async def test_backend_creates_room_lead_and_ten_sites_join_from_browsers_one_ge
             assert published["role"] == "participant" and published["tracks"][0]["kind"] == "audio"
             await asyncio.to_thread(driver.switch_to.window, windows["site-7"])
             for _ in range(50):
-                tracks = (await run_async_js_async(driver, "return tb.snapshot().tracks;"))
+                tracks = await run_async_js_async(driver, "return tb.snapshot().tracks;")
                 if any(t["owner"] == "site-3" for t in tracks):
                     break
                 await asyncio.sleep(0.2)
@@ -159,18 +165,29 @@ async def test_backend_creates_room_lead_and_ten_sites_join_from_browsers_one_ge
 
         # The backend heard about every step, signed.
         await receiver.wait(
-            lambda r: any(e["event"] == "track_published" and e["data"]["track"]["owner"] == "site-3" for e in r.events),
+            lambda r: any(
+                e["event"] == "track_published" and e["data"]["track"]["owner"] == "site-3"
+                for e in r.events
+            ),
             "track_published for site-3",
         )
         names = receiver.names()
         assert receiver.bad_signatures == 0
         assert names[0] == "room_started"
-        joined = {e["data"]["participant"]["identity"] for e in receiver.events if e["event"] == "participant_joined"}
+        joined = {
+            e["data"]["participant"]["identity"]
+            for e in receiver.events
+            if e["event"] == "participant_joined"
+        }
         assert joined == {"central"} | {f"site-{n}" for n in range(OBSERVERS)}
         assert {"identity": "site-3", "role": "participant", "by": "central"} in [
             e["data"] for e in receiver.events if e["event"] == "role_changed"
         ]
-        lead_tracks = [e for e in receiver.events if e["event"] == "track_published" and e["data"]["track"]["owner"] == "central"]
+        lead_tracks = [
+            e
+            for e in receiver.events
+            if e["event"] == "track_published" and e["data"]["track"]["owner"] == "central"
+        ]
         assert {e["data"]["track"]["kind"] for e in lead_tracks} == {"audio", "video"}
         assert all(e["room"] == "tumour-board" for e in receiver.events)
     finally:

@@ -90,11 +90,15 @@ class Client:
             kwargs["headers"] = {"Authorization": auth, **kwargs.get("headers", {})}
         async with self.session.request(method, self.base_url + path, **kwargs) as response:
             text = await response.text()
-            data = json.loads(text) if text and response.content_type == "application/json" else None
+            data = (
+                json.loads(text) if text and response.content_type == "application/json" else None
+            )
             return response.status, data, response.headers
 
     async def token(self, room: str, identity: str, role: str, **fields: Any) -> str:
-        status, data, _ = await self.call("POST", "/api/v1/tokens", {"room": room, "identity": identity, "role": role, **fields})
+        status, data, _ = await self.call(
+            "POST", "/api/v1/tokens", {"room": room, "identity": identity, "role": role, **fields}
+        )
         assert status == 200, data
         return data["token"]
 
@@ -109,7 +113,9 @@ def api_get(server: RunningServer, path: str) -> Any:
 
 
 def api_delete(server: RunningServer, path: str) -> None:
-    request = urllib.request.Request(server.base_url + path, method="DELETE", headers={"Authorization": AUTH})
+    request = urllib.request.Request(
+        server.base_url + path, method="DELETE", headers={"Authorization": AUTH}
+    )
     try:
         urllib.request.urlopen(request, timeout=10).close()
     except urllib.error.HTTPError as exc:
@@ -123,7 +129,9 @@ def unique(prefix: str) -> str:
 
 def assert_error(status: int, data: Any, expected_status: int, code: str) -> None:
     assert status == expected_status, data
-    assert set(data) == {"error"} and data["error"]["code"] == code and data["error"]["message"], data
+    assert set(data) == {"error"} and data["error"]["code"] == code and data["error"]["message"], (
+        data
+    )
 
 
 # -- auth ------------------------------------------------------------------------------------
@@ -146,7 +154,12 @@ def assert_error(status: int, data: Any, expected_status: int, code: str) -> Non
 )
 async def test_requests_without_a_valid_key_are_refused(http, authorization):
     headers = {"Authorization": authorization} if authorization is not None else {}
-    for method, path in (("GET", "/api/v1/rooms"), ("POST", "/api/v1/tokens"), ("DELETE", "/api/v1/rooms/x"), ("GET", "/api/v1/nope")):
+    for method, path in (
+        ("GET", "/api/v1/rooms"),
+        ("POST", "/api/v1/tokens"),
+        ("DELETE", "/api/v1/rooms/x"),
+        ("GET", "/api/v1/nope"),
+    ):
         status, data, response_headers = await http.call(method, path, auth=None, headers=headers)
         assert_error(status, data, 401, "unauthorized")
         assert response_headers["WWW-Authenticate"] == 'Basic realm="telebridge"'
@@ -186,11 +199,23 @@ async def test_room_create_list_get_end(http):
     name = unique("consult")
     before = time.time()
     status, room, headers = await http.call(
-        "POST", "/api/v1/rooms", {"name": name, "max_publishers": 3, "max_viewers": 40, "empty_timeout": 90, "auto_record": True}
+        "POST",
+        "/api/v1/rooms",
+        {
+            "name": name,
+            "max_publishers": 3,
+            "max_viewers": 40,
+            "empty_timeout": 90,
+            "auto_record": True,
+        },
     )
     assert status == 201, room
     assert headers["Location"] == f"/api/v1/rooms/{name}"
-    assert room["name"] == name and (room["max_publishers"], room["max_viewers"], room["empty_timeout"]) == (3, 40, 90)
+    assert room["name"] == name and (
+        room["max_publishers"],
+        room["max_viewers"],
+        room["empty_timeout"],
+    ) == (3, 40, 90)
     assert room["auto_record"] is True and before - 1 <= room["created_at"] <= time.time() + 1
     assert room["participants"] == 0 and room["tracks"] == 0
     assert room["by_role"] == {"lead": 0, "participant": 0, "observer": 0}
@@ -219,7 +244,12 @@ async def test_room_defaults(http):
     name = unique("defaults")
     status, room, _ = await http.call("POST", "/api/v1/rooms", {"name": name})
     assert status == 201
-    assert (room["max_publishers"], room["max_viewers"], room["empty_timeout"], room["auto_record"]) == (16, 1000, 300, False)
+    assert (
+        room["max_publishers"],
+        room["max_viewers"],
+        room["empty_timeout"],
+        room["auto_record"],
+    ) == (16, 1000, 300, False)
 
 
 @pytest.mark.parametrize(
@@ -272,11 +302,15 @@ async def test_unparsable_bodies(http, raw, content_type, expected_status, code)
 
 async def test_deeply_nested_json_is_a_400_not_a_crash(http):
     raw = b'{"name": ' + b"[" * 30000 + b"]" * 30000 + b"}"
-    status, data, _ = await http.call("POST", "/api/v1/rooms", data=raw, headers={"Content-Type": "application/json"})
+    status, data, _ = await http.call(
+        "POST", "/api/v1/rooms", data=raw, headers={"Content-Type": "application/json"}
+    )
     assert status in (400, 413), data
 
 
-@pytest.mark.parametrize("path", ["/api/v1/rooms/has%20space", "/api/v1/rooms/" + "x" * 65, "/api/v1/rooms/a%0A"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/rooms/has%20space", "/api/v1/rooms/" + "x" * 65, "/api/v1/rooms/a%0A"]
+)
 async def test_invalid_path_names_are_400(http, path):
     status, data, _ = await http.call("GET", path)
     assert_error(status, data, 400, "invalid")
@@ -293,20 +327,31 @@ async def test_recordings_are_reserved(http):
 
 async def test_tokens_are_minted_and_capped(http, api_server):
     status, data, _ = await http.call(
-        "POST", "/api/v1/tokens", {"room": "consult", "identity": "dr-lee", "role": "lead", "name": "Dr Lee", "ttl": 600}
+        "POST",
+        "/api/v1/tokens",
+        {"room": "consult", "identity": "dr-lee", "role": "lead", "name": "Dr Lee", "ttl": 600},
     )
     assert status == 200, data
     grant = tokens.verify(api_server.secret, data["token"])
-    assert (grant.room, grant.identity, grant.role, grant.name) == ("consult", "dr-lee", "lead", "Dr Lee")
+    assert (grant.room, grant.identity, grant.role, grant.name) == (
+        "consult",
+        "dr-lee",
+        "lead",
+        "Dr Lee",
+    )
     assert data["expires_at"] == grant.expires and abs(grant.expires - (time.time() + 600)) < 5
     assert (data["room"], data["identity"], data["role"]) == ("consult", "dr-lee", "lead")
     # Defaults: one hour, the name is the identity.
-    status, data, _ = await http.call("POST", "/api/v1/tokens", {"room": "consult", "identity": "site-1", "role": "observer"})
+    status, data, _ = await http.call(
+        "POST", "/api/v1/tokens", {"room": "consult", "identity": "site-1", "role": "observer"}
+    )
     claims = jwt.decode(data["token"], options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 3600 and claims["name"] == "site-1"
     # A year is capped at auth.max_token_ttl (a day by default).
     status, data, _ = await http.call(
-        "POST", "/api/v1/tokens", {"room": "consult", "identity": "site-1", "role": "observer", "ttl": 31536000}
+        "POST",
+        "/api/v1/tokens",
+        {"room": "consult", "identity": "site-1", "role": "observer", "ttl": 31536000},
     )
     assert status == 200 and abs(data["expires_at"] - (time.time() + 86400)) < 5
 
@@ -358,13 +403,20 @@ async def test_participant_endpoints(http):
     try:
         base = f"/api/v1/rooms/{room}/participants"
         status, data, _ = await http.call("GET", f"{base}/site-7")
-        assert status == 200 and data["identity"] == "site-7" and data["role"] == "observer" and data["hand_raised"] is False
+        assert (
+            status == 200
+            and data["identity"] == "site-7"
+            and data["role"] == "observer"
+            and data["hand_raised"] is False
+        )
 
         # Give the observer the floor: everyone hears it, with by null (the server API).
         mark = lead.mark()
         status, data, _ = await http.call("PATCH", f"{base}/site-7", {"role": "participant"})
         assert status == 200 and data["role"] == "participant", data
-        changed = await lead.wait_for("role_changed", lambda d: d["identity"] == "site-7", since=mark)
+        changed = await lead.wait_for(
+            "role_changed", lambda d: d["identity"] == "site-7", since=mark
+        )
         assert changed == {"identity": "site-7", "role": "participant", "by": None}
         status, data, _ = await http.call("GET", f"/api/v1/rooms/{room}")
         assert data["by_role"] == {"lead": 1, "participant": 1, "observer": 1}
@@ -388,7 +440,9 @@ async def test_participant_endpoints(http):
         mark = lead.mark()
         status, data, _ = await http.call("DELETE", f"{base}/site-9")
         assert status == 204
-        left = await lead.wait_for("participant_left", lambda d: d["identity"] == "site-9", since=mark)
+        left = await lead.wait_for(
+            "participant_left", lambda d: d["identity"] == "site-9", since=mark
+        )
         assert left["reason"] == "removed"
         status, data, _ = await http.call("GET", f"{base}/site-9")
         assert_error(status, data, 404, "not_found")
@@ -413,18 +467,30 @@ async def test_mute_one_track_or_all(http):
         track_id = published[0]["id"]
         base = f"/api/v1/rooms/{room}/participants/site-2"
         status, data, _ = await http.call("GET", base)
-        assert [t["id"] for t in data["tracks"]] == [track_id] and data["tracks"][0]["muted"] is False
+        assert [t["id"] for t in data["tracks"]] == [track_id] and data["tracks"][0][
+            "muted"
+        ] is False
 
         mark = lead.mark()
-        status, data, _ = await http.call("POST", f"{base}/mute", {"track": track_id, "muted": True})
-        assert status == 200 and [(t["id"], t["muted"]) for t in data["tracks"]] == [(track_id, True)], data
+        status, data, _ = await http.call(
+            "POST", f"{base}/mute", {"track": track_id, "muted": True}
+        )
+        assert status == 200 and [(t["id"], t["muted"]) for t in data["tracks"]] == [
+            (track_id, True)
+        ], data
         event = await lead.wait_for("track_muted", since=mark)
         assert event == {"track": track_id, "muted": True, "by": None}
 
         status, data, _ = await http.call("POST", f"{base}/mute", {"muted": False})
-        assert status == 200 and [(t["id"], t["muted"]) for t in data["tracks"]] == [(track_id, False)]
+        assert status == 200 and [(t["id"], t["muted"]) for t in data["tracks"]] == [
+            (track_id, False)
+        ]
         # Someone else's track, an unknown track, a bad body.
-        status, data, _ = await http.call("POST", f"/api/v1/rooms/{room}/participants/central/mute", {"track": track_id, "muted": True})
+        status, data, _ = await http.call(
+            "POST",
+            f"/api/v1/rooms/{room}/participants/central/mute",
+            {"track": track_id, "muted": True},
+        )
         assert_error(status, data, 404, "not_found")
         status, data, _ = await http.call("POST", f"{base}/mute", {"track": "nope", "muted": True})
         assert_error(status, data, 404, "not_found")
@@ -433,7 +499,9 @@ async def test_mute_one_track_or_all(http):
         status, data, _ = await http.call("POST", f"{base}/mute", {"muted": "yes"})
         assert_error(status, data, 400, "invalid")
         # The lead has no tracks: muting all of them changes nothing.
-        status, data, _ = await http.call("POST", f"/api/v1/rooms/{room}/participants/central/mute", {"muted": True})
+        status, data, _ = await http.call(
+            "POST", f"/api/v1/rooms/{room}/participants/central/mute", {"muted": True}
+        )
         assert status == 200 and data == {"tracks": []}
     finally:
         await presenter.close()
@@ -462,7 +530,9 @@ async def test_ending_a_room_disconnects_everyone(http):
 
 def test_openapi_document_is_valid_and_covers_every_route():
     validate_openapi(api.OPENAPI)
-    documented = {(method.upper(), path) for path, item in api.OPENAPI["paths"].items() for method in item}
+    documented = {
+        (method.upper(), path) for path, item in api.OPENAPI["paths"].items() for method in item
+    }
     routed = {(r.method, api.PREFIX + r.path) for r in api.ROUTES}
     assert documented == routed
     for path, item in api.OPENAPI["paths"].items():
@@ -490,7 +560,9 @@ def test_every_operation_per_the_document(case, api_server):
     """Generated requests (valid and invalid) for every operation: no 5xx (but the
     documented 501), every answer as documented."""
     if case.operation.path.endswith("/recordings"):  # reserved: 501 by design
-        response = case.call_and_validate(base_url=api_server.base_url, timeout=10, excluded_checks=[not_a_server_error])
+        response = case.call_and_validate(
+            base_url=api_server.base_url, timeout=10, excluded_checks=[not_a_server_error]
+        )
         assert response.status_code in (400, 401, 404, 405, 501), response.text
         return
     case.call_and_validate(base_url=api_server.base_url, timeout=10)
@@ -511,7 +583,11 @@ def test_stateful_workflows(api_server):
 
     Workflow.run(
         settings=settings(
-            max_examples=15, stateful_step_count=6, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+            max_examples=15,
+            stateful_step_count=6,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
         )
     )
 
@@ -534,12 +610,21 @@ def test_config_rejects_bad_api_keys(tmp_path: Path):
     assert [k.key for k in keys] == [KEY, OLD_KEY] and keys[0].secret == SECRET
     assert SECRET not in repr(keys), "secrets must not end up in logs"
     (tmp_path / "api-secret").write_text("f" * 40 + "\n")
-    assert load('[[api.keys]]\nkey = "k"\nsecret_file = "api-secret"\n').api.keys[0].secret == "f" * 40
+    assert (
+        load('[[api.keys]]\nkey = "k"\nsecret_file = "api-secret"\n').api.keys[0].secret == "f" * 40
+    )
     for bad, message in (
         ('[[api.keys]]\nkey = "k"\nsecret = "short"\n', "at least 32"),
         ('[[api.keys]]\nkey = "k"\n', "secret or secret_file"),
         ('[[api.keys]]\nkey = "a b"\nsecret = "' + "x" * 40 + '"\n', "letters"),
-        ('[[api.keys]]\nkey = "k"\nsecret = "' + "x" * 40 + '"\n[[api.keys]]\nkey = "k"\nsecret = "' + "y" * 40 + '"\n', "twice"),
+        (
+            '[[api.keys]]\nkey = "k"\nsecret = "'
+            + "x" * 40
+            + '"\n[[api.keys]]\nkey = "k"\nsecret = "'
+            + "y" * 40
+            + '"\n',
+            "twice",
+        ),
         ('[api]\nkeys = "k"\n', "array of tables"),
         ('[[api.keys]]\nkey = "k"\nsecret_file = "missing"\n', "cannot read"),
     ):

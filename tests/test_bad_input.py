@@ -43,10 +43,14 @@ def health(server: RunningServer) -> dict:
 # -- (a) the media port ------------------------------------------------------------------------
 
 
-def hostile_datagrams(server_ufrag: str, client_ufrag: str, count: int, seed: int = 11) -> list[bytes]:
+def hostile_datagrams(
+    server_ufrag: str, client_ufrag: str, count: int, seed: int = 11
+) -> list[bytes]:
     rng = random.Random(seed)
     wrong_password = [
-        binding_request(f"{server_ufrag}:{client_ufrag}", "x" * 24, use_candidate=True),  # the live session, wrong pwd
+        binding_request(
+            f"{server_ufrag}:{client_ufrag}", "x" * 24, use_candidate=True
+        ),  # the live session, wrong pwd
         binding_request(f"{server_ufrag}:{client_ufrag}", "", use_candidate=True),
         binding_request(f"{server_ufrag}:someone", "y" * 24, use_candidate=True),
         binding_request(f"nosuchufrag:{client_ufrag}", "z" * 24, use_candidate=True),
@@ -68,12 +72,24 @@ def hostile_datagrams(server_ufrag: str, client_ufrag: str, count: int, seed: in
             attrs = struct.pack("!HH", attr_type, len(value)) + value + bytes(-len(value) % 4)
             return struct.pack("!HH", 0x0001, len(attrs)) + cookie + os.urandom(12) + attrs
         if kind == 4:  # DTLS 1.2 ClientHello-looking record
-            body = b"\x01" + struct.pack("!I", rng.randrange(1 << 24))[1:] + os.urandom(rng.randrange(40, 300))
+            body = (
+                b"\x01"
+                + struct.pack("!I", rng.randrange(1 << 24))[1:]
+                + os.urandom(rng.randrange(40, 300))
+            )
             return b"\x16\xfe\xfd" + bytes(8) + struct.pack("!H", len(body)) + body
         if kind == 5:  # fake SRTP
-            return b"\x80" + bytes([rng.choice([96, 97, 111, 0xE0])]) + os.urandom(rng.randrange(10, 1200))
+            return (
+                b"\x80"
+                + bytes([rng.choice([96, 97, 111, 0xE0])])
+                + os.urandom(rng.randrange(10, 1200))
+            )
         if kind == 6:  # fake SRTCP
-            return b"\x80" + bytes([rng.choice([200, 201, 205, 206])]) + os.urandom(rng.randrange(6, 200))
+            return (
+                b"\x80"
+                + bytes([rng.choice([200, 201, 205, 206])])
+                + os.urandom(rng.randrange(6, 200))
+            )
         if kind == 7:
             return b""
         # a bit-flipped copy of a wrong-password check
@@ -97,13 +113,17 @@ async def test_media_port_survives_hostile_datagrams(server):
     sockets: list[socket.socket] = []
     try:
         await publisher.wait_connected()
-        viewer = await start_whep_viewer(server.base_url, room, server.token(room, "site", "observer"))
+        viewer = await start_whep_viewer(
+            server.base_url, room, server.token(room, "site", "observer")
+        )
         await viewer.wait_frames(30, timeout=20)
         before = health(server)
         assert before["ok"] is True
         worker_pid = before["workers"][0].get("pid")
         port = viewer.server_port()
-        datagrams = hostile_datagrams(_ufrag(viewer.answer), _ufrag(viewer.pc.localDescription.sdp), 2000)
+        datagrams = hostile_datagrams(
+            _ufrag(viewer.answer), _ufrag(viewer.pc.localDescription.sdp), 2000
+        )
         for _ in range(8):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 0))
@@ -133,13 +153,17 @@ async def test_media_port_survives_hostile_datagrams(server):
                     break
         assert answers == [], f"the SFU answered a stranger: {answers[:3]}"
         # The 30 fps source kept flowing through the blast and after it.
-        assert decoded >= 15 * elapsed, f"{decoded} frames in {elapsed:.1f} s during and after the blast"
+        assert decoded >= 15 * elapsed, (
+            f"{decoded} frames in {elapsed:.1f} s during and after the blast"
+        )
         assert viewer.rate(2.0) > 15, f"viewer decodes {viewer.rate(2.0)} fps after the blast"
         assert viewer.pc.connectionState == "connected"
 
         after = health(server)
         assert after["ok"] is True and after["workers"][0]["alive"] is True
-        assert after["workers"][0].get("pid") == worker_pid, "the worker must not have been restarted"
+        assert after["workers"][0].get("pid") == worker_pid, (
+            "the worker must not have been restarted"
+        )
         logs = server.logs()
         assert "error handling a datagram" not in logs, logs[-3000:]
         assert "Traceback" not in logs, logs[-3000:]
@@ -180,7 +204,13 @@ def request(
         all_headers["Content-Type"] = content_type
     try:
         if chunked:
-            connection.request(method, path, body=iter([body[i : i + 8192] for i in range(0, len(body), 8192)]), headers=all_headers, encode_chunked=True)
+            connection.request(
+                method,
+                path,
+                body=iter([body[i : i + 8192] for i in range(0, len(body), 8192)]),
+                headers=all_headers,
+                encode_chunked=True,
+            )
         else:
             connection.request(method, path, body=body, headers=all_headers)
         response = connection.getresponse()
@@ -202,10 +232,16 @@ def assert_error(result: tuple[int, dict[str, str], bytes], status: int, code: s
 
 def test_malformed_sdp_is_400_bad_sdp(api):
     token = api.token("room1", "dr", "lead")
-    message = assert_error(request(api, "POST", "/whip/room1", b"this is not sdp", token), 400, "bad_sdp")
+    message = assert_error(
+        request(api, "POST", "/whip/room1", b"this is not sdp", token), 400, "bad_sdp"
+    )
     assert "v=0" in message
-    no_fp = "\r\n".join(line for line in OFFER.split("\r\n") if not line.startswith("a=fingerprint")).encode()
-    assert "fingerprint" in assert_error(request(api, "POST", "/whip/room1", no_fp, token), 400, "bad_sdp")
+    no_fp = "\r\n".join(
+        line for line in OFFER.split("\r\n") if not line.startswith("a=fingerprint")
+    ).encode()
+    assert "fingerprint" in assert_error(
+        request(api, "POST", "/whip/room1", no_fp, token), 400, "bad_sdp"
+    )
 
 
 def test_sdp_that_is_not_utf8_is_400(api):
@@ -213,7 +249,9 @@ def test_sdp_that_is_not_utf8_is_400(api):
     assert_error(request(api, "POST", "/whip/room1", b"v=0\r\n\xff\xfe", token), 400, "bad_sdp")
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json", None, "application/sdpx"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/json", None, "application/sdpx"]
+)
 def test_wrong_content_type_is_415(api, content_type):
     token = api.token("room1", "dr", "lead")
     result = request(api, "POST", "/whip/room1", OFFER.encode(), token, content_type=content_type)
@@ -223,7 +261,9 @@ def test_wrong_content_type_is_415(api, content_type):
 def test_content_type_parameters_are_accepted(api):
     """application/sdp; charset=utf-8 is still SDP: the request gets past the 415 check."""
     token = api.token("room1", "dr", "lead")
-    result = request(api, "POST", "/whip/room1", b"garbage", token, content_type="application/sdp; charset=utf-8")
+    result = request(
+        api, "POST", "/whip/room1", b"garbage", token, content_type="application/sdp; charset=utf-8"
+    )
     assert_error(result, 400, "bad_sdp")
 
 
@@ -231,12 +271,21 @@ def _expired_token(secret: str, room: str) -> str:
     # tokens.verify allows 5 s of clock skew, so a ttl=1 token slept on for 2 s is still
     # valid: sign one that expired a minute ago instead.
     now = int(time.time())
-    claims = {"iss": "telebridge", "sub": "dr", "room": room, "role": "lead", "iat": now - 700, "exp": now - 60}
+    claims = {
+        "iss": "telebridge",
+        "sub": "dr",
+        "room": room,
+        "role": "lead",
+        "iat": now - 700,
+        "exp": now - 60,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
 @pytest.mark.parametrize("endpoint", ["whip", "whep"])
-@pytest.mark.parametrize("case", ["none", "garbage", "expired", "wrong-key", "basic-scheme", "empty-bearer"])
+@pytest.mark.parametrize(
+    "case", ["none", "garbage", "expired", "wrong-key", "basic-scheme", "empty-bearer"]
+)
 def test_bad_credentials_are_401(api, endpoint, case):
     headers: dict[str, str] = {}
     token = None
@@ -245,12 +294,25 @@ def test_bad_credentials_are_401(api, endpoint, case):
     elif case == "expired":
         token = _expired_token(api.secret, "room1")
     elif case == "wrong-key":
-        token = jwt.encode({"iss": "telebridge", "sub": "dr", "room": "room1", "role": "lead", "exp": int(time.time()) + 600}, "w" * 64)
+        token = jwt.encode(
+            {
+                "iss": "telebridge",
+                "sub": "dr",
+                "room": "room1",
+                "role": "lead",
+                "exp": int(time.time()) + 600,
+            },
+            "w" * 64,
+        )
     elif case == "basic-scheme":
         headers["Authorization"] = "Basic ZHI6cGFzcw=="
     elif case == "empty-bearer":
         headers["Authorization"] = "Bearer "
-    message = assert_error(request(api, "POST", f"/{endpoint}/room1", OFFER.encode(), token, headers=headers), 401, "unauthorized")
+    message = assert_error(
+        request(api, "POST", f"/{endpoint}/room1", OFFER.encode(), token, headers=headers),
+        401,
+        "unauthorized",
+    )
     if case == "expired":
         assert "expired" in message
 
@@ -263,7 +325,9 @@ def test_token_for_another_room_is_403(api):
 
 def test_observer_may_not_publish(api):
     token = api.token("room1", "site", "observer")
-    message = assert_error(request(api, "POST", "/whip/room1", OFFER.encode(), token), 403, "forbidden")
+    message = assert_error(
+        request(api, "POST", "/whip/room1", OFFER.encode(), token), 403, "forbidden"
+    )
     assert "observer" in message
 
 
@@ -277,23 +341,35 @@ def test_whep_when_nobody_publishes_is_404(api):
 @pytest.mark.parametrize("kind", ["whip", "whep"])
 def test_delete_unknown_session_is_404(api, kind):
     token = api.token("room1", "dr", "lead")
-    assert_error(request(api, "DELETE", f"/{kind}/room1/no-such-session", None, token, content_type=None), 404, "not_found")
+    assert_error(
+        request(api, "DELETE", f"/{kind}/room1/no-such-session", None, token, content_type=None),
+        404,
+        "not_found",
+    )
 
 
 def test_delete_without_token_is_401(api):
-    assert_error(request(api, "DELETE", "/whip/room1/whatever", None, None, content_type=None), 401, "unauthorized")
+    assert_error(
+        request(api, "DELETE", "/whip/room1/whatever", None, None, content_type=None),
+        401,
+        "unauthorized",
+    )
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_oversize_body_is_413(api, chunked):
     token = api.token("room1", "dr", "lead")
     body = OFFER.encode() + b"a=x-pad:" + b"x" * (70 * 1024) + b"\r\n"
-    assert_error(request(api, "POST", "/whip/room1", body, token, chunked=chunked), 413, "too_large")
+    assert_error(
+        request(api, "POST", "/whip/room1", body, token, chunked=chunked), 413, "too_large"
+    )
 
 
 def test_bad_room_name_is_400(api):
     token = api.token("room1", "dr", "lead")
-    assert_error(request(api, "POST", "/whip/bad%20room!", OFFER.encode(), token), 400, "bad_request")
+    assert_error(
+        request(api, "POST", "/whip/bad%20room!", OFFER.encode(), token), 400, "bad_request"
+    )
 
 
 def test_server_is_healthy_after_the_refusals(api):

@@ -68,13 +68,21 @@ def payload_of(size: int, keyframe: bool) -> bytes:
 
 
 def srtp_session(key: bytes, inbound: bool) -> Session:
-    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND if inbound else Policy.SSRC_ANY_OUTBOUND, srtp_profile=GCM)
+    policy = Policy(
+        key=key,
+        ssrc_type=Policy.SSRC_ANY_INBOUND if inbound else Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=GCM,
+    )
     policy.allow_repeat_tx = True
     return Session(policy)
 
 
 def webrtc_transport(
-    timers: TimerQueue, session: str, sender: Callable[[bytes, tuple[str, int]], object], extensions: dict[str, int], now: float
+    timers: TimerQueue,
+    session: str,
+    sender: Callable[[bytes, tuple[str, int]], object],
+    extensions: dict[str, int],
+    now: float,
 ) -> WebRtcTransport:
     return WebRtcTransport(
         session,
@@ -125,13 +133,26 @@ class FanoutRig:
         self.pub_key_tx = os.urandom(GCM_KEY_LEN)  # the publisher protects with this
         self.timers = TimerQueue()
         self.publisher = webrtc_transport(
-            self.timers, "pub", lambda data, addr: self.publisher_out.append(data), PUBLISH_EXTENSIONS, self.now
+            self.timers,
+            "pub",
+            lambda data, addr: self.publisher_out.append(data),
+            PUBLISH_EXTENSIONS,
+            self.now,
         )
         self.publisher.addr = PUB_ADDR
-        self.publisher.start_srtp(SrtpContext(GCM, os.urandom(GCM_KEY_LEN), self.pub_key_tx), self.now, "GCM")
+        self.publisher.start_srtp(
+            SrtpContext(GCM, os.urandom(GCM_KEY_LEN), self.pub_key_tx), self.now, "GCM"
+        )
         codec = Codec(96, "vp8", 90000, rtx_payload_type=97)
         self.producer = Producer(
-            "pub:0", self.publisher, "video", "0", codec, [Encoding(ssrc=PUB_SSRC, rtx_ssrc=PUB_RTX_SSRC)], use_nack=True, use_rtx=True
+            "pub:0",
+            self.publisher,
+            "video",
+            "0",
+            codec,
+            [Encoding(ssrc=PUB_SSRC, rtx_ssrc=PUB_RTX_SSRC)],
+            use_nack=True,
+            use_rtx=True,
         )
         self.publisher.add_producer(self.producer)
         self.stream = self.producer.streams[0]
@@ -142,7 +163,9 @@ class FanoutRig:
             tx_key = os.urandom(GCM_KEY_LEN)
             transport.addr = self.sink_addr
             transport.start_srtp(SrtpContext(GCM, tx_key, os.urandom(GCM_KEY_LEN)), self.now, "GCM")
-            consumer = SimpleConsumer(f"v{n}:0", self.producer, transport, 96, 97, ExtensionLayout(VIEW_EXTENSIONS, "0"))
+            consumer = SimpleConsumer(
+                f"v{n}:0", self.producer, transport, 96, 97, ExtensionLayout(VIEW_EXTENSIONS, "0")
+            )
             transport.add_consumer(consumer)  # SRTP is up: activates, waits for a keyframe
             self.keys[consumer.ssrc] = tx_key
             self.consumers.append(consumer)
@@ -151,7 +174,9 @@ class FanoutRig:
         self.ts = 3000
         self.keyframe = rtp_packet(self.seq, self.ts, payload_of(payload_size, True))
         self.delta_payload = payload_of(payload_size, False)
-        self.delta = parse_rtp(rtp_packet(self.seq + 1, self.ts, self.delta_payload, marker=True), self.ext_map)
+        self.delta = parse_rtp(
+            rtp_packet(self.seq + 1, self.ts, self.delta_payload, marker=True), self.ext_map
+        )
         self.sent = 0
 
     def start(self) -> None:
@@ -190,7 +215,9 @@ class FanoutRig:
         self.out.close()
 
 
-def check_forwarded(rig: FanoutRig, datagrams: list[bytes], source_seq: int, payload: bytes) -> None:
+def check_forwarded(
+    rig: FanoutRig, datagrams: list[bytes], source_seq: int, payload: bytes
+) -> None:
     """Every viewer got one copy that decrypts with its own key to the source payload, with
     its own SSRC, its rewritten sequence number and the mid/abs-send-time/twcc extensions."""
     by_ssrc = {c.ssrc: c for c in rig.consumers}
@@ -241,7 +268,9 @@ def test_bench_fanout_1_packet_to_100_viewers_srtp_gcm_udp_sendto(benchmark, rig
     """RecvStream.receive of one VP8 packet -> 100 x (copy, patch, protect, sendto)."""
     rig.start()
     rig.drain()
-    benchmark.extra_info.update(packets_out_per_round=VIEWERS, payload=payload_size, send="udp sendto")
+    benchmark.extra_info.update(
+        packets_out_per_round=VIEWERS, payload=payload_size, send="udp sendto"
+    )
     benchmark.pedantic(rig.stream.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50)
     rig.drain()
     # Correctness, once, on a fresh packet.
@@ -255,8 +284,12 @@ def test_bench_fanout_1_packet_to_100_viewers_srtp_gcm_no_syscall(benchmark, pay
     rig = FanoutRig(VIEWERS, payload_size, send="null")
     try:
         rig.start()
-        benchmark.extra_info.update(packets_out_per_round=VIEWERS, payload=payload_size, send="none")
-        benchmark.pedantic(rig.stream.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50)
+        benchmark.extra_info.update(
+            packets_out_per_round=VIEWERS, payload=payload_size, send="none"
+        )
+        benchmark.pedantic(
+            rig.stream.receive, setup=rig.next_delta, rounds=ROUNDS, warmup_rounds=50
+        )
         before = rig.null_sent
         args, _ = rig.next_delta()
         rig.stream.receive(*args)
@@ -268,7 +301,13 @@ def test_bench_fanout_1_packet_to_100_viewers_srtp_gcm_no_syscall(benchmark, pay
 def test_bench_worker_receive_srtp_to_100_viewers(benchmark, rig, payload_size):
     """WorkerCore.receive of one SRTP datagram from the publisher: demux, unprotect, parse,
     then the fan-out above. The publisher's packets are protected in the (untimed) setup."""
-    core = WorkerCore(RTCCertificate.generateCertificate(), "127.0.0.1", 0, rig.out.sendto, lambda name, data: None)
+    core = WorkerCore(
+        RTCCertificate.generateCertificate(),
+        "127.0.0.1",
+        0,
+        rig.out.sendto,
+        lambda name, data: None,
+    )
     core.demux.by_addr[PUB_ADDR] = rig.publisher
     publisher_srtp = srtp_session(rig.pub_key_tx, inbound=False)
     rig.start()
@@ -286,7 +325,9 @@ def test_bench_worker_receive_srtp_to_100_viewers(benchmark, rig, payload_size):
         data = publisher_srtp.protect(rtp_packet(rig.seq, rig.ts, rig.delta_payload))
         return (data, PUB_ADDR, rig.now), {}
 
-    benchmark.extra_info.update(packets_out_per_round=VIEWERS, payload=payload_size, send="udp sendto")
+    benchmark.extra_info.update(
+        packets_out_per_round=VIEWERS, payload=payload_size, send="udp sendto"
+    )
     benchmark.pedantic(core.receive, setup=next_datagram, rounds=ROUNDS, warmup_rounds=50)
     rig.drain()
     args, _ = next_datagram()
@@ -299,7 +340,13 @@ def test_bench_parse_rtp(benchmark, payload_size):
     ext_map = read_map(PUBLISH_EXTENSIONS)
     data = rtp_packet(4242, 90000, payload_of(payload_size, False), marker=True)
     packet = benchmark(parse_rtp, data, ext_map)
-    assert (packet.seq, packet.ts, packet.ssrc, packet.pt, packet.marker) == (4242, 90000, PUB_SSRC, 96, 0x80)
+    assert (packet.seq, packet.ts, packet.ssrc, packet.pt, packet.marker) == (
+        4242,
+        90000,
+        PUB_SSRC,
+        96,
+        0x80,
+    )
     assert packet.mid == b"0" and len(packet.payload) == payload_size
 
 

@@ -119,7 +119,9 @@ async def test_chromium_publishes_whip_aiortc_receives(server, browser):
         driver, lambda s: s["publishState"] == "connected", 15, "the publisher to connect"
     )
 
-    viewer = await start_whep_viewer(server.base_url, room, server.token(room, "auditor", "observer"))
+    viewer = await start_whep_viewer(
+        server.base_url, room, server.token(room, "auditor", "observer")
+    )
     try:
         deadline = time.monotonic() + 20
         while not viewer.video_frames:
@@ -260,9 +262,7 @@ async def test_observer_cannot_publish_from_demo_page(server, browser):
     assert result["code"] and result["code"] in status["text"], (result, status)
 
     # The camera is released and nothing is left connected.
-    released = await js(
-        driver, "return document.getElementById('localVideo').srcObject === null;"
-    )
+    released = await js(driver, "return document.getElementById('localVideo').srcObject === null;")
     assert released, "the local preview still holds the camera after a refused publish"
     assert (await page_stats(driver))["state"] == "closed"
     assert console_errors_besides_network(browser) == []

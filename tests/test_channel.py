@@ -15,7 +15,10 @@ def frame(body: bytes) -> bytes:
 
 
 def test_round_trip_several_messages_in_one_feed():
-    messages = [{"id": 1, "method": "ping", "params": {}}, {"event": "closed", "data": {"session": "é✓"}}]
+    messages = [
+        {"id": 1, "method": "ping", "params": {}},
+        {"event": "closed", "data": {"session": "é✓"}},
+    ]
     data = b"".join(channel.encode(m) for m in messages)
     assert channel.Decoder().feed(data) == messages
 

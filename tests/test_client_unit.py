@@ -30,7 +30,13 @@ Script = Callable[[web.WebSocketResponse, dict[str, Any]], Awaitable[None]]
 
 
 def participant(identity: str, role: str = "participant", hand: bool = False) -> dict[str, Any]:
-    return {"identity": identity, "name": identity.title(), "role": role, "hand_raised": hand, "joined_at": 1.0}
+    return {
+        "identity": identity,
+        "name": identity.title(),
+        "role": role,
+        "hand_raised": hand,
+        "joined_at": 1.0,
+    }
 
 
 def track(track_id: str, owner: str, kind: str = "video", source: str = "camera") -> dict[str, Any]:
@@ -112,8 +118,14 @@ class FakeServer:
             message,
             {
                 "participant": me,
-                "room": {"name": "consult", "max_publishers": 16, "max_viewers": 1000, "empty_timeout": 300,
-                         "auto_record": False, "created_at": 1.0},
+                "room": {
+                    "name": "consult",
+                    "max_publishers": 16,
+                    "max_viewers": 1000,
+                    "empty_timeout": 300,
+                    "auto_record": False,
+                    "created_at": 1.0,
+                },
                 "participants": list(self.participants),
                 "tracks": list(self.tracks),
                 "resume": f"resume-{self.joins}",
@@ -129,7 +141,9 @@ async def respond(ws: web.WebSocketResponse, message: dict[str, Any], data: dict
 
 
 async def error(ws: web.WebSocketResponse, message: dict[str, Any], code: str, text: str) -> None:
-    await ws.send_json({"v": 1, "type": "error", "id": message.get("id"), "code": code, "message": text})
+    await ws.send_json(
+        {"v": 1, "type": "error", "id": message.get("id"), "code": code, "message": text}
+    )
 
 
 async def silent(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
@@ -168,11 +182,27 @@ def test_ws_url() -> None:
 def test_offered_tracks_maps_mids_to_track_ids() -> None:
     sdp = "\r\n".join(
         [
-            "v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0 1 2 3",
-            "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:0", "a=sendonly", "a=msid:central t1",
-            "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=mid:1", "a=sendonly", "a=msid:central t2",
-            "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:2", "a=inactive", "a=msid:central t3",
-            "m=audio 0 UDP/TLS/RTP/SAVPF 111", "a=mid:3", "a=sendonly", "a=msid:site-1 t4",
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "t=0 0",
+            "a=group:BUNDLE 0 1 2 3",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "a=mid:0",
+            "a=sendonly",
+            "a=msid:central t1",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "a=mid:1",
+            "a=sendonly",
+            "a=msid:central t2",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "a=mid:2",
+            "a=inactive",
+            "a=msid:central t3",
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111",
+            "a=mid:3",
+            "a=sendonly",
+            "a=msid:site-1 t4",
             "",
         ]
     )
@@ -180,7 +210,9 @@ def test_offered_tracks_maps_mids_to_track_ids() -> None:
 
 
 # -- joining, requests, errors ------------------------------------------------------------------
-async def test_connect_sends_join_and_stores_the_answer(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_connect_sends_join_and_stores_the_answer(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     join = fake.of_type("join")[0]
     assert join == {"v": 1, "type": "join", "id": 1, "token": "good"}
     assert client.identity == "site-7" and client.role == "observer"
@@ -194,7 +226,14 @@ async def test_connect_sends_join_and_stores_the_answer(fake: FakeServer, client
 async def test_join_with_name_and_resume(fake: FakeServer) -> None:
     joined = await TelebridgeClient.connect(fake.base_url, "good", name="Site Seven", resume="abc")
     try:
-        assert fake.of_type("join")[0] == {"v": 1, "type": "join", "id": 1, "token": "good", "resume": "abc", "name": "Site Seven"}
+        assert fake.of_type("join")[0] == {
+            "v": 1,
+            "type": "join",
+            "id": 1,
+            "token": "good",
+            "resume": "abc",
+            "name": "Site Seven",
+        }
     finally:
         await joined.close()
 
@@ -221,7 +260,9 @@ async def test_join_refused_raises_protocol_error(fake: FakeServer) -> None:
     assert refused.value.message == "bad token"
 
 
-async def test_request_ids_increase_and_answers_match_out_of_order(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_request_ids_increase_and_answers_match_out_of_order(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     held: list[tuple[web.WebSocketResponse, dict[str, Any]]] = []
 
     async def hold_then_answer_reversed(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
@@ -238,27 +279,38 @@ async def test_request_ids_increase_and_answers_match_out_of_order(fake: FakeSer
     assert all(isinstance(i, int) for i in ids)
 
 
-async def test_error_raises_and_keeps_the_connection(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_error_raises_and_keeps_the_connection(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     async def forbid(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
         await error(ws, message, "forbidden", "only the lead can change roles")
 
     fake.scripts["set_role"] = forbid
     with pytest.raises(ProtocolError) as refused:
         await client.set_role("central", "observer")
-    assert (refused.value.code, refused.value.message) == ("forbidden", "only the lead can change roles")
+    assert (refused.value.code, refused.value.message) == (
+        "forbidden",
+        "only the lead can change roles",
+    )
     assert fake.of_type("set_role")[0]["identity"] == "central"
     assert await client.ping() == {}
     assert client.connected
 
 
-async def test_error_without_a_pending_request_is_an_event(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_error_without_a_pending_request_is_an_event(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     waiting = asyncio.ensure_future(client.wait_for("error"))
     await asyncio.sleep(0)
-    await fake.ws.send_json({"v": 1, "type": "error", "id": None, "code": "bad_json", "message": "not JSON"})
+    await fake.ws.send_json(
+        {"v": 1, "type": "error", "id": None, "code": "bad_json", "message": "not JSON"}
+    )
     assert (await waiting)["code"] == "bad_json"
 
 
-async def test_request_timeout_and_late_answer_is_ignored(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_request_timeout_and_late_answer_is_ignored(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     fake.scripts["end_room"] = silent
     with pytest.raises(TimeoutError):
         await client.request("end_room", timeout=0.2)
@@ -268,7 +320,9 @@ async def test_request_timeout_and_late_answer_is_ignored(fake: FakeServer, clie
     assert client._pending == {}
 
 
-async def test_pending_request_fails_when_the_socket_drops(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_pending_request_fails_when_the_socket_drops(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     fake.scripts["end_room"] = silent
     pending = asyncio.ensure_future(client.end_room())
     await fake.wait_message("end_room")
@@ -342,7 +396,9 @@ async def test_handlers_sync_async_and_wait_for(fake: FakeServer, client: Telebr
         raise RuntimeError("a handler bug must not stop the reader")
 
     client.on("hand_raised", broken)
-    waiting = asyncio.ensure_future(client.wait_for("hand_raised", lambda d: d["identity"] == "central"))
+    waiting = asyncio.ensure_future(
+        client.wait_for("hand_raised", lambda d: d["identity"] == "central")
+    )
     await asyncio.sleep(0)
     await fake.event("hand_raised", {"identity": "site-7", "raised": True})
     await fake.event("hand_raised", {"identity": "central", "raised": True})
@@ -364,7 +420,9 @@ async def test_wait_for_timeout_and_since(fake: FakeServer, client: TelebridgeCl
     mark = client.mark()
     await fake.event("active_speaker", {"identity": "central", "track": "t2", "level": -20})
     await client.ping()  # the event is in before the ping's answer
-    assert (await client.wait_for("active_speaker", since=mark, timeout=0.1))["identity"] == "central"
+    assert (await client.wait_for("active_speaker", since=mark, timeout=0.1))[
+        "identity"
+    ] == "central"
     with pytest.raises(TimeoutError):  # without since, only later events count
         await client.wait_for("active_speaker", timeout=0.1)
 
@@ -379,7 +437,9 @@ async def test_state_follows_events(fake: FakeServer, client: TelebridgeClient) 
     await fake.event("hand_raised", {"identity": "site-7", "raised": True})
     await fake.event("role_changed", {"identity": "site-7", "role": "participant", "by": "central"})
     await fake.event("active_speaker", {"identity": "central", "track": "t2", "level": -30})
-    await fake.event("connection_quality", {"identity": "central", "quality": "good", "loss": 0.01, "rtt": 0.02})
+    await fake.event(
+        "connection_quality", {"identity": "central", "quality": "good", "loss": 0.01, "rtt": 0.02}
+    )
     await client.ping()
 
     assert client.participants["site-12"]["role"] == "observer"
@@ -404,7 +464,9 @@ async def test_state_follows_events(fake: FakeServer, client: TelebridgeClient) 
     assert client.ended == {"reason": "ended", "by": "central"}
 
 
-async def test_removed_participant_remembers_why(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_removed_participant_remembers_why(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     await fake.event("participant_left", {"identity": "site-7", "reason": "removed"})
     await client.wait_for("participant_left", since=0)
     assert client.left_reason == "removed"
@@ -432,7 +494,9 @@ async def test_reconnect_joins_with_resume(fake: FakeServer, client: TelebridgeC
     assert await client.ping() == {}
 
 
-async def test_reconnect_while_connected_replaces_the_socket(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_reconnect_while_connected_replaces_the_socket(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     await client.reconnect()
     assert fake.of_type("join")[1]["resume"] == "resume-1"
     assert [e for e, _ in client.events] == ["reconnected"]  # our own close is not a drop
@@ -516,7 +580,9 @@ async def test_leave_sends_leave_and_does_not_reconnect(fake: FakeServer) -> Non
 
 
 # -- offer/answer signaling (SDP only: no media flows) ------------------------------------------
-async def test_publish_offers_new_tracks_and_renegotiates_on_the_same_pc(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_publish_offers_new_tracks_and_renegotiates_on_the_same_pc(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     next_id = iter(["t10", "t11"])
     mine: list[dict[str, Any]] = []
@@ -525,8 +591,13 @@ async def test_publish_offers_new_tracks_and_renegotiates_on_the_same_pc(fake: F
         await answerer.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
         await answerer.setLocalDescription(await answerer.createAnswer())
         mine.extend(
-            {"id": next(next_id), "owner": "site-7", "kind": "video" if t["source"] == "camera" else "audio",
-             "source": t["source"], "muted": False}
+            {
+                "id": next(next_id),
+                "owner": "site-7",
+                "kind": "video" if t["source"] == "camera" else "audio",
+                "source": t["source"],
+                "muted": False,
+            }
             for t in message["tracks"]
         )
         # Like the real server, the answer lists every track the participant publishes.
@@ -552,7 +623,9 @@ async def test_publish_offers_new_tracks_and_renegotiates_on_the_same_pc(fake: F
         await answerer.close()
 
 
-async def test_offer_event_is_answered_and_tracks_are_keyed_by_msid(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_offer_event_is_answered_and_tracks_are_keyed_by_msid(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         offerer.addTransceiver(MovingVideoTrack(), direction="sendonly")
@@ -561,7 +634,9 @@ async def test_offer_event_is_answered_and_tracks_are_keyed_by_msid(fake: FakeSe
         lines = []
         for line in offerer.localDescription.sdp.splitlines():
             if line.startswith("a=msid:"):
-                line = "a=msid:central " + ("t1" if len([x for x in lines if x.startswith("a=msid:")]) == 0 else "t2")
+                line = "a=msid:central " + (
+                    "t1" if len([x for x in lines if x.startswith("a=msid:")]) == 0 else "t2"
+                )
             lines.append(line)
         offer = "\r\n".join(lines) + "\r\n"
 
@@ -571,7 +646,10 @@ async def test_offer_event_is_answered_and_tracks_are_keyed_by_msid(fake: FakeSe
         assert "a=recvonly" in answer["sdp"]
         renegotiated = await client.wait_for("renegotiated", since=0)
         assert renegotiated == {"version": 3, "tracks": ["t1", "t2"]}
-        assert client.remote_tracks["t1"].kind == "video" and client.remote_tracks["t2"].kind == "audio"
+        assert (
+            client.remote_tracks["t1"].kind == "video"
+            and client.remote_tracks["t2"].kind == "audio"
+        )
         assert client.remote_mids == {"0": "t1", "1": "t2"}
         assert client.offer_version == 3
         assert (await client.wait_remote_track("t1", timeout=1)) is client.remote_tracks["t1"]
@@ -580,7 +658,9 @@ async def test_offer_event_is_answered_and_tracks_are_keyed_by_msid(fake: FakeSe
         await offerer.close()
 
 
-async def test_refused_publish_leaves_nothing_behind(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_refused_publish_leaves_nothing_behind(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     refusals = [True]
     answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
@@ -590,7 +670,13 @@ async def test_refused_publish_leaves_nothing_behind(fake: FakeServer, client: T
             return
         await answerer.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
         await answerer.setLocalDescription(await answerer.createAnswer())
-        mine = {"id": "t20", "owner": "site-7", "kind": "audio", "source": "microphone", "muted": False}
+        mine = {
+            "id": "t20",
+            "owner": "site-7",
+            "kind": "audio",
+            "source": "microphone",
+            "muted": False,
+        }
         await respond(ws, message, {"sdp": answerer.localDescription.sdp, "tracks": [mine]})
 
     fake.scripts["publish"] = publish
@@ -602,13 +688,17 @@ async def test_refused_publish_leaves_nothing_behind(fake: FakeServer, client: T
         assert microphone.readyState == "live"  # still the caller's to publish once allowed
         published = await client.publish(audio=microphone)
         offer = fake.of_type("publish")[1]
-        assert offer["sdp"].count("m=") == 1 and offer["tracks"] == [{"mid": "0", "source": "microphone"}]
+        assert offer["sdp"].count("m=") == 1 and offer["tracks"] == [
+            {"mid": "0", "source": "microphone"}
+        ]
         assert [t["id"] for t in published] == ["t20"]
     finally:
         await answerer.close()
 
 
-async def test_unpublished_section_is_offered_inactive(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_unpublished_section_is_offered_inactive(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     ids = iter(["t30", "t31"])
 
@@ -616,7 +706,13 @@ async def test_unpublished_section_is_offered_inactive(fake: FakeServer, client:
         await answerer.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
         await answerer.setLocalDescription(await answerer.createAnswer())
         source = message["tracks"][0]["source"]
-        made = {"id": next(ids), "owner": "site-7", "kind": "video", "source": source, "muted": False}
+        made = {
+            "id": next(ids),
+            "owner": "site-7",
+            "kind": "video",
+            "source": source,
+            "muted": False,
+        }
         await respond(ws, message, {"sdp": answerer.localDescription.sdp, "tracks": [made]})
 
     fake.scripts["publish"] = publish
@@ -634,7 +730,9 @@ async def test_unpublished_section_is_offered_inactive(fake: FakeServer, client:
         await answerer.close()
 
 
-async def test_end_room_succeeds_when_the_server_closes_first(fake: FakeServer, client: TelebridgeClient) -> None:
+async def test_end_room_succeeds_when_the_server_closes_first(
+    fake: FakeServer, client: TelebridgeClient
+) -> None:
     async def end(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
         await fake.event("room_ended", {"reason": "ended", "by": "site-7"})
         await ws.close(code=4410, message=b"room ended")

@@ -58,7 +58,9 @@ async def test_tracks_come_and_go_with_server_driven_renegotiation(server):
         mark = observer.mark()
         (imaging,) = await presenter.publish(screen=MovingVideoTrack(480, 360))
         published = await observer.wait_for("track_published", since=mark)
-        assert published["track"]["id"] == imaging["id"] and published["track"]["source"] == "screen"
+        assert (
+            published["track"]["id"] == imaging["id"] and published["track"]["source"] == "screen"
+        )
         await observer.subscribe([imaging["id"]])
         observer.count_frames(imaging["id"])
         await observer.wait_frames(imaging["id"], 10, timeout=20)
@@ -68,7 +70,9 @@ async def test_tracks_come_and_go_with_server_driven_renegotiation(server):
         await presenter.unpublish(imaging["id"])
         gone = await observer.wait_for("track_unpublished", since=mark)
         assert gone == {"track": imaging["id"], "owner": "district"}
-        await observer.wait_for("renegotiated", lambda d: imaging["id"] not in d["tracks"], since=mark)
+        await observer.wait_for(
+            "renegotiated", lambda d: imaging["id"] not in d["tracks"], since=mark
+        )
         before = observer.frames[lead_video["id"]]
         # The lead's video keeps flowing through the renegotiation.
         await observer.wait_frames(lead_video["id"], before + 15, timeout=10)
@@ -85,7 +89,11 @@ async def test_roles_are_enforced_and_the_lead_gives_the_floor(server):
         with pytest.raises(ProtocolError) as refused:
             await observer.publish(audio=SineAudioTrack())
         assert refused.value.code == "forbidden"
-        for call in (participant.set_role("island", "participant"), participant.remove("island"), participant.end_room()):
+        for call in (
+            participant.set_role("island", "participant"),
+            participant.remove("island"),
+            participant.end_room(),
+        ):
             with pytest.raises(ProtocolError) as error:
                 await call
             assert error.value.code == "forbidden"
@@ -103,8 +111,12 @@ async def test_roles_are_enforced_and_the_lead_gives_the_floor(server):
 
         mark = lead.mark()
         (microphone,) = await observer.publish(audio=SineAudioTrack())
-        await lead.wait_for("track_published", lambda d: d["track"]["owner"] == "island", since=mark)
-        speaker = await lead.wait_for("active_speaker", lambda d: d["identity"] == "island", since=mark, timeout=10)
+        await lead.wait_for(
+            "track_published", lambda d: d["track"]["owner"] == "island", since=mark
+        )
+        speaker = await lead.wait_for(
+            "active_speaker", lambda d: d["identity"] == "island", since=mark, timeout=10
+        )
         assert speaker["track"] == microphone["id"] and speaker["level"] > -60
 
         mark = observer.mark()
@@ -114,7 +126,9 @@ async def test_roles_are_enforced_and_the_lead_gives_the_floor(server):
 
         mark = observer.mark()
         await lead.set_role("island", "observer")  # the floor is taken back
-        await observer.wait_for("track_unpublished", lambda d: d["track"] == microphone["id"], since=mark)
+        await observer.wait_for(
+            "track_unpublished", lambda d: d["track"] == microphone["id"], since=mark
+        )
     finally:
         for client in (participant, observer, lead):
             await client.close()
@@ -153,7 +167,9 @@ async def test_dropped_websocket_resumes_without_losing_media(server):
         await observer.wait_frames(video["id"], 10, timeout=20)
         await observer._ws.close()  # the socket drops; the peer connections do not
         # Media flows while the WebSocket is down.
-        during = await observer.wait_frames(video["id"], observer.frames[video["id"]] + 10, timeout=10)
+        during = await observer.wait_frames(
+            video["id"], observer.frames[video["id"]] + 10, timeout=10
+        )
         await observer.reconnect()
         assert observer.connected and "site" in observer.participants
         mark = observer.mark()
@@ -175,15 +191,29 @@ async def test_bad_messages_get_error_codes_and_the_connection_survives(server):
 
         assert (await exchange("not json"))["code"] == "bad_json"
         assert (await exchange("[1, 2]"))["code"] == "bad_json"
-        assert (await exchange(json.dumps({"v": 2, "type": "ping"})))["code"] == "unsupported_version"
-        assert (await exchange(json.dumps({"v": 1, "type": "teleport", "id": 1})))["code"] == "unknown_type"
-        invalid = await exchange(json.dumps({"v": 1, "type": "raise_hand", "id": 2, "raised": "yes"}))
-        assert invalid["code"] == "invalid" and invalid["id"] == 2 and "raised" in invalid["message"]
-        assert (await exchange(json.dumps({"v": 1, "type": "subscribe", "id": 3, "tracks": ["x"]})))["code"] == "not_joined"
+        assert (await exchange(json.dumps({"v": 2, "type": "ping"})))[
+            "code"
+        ] == "unsupported_version"
+        assert (await exchange(json.dumps({"v": 1, "type": "teleport", "id": 1})))[
+            "code"
+        ] == "unknown_type"
+        invalid = await exchange(
+            json.dumps({"v": 1, "type": "raise_hand", "id": 2, "raised": "yes"})
+        )
+        assert (
+            invalid["code"] == "invalid" and invalid["id"] == 2 and "raised" in invalid["message"]
+        )
+        assert (
+            await exchange(json.dumps({"v": 1, "type": "subscribe", "id": 3, "tracks": ["x"]}))
+        )["code"] == "not_joined"
         pong = await exchange(json.dumps({"v": 1, "type": "ping", "id": 4}))
-        assert pong["type"] == "response" and pong["id"] == 4, "the connection survived the bad messages"
+        assert pong["type"] == "response" and pong["id"] == 4, (
+            "the connection survived the bad messages"
+        )
 
-        wrong_room = await exchange(json.dumps({"v": 1, "type": "join", "id": 5, "token": "garbage"}))
+        wrong_room = await exchange(
+            json.dumps({"v": 1, "type": "join", "id": 5, "token": "garbage"})
+        )
         assert wrong_room["code"] == "unauthorized"
         closed = await ws.receive(timeout=5)
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4401
@@ -205,7 +235,9 @@ async def test_rooms_are_isolated_and_tokens_expire(server):
     finally:
         await intruder.close()
         await lead.close()
-    short = await TelebridgeClient.connect(server.base_url, server.token("room-a", "brief", "observer", ttl=1))
+    short = await TelebridgeClient.connect(
+        server.base_url, server.token("room-a", "brief", "observer", ttl=1)
+    )
     try:
         await asyncio.sleep(7)  # past expiry and the 5 s leeway
         with pytest.raises(ProtocolError) as expired:
@@ -218,7 +250,9 @@ async def test_rooms_are_isolated_and_tokens_expire(server):
 async def test_rate_limit(server):
     client = await join(server, "busy", "chatty", "observer")
     try:
-        results = await asyncio.gather(*(client.request("ping") for _ in range(80)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.request("ping") for _ in range(80)), return_exceptions=True
+        )
         limited = [r for r in results if isinstance(r, Exception)]
         assert limited, "80 messages at once exceed the 40-message burst"
         await asyncio.sleep(2.5)

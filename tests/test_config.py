@@ -60,11 +60,15 @@ def test_empty_tables_give_the_dataclass_defaults(tmp_path: Path):
         (),
     )
     assert loaded.auth == AuthSettings(secret=SECRET)
-    assert loaded == dataclasses.replace(Config(), auth=AuthSettings(secret=SECRET), source=tmp_path / "telebridge.toml")
+    assert loaded == dataclasses.replace(
+        Config(), auth=AuthSettings(secret=SECRET), source=tmp_path / "telebridge.toml"
+    )
 
 
 def test_missing_tables_are_the_defaults_too(tmp_path: Path):
-    assert load(tmp_path, AUTH) == load(tmp_path, AUTH + "[server]\n[media]\n[logging]\n[api]\n[ws]\n")
+    assert load(tmp_path, AUTH) == load(
+        tmp_path, AUTH + "[server]\n[media]\n[logging]\n[api]\n[ws]\n"
+    )
 
 
 def test_an_entry_takes_its_defaults_from_its_dataclass(tmp_path: Path):
@@ -85,7 +89,9 @@ def test_values_are_read_into_their_tables(tmp_path: Path):
         + "[api]\nmetrics_auth = true\n"
         + KEY,
     )
-    assert loaded.server == ServerSettings(host="0.0.0.0", port=9000, dev_tokens=True, cors_origins=("https://a.example",))
+    assert loaded.server == ServerSettings(
+        host="0.0.0.0", port=9000, dev_tokens=True, cors_origins=("https://a.example",)
+    )
     assert (loaded.auth.issuer, loaded.auth.max_token_ttl) == ("clinic", 600)
     assert loaded.media == MediaSettings(
         workers=3,
@@ -97,7 +103,9 @@ def test_values_are_read_into_their_tables(tmp_path: Path):
         keyframe_interval=1.0,
         report_interval=0.5,
     )
-    assert isinstance(loaded.media.consent_timeout, float), "an integer in a float's place is read as a float"
+    assert isinstance(loaded.media.consent_timeout, float), (
+        "an integer in a float's place is read as a float"
+    )
     assert loaded.ws == WsSettings(join_limit=0, forwarded_for=True, resume_grace=5.0)
     assert loaded.api.metrics_auth is True and [k.key for k in loaded.api.keys] == ["backend"]
 
@@ -105,8 +113,12 @@ def test_values_are_read_into_their_tables(tmp_path: Path):
 def test_the_logging_level_is_the_workers_level(tmp_path: Path):
     loaded = load(tmp_path, AUTH + '[logging]\nlevel = "DEBUG"\n')
     assert loaded.logging.level == loaded.media.log_level == "DEBUG"
-    assert Config(logging=LoggingSettings("WARNING")).media.log_level == "WARNING", "one source, however Config is built"
-    assert MediaSettings.from_json(loaded.media.to_json()).log_level == "DEBUG", "what the workers are handed"
+    assert Config(logging=LoggingSettings("WARNING")).media.log_level == "WARNING", (
+        "one source, however Config is built"
+    )
+    assert MediaSettings.from_json(loaded.media.to_json()).log_level == "DEBUG", (
+        "what the workers are handed"
+    )
 
 
 # -- unknown keys --------------------------------------------------------------------------------
@@ -161,7 +173,10 @@ def test_an_unknown_media_key_lists_the_keys_that_are_known(tmp_path: Path):
     "text, expected",
     [
         ('[server]\nport = "8080"\n', "server.port must be an integer, not '8080'"),
-        ('[server]\ndev_tokens = "false"\n', "server.dev_tokens must be true or false, not 'false'"),
+        (
+            '[server]\ndev_tokens = "false"\n',
+            "server.dev_tokens must be true or false, not 'false'",
+        ),
         ("[server]\ncors_origins = [1]\n", "server.cors_origins must be a list of strings"),
         ("[media]\nworkers = 1.5\n", "media.workers must be an integer, not 1.5"),
         ("[media]\nconsent_timeout = true\n", "media.consent_timeout must be a number, not True"),
@@ -169,13 +184,18 @@ def test_an_unknown_media_key_lists_the_keys_that_are_known(tmp_path: Path):
         ("[ws]\nforwarded_for = 1\n", "ws.forwarded_for must be true or false, not 1"),
         ("[logging]\nlevel = 10\n", "logging.level must be a string, not 10"),
         (AUTH + 'max_token_ttl = "1d"\n', "auth.max_token_ttl must be an integer, not '1d'"),
-        (HOOK + 'events = "room_ended"\n', "webhooks[0].events must be a list of strings, not 'room_ended'"),
+        (
+            HOOK + 'events = "room_ended"\n',
+            "webhooks[0].events must be a list of strings, not 'room_ended'",
+        ),
         ("[[api.keys]]\nkey = 7\n", "api.keys[0].key must be a string, not 7"),
         ("[[api.keys]]\ncreate = true\n", "missing key 'key' in [[api.keys]] (api.keys[0])"),
         ("[[webhooks]]\nevents = []\n", "missing key 'url' in [[webhooks]] (webhooks[0])"),
     ],
 )
-def test_a_value_of_the_wrong_type_is_an_error_naming_the_key(tmp_path: Path, text: str, expected: str):
+def test_a_value_of_the_wrong_type_is_an_error_naming_the_key(
+    tmp_path: Path, text: str, expected: str
+):
     assert expected in error(tmp_path, text)
 
 

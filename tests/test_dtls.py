@@ -131,10 +131,18 @@ def test_handshake_and_srtp_keys_match(server_certificate, profile):
     # and the server's RTP unprotects on the client side.
     server = SrtpContext(session.keys.profile, session.keys.tx_key, session.keys.rx_key)
     client_tx = pylibsrtp.Session(
-        pylibsrtp.Policy(key=client_write, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
+        pylibsrtp.Policy(
+            key=client_write,
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=profile.libsrtp_profile,
+        )
     )
     client_rx = pylibsrtp.Session(
-        pylibsrtp.Policy(key=server_write, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile.libsrtp_profile)
+        pylibsrtp.Policy(
+            key=server_write,
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+            srtp_profile=profile.libsrtp_profile,
+        )
     )
     packet = _rtp(1)
     assert server.unprotect(client_tx.protect(packet)) == packet
@@ -148,7 +156,9 @@ def test_handshake_and_srtp_keys_match(server_certificate, profile):
 
 def test_server_prefers_gcm_when_offered(server_certificate):
     # The client lists AES_CM first: the server's preference (AES-GCM 128) must still win.
-    client = DtlsClient(profiles=(SRTP_AES128_CM_SHA1_80, SRTP_AEAD_AES_256_GCM, SRTP_AEAD_AES_128_GCM))
+    client = DtlsClient(
+        profiles=(SRTP_AES128_CM_SHA1_80, SRTP_AEAD_AES_256_GCM, SRTP_AEAD_AES_128_GCM)
+    )
     session = DtlsSession(server_certificate, client.fingerprints())
     handshake(client, session)
     assert session.keys is not None
@@ -206,7 +216,9 @@ def test_garbage_before_and_after_handshake_does_not_crash(server_certificate):
     rng = random.Random(5)
     # Before: random records are discarded without an answer.
     for _ in range(200):
-        datagram = bytes([rng.choice((20, 21, 22, 23, 25, 63))]) + os.urandom(rng.randrange(13, 300))
+        datagram = bytes([rng.choice((20, 21, 22, 23, 25, 63))]) + os.urandom(
+            rng.randrange(13, 300)
+        )
         assert session.receive(datagram) == []
     assert not session.closed
     handshake(client, session)
@@ -283,7 +295,9 @@ def test_retransmitted_client_flight_is_harmless(server_certificate):
 def test_client_role_handshakes_with_the_server_and_mirrors_its_keys(server_certificate):
     client_certificate = RTCCertificate.generateCertificate()
     server = DtlsSession(server_certificate, fingerprints(client_certificate), label="s")
-    client = DtlsSession(client_certificate, fingerprints(server_certificate), label="c", role="client")
+    client = DtlsSession(
+        client_certificate, fingerprints(server_certificate), label="c", role="client"
+    )
     assert server.start() == [], "a server speaks only when spoken to"
     probe = DtlsSession(client_certificate, fingerprints(server_certificate), role="client")
     assert probe.next_timeout() is None, "no timer before the first flight"
@@ -311,7 +325,9 @@ def test_client_role_refuses_a_server_with_another_fingerprint(server_certificat
     client_certificate = RTCCertificate.generateCertificate()
     server = DtlsSession(server_certificate, fingerprints(client_certificate))
     other = RTCCertificate.generateCertificate()
-    client = DtlsSession(client_certificate, [("sha-256", local_fingerprint(other)[1])], role="client")
+    client = DtlsSession(
+        client_certificate, [("sha-256", local_fingerprint(other)[1])], role="client"
+    )
     with pytest.raises(DtlsError, match="fingerprint"):
         handshake(client, server)
     assert client.closed and not client.connected and client.keys is None
@@ -319,4 +335,8 @@ def test_client_role_refuses_a_server_with_another_fingerprint(server_certificat
 
 def test_unknown_role_is_refused(server_certificate):
     with pytest.raises(ValueError, match="role"):
-        DtlsSession(server_certificate, [("sha-256", local_fingerprint(server_certificate)[1])], role="browser")  # type: ignore[arg-type]
+        DtlsSession(
+            server_certificate,
+            [("sha-256", local_fingerprint(server_certificate)[1])],
+            role="browser",
+        )  # type: ignore[arg-type]

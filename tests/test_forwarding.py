@@ -9,13 +9,17 @@ from tests.peers import start_whep_viewer, start_whip_publisher
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
 async def test_one_publisher_many_viewers_decode(server, codec):
-    publisher = await start_whip_publisher(server.base_url, "consult", server.token("consult", "lead-hospital", "lead"), codec)
+    publisher = await start_whip_publisher(
+        server.base_url, "consult", server.token("consult", "lead-hospital", "lead"), codec
+    )
     viewers = []
     try:
         await publisher.wait_connected()
         for n in range(3):
             viewers.append(
-                await start_whep_viewer(server.base_url, "consult", server.token("consult", f"site-{n}", "observer"))
+                await start_whep_viewer(
+                    server.base_url, "consult", server.token("consult", f"site-{n}", "observer")
+                )
             )
         for viewer in viewers:
             await viewer.wait_frames(90, timeout=30)  # three seconds of a 30 fps source

@@ -69,13 +69,20 @@ def stun_like(draw: st.DrawFn) -> bytes:
     """A STUN header with the magic cookie and attributes of any type and any length."""
     attributes = b""
     for attr_type, value in draw(
-        st.lists(st.tuples(st.sampled_from(STUN_ATTRIBUTE_TYPES), st.binary(max_size=40)), max_size=6)
+        st.lists(
+            st.tuples(st.sampled_from(STUN_ATTRIBUTE_TYPES), st.binary(max_size=40)), max_size=6
+        )
     ):
         attributes += struct.pack("!HH", attr_type, len(value)) + value + bytes(-len(value) % 4)
-    message_type = draw(st.sampled_from([0x0001, 0x0011, 0x0101, 0x0111, 0x0003])) if draw(st.booleans()) else draw(
-        st.integers(0, 0x3FFF)
+    message_type = (
+        draw(st.sampled_from([0x0001, 0x0011, 0x0101, 0x0111, 0x0003]))
+        if draw(st.booleans())
+        else draw(st.integers(0, 0x3FFF))
     )
-    message = _stun_header(message_type, len(attributes), draw(st.binary(min_size=12, max_size=12))) + attributes
+    message = (
+        _stun_header(message_type, len(attributes), draw(st.binary(min_size=12, max_size=12)))
+        + attributes
+    )
     if draw(st.booleans()):
         message = _with_fingerprint(message)
     if draw(st.booleans()):  # lie about the length
@@ -226,9 +233,19 @@ def test_rtp_mutated(data):
 def rtcp_compounds(draw: st.DrawFn) -> bytes:
     ssrc = st.integers(0, 2**32 - 1)
     parts = []
-    for kind in draw(st.lists(st.sampled_from(["sr", "rr", "pli", "fir", "remb", "nack", "bye", "sdes"]), min_size=1, max_size=5)):
+    for kind in draw(
+        st.lists(
+            st.sampled_from(["sr", "rr", "pli", "fir", "remb", "nack", "bye", "sdes"]),
+            min_size=1,
+            max_size=5,
+        )
+    ):
         if kind == "sr":
-            parts.append(rtcp.sender_report(draw(ssrc), draw(st.integers(0, 2**64 - 1)), draw(ssrc), draw(ssrc), draw(ssrc)))
+            parts.append(
+                rtcp.sender_report(
+                    draw(ssrc), draw(st.integers(0, 2**64 - 1)), draw(ssrc), draw(ssrc), draw(ssrc)
+                )
+            )
         elif kind == "rr":
             stats = rtcp.ReceiveStats(90000)
             for seq in draw(st.lists(st.integers(0, 0xFFFF), max_size=5)):
@@ -239,10 +256,25 @@ def rtcp_compounds(draw: st.DrawFn) -> bytes:
         elif kind == "fir":
             parts.append(rtcp.fir(draw(ssrc), draw(ssrc), draw(st.integers(0, 255))))
         elif kind == "remb":
-            parts.append(rtcp.remb(draw(ssrc), draw(st.integers(0, 2**30)), draw(st.lists(ssrc, min_size=1, max_size=4))))
+            parts.append(
+                rtcp.remb(
+                    draw(ssrc),
+                    draw(st.integers(0, 2**30)),
+                    draw(st.lists(ssrc, min_size=1, max_size=4)),
+                )
+            )
         elif kind == "nack":
             seqs = draw(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=20))
-            parts.append(bytes(rtcp.RtcpRtpfbPacket(fmt=rtcp.RTCP_RTPFB_NACK, ssrc=draw(ssrc), media_ssrc=draw(ssrc), lost=sorted(set(seqs)))))
+            parts.append(
+                bytes(
+                    rtcp.RtcpRtpfbPacket(
+                        fmt=rtcp.RTCP_RTPFB_NACK,
+                        ssrc=draw(ssrc),
+                        media_ssrc=draw(ssrc),
+                        lost=sorted(set(seqs)),
+                    )
+                )
+            )
         elif kind == "bye":
             parts.append(bytes(rtcp.RtcpByePacket(sources=draw(st.lists(ssrc, max_size=3)))))
         else:
@@ -299,7 +331,9 @@ def _check_sdp(text: str) -> None:
     assert isinstance(result, sdp.SessionDescription) and result.media
 
 
-SDP_ALPHABET = st.sampled_from(list("v=0mac:/ \r\n-;*9612\x00\u00b2\u0663é") + ["m=", "a=", "\r\n", "UDP/TLS/RTP/SAVPF"])
+SDP_ALPHABET = st.sampled_from(
+    list("v=0mac:/ \r\n-;*9612\x00\u00b2\u0663é") + ["m=", "a=", "\r\n", "UDP/TLS/RTP/SAVPF"]
+)
 
 
 @BYTES
@@ -315,8 +349,27 @@ def test_sdp_sdp_shaped_text(text):
     _check_sdp("v=0\r\n" + text)
 
 
-LINE_EDITS = st.sampled_from(["delete", "duplicate", "truncate", "insert", "replace-number", "swap"])
-NOISE = st.sampled_from(["", "x", "-1", "99999999999999999999999", "\u00b2", "\u0663", " ", ":", "/", "=", "*", "\r", "\x00", "é"])
+LINE_EDITS = st.sampled_from(
+    ["delete", "duplicate", "truncate", "insert", "replace-number", "swap"]
+)
+NOISE = st.sampled_from(
+    [
+        "",
+        "x",
+        "-1",
+        "99999999999999999999999",
+        "\u00b2",
+        "\u0663",
+        " ",
+        ":",
+        "/",
+        "=",
+        "*",
+        "\r",
+        "\x00",
+        "é",
+    ]
+)
 
 
 INTERESTING = (
@@ -371,7 +424,23 @@ def mutated_offers(draw: st.DrawFn) -> str:
 
 
 NUMBER_NOISE = st.sampled_from(
-    ["\u00b2", "1\u00b2", "\u0663", "\u0669\u0666", "", "x", "-1", "+1", " 1", "0", "128", "256", "65536", "4294967296", "9" * 5000]
+    [
+        "\u00b2",
+        "1\u00b2",
+        "\u0663",
+        "\u0669\u0666",
+        "",
+        "x",
+        "-1",
+        "+1",
+        " 1",
+        "0",
+        "128",
+        "256",
+        "65536",
+        "4294967296",
+        "9" * 5000,
+    ]
 )
 
 
@@ -382,7 +451,9 @@ def renumbered_offers(draw: st.DrawFn) -> str:
     lines = list(OFFER_LINES[:-1])
     for _ in range(draw(st.integers(1, 3))):
         prefix = draw(st.sampled_from(INTERESTING))  # each kind of line equally likely
-        candidates = [i for i, line in enumerate(lines) if line.startswith(prefix) and re.search(r"\d", line)]
+        candidates = [
+            i for i, line in enumerate(lines) if line.startswith(prefix) and re.search(r"\d", line)
+        ]
         if not candidates:
             continue
         index = draw(st.sampled_from(candidates))
@@ -413,7 +484,9 @@ def test_publish_mutated_offer_raises_only_request_error(certificate, text):
     an internal error, and an accepted one must produce an answer we can parse back."""
     core = WorkerCore(certificate, "127.0.0.1", 40000, lambda d, a: None, lambda n, d: None)
     try:
-        result = core.handle("publish", {"room": "r", "session": "s", "identity": "i", "offer": text}, 0.0)
+        result = core.handle(
+            "publish", {"room": "r", "session": "s", "identity": "i", "offer": text}, 0.0
+        )
     except RequestError as exc:
         assert exc.code == "bad_sdp" and exc.message
         assert not core.sessions
@@ -427,7 +500,9 @@ def test_publish_mutated_offer_raises_only_request_error(certificate, text):
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -449,7 +524,9 @@ FRAME_BODIES = st.one_of(
     st.text(max_size=64).map(str.encode),
     JSON.map(lambda value: json.dumps(value).encode()),
     # Deep nesting: json.loads raises RecursionError, which is not a ValueError.
-    st.tuples(st.sampled_from([b"[", b'{"a":', b"[{}, "]), st.integers(1, 200_000)).map(lambda t: t[0] * t[1]),
+    st.tuples(st.sampled_from([b"[", b'{"a":', b"[{}, "]), st.integers(1, 200_000)).map(
+        lambda t: t[0] * t[1]
+    ),
 )
 
 
@@ -465,7 +542,10 @@ def test_channel_frames_with_arbitrary_bodies(bodies):
 
 
 @STRUCTURED
-@given(st.lists(st.dictionaries(st.text(max_size=8), JSON, max_size=5), max_size=5), st.lists(st.integers(0, 400), max_size=6))
+@given(
+    st.lists(st.dictionaries(st.text(max_size=8), JSON, max_size=5), max_size=5),
+    st.lists(st.integers(0, 400), max_size=6),
+)
 def test_channel_round_trip_with_arbitrary_splits(messages, cuts):
     data = b"".join(channel.encode(m) for m in messages)
     decoder = channel.Decoder()
@@ -482,9 +562,9 @@ def test_channel_round_trip_with_arbitrary_splits(messages, cuts):
 
 PUBLISHER = ("127.0.0.1", 50001)
 VIEWER = ("127.0.0.1", 50002)
-STRANGERS = st.tuples(st.sampled_from(["127.0.0.1", "10.1.2.3", "::1"]), st.integers(1, 65535)).filter(
-    lambda a: a not in (PUBLISHER, VIEWER)
-)
+STRANGERS = st.tuples(
+    st.sampled_from(["127.0.0.1", "10.1.2.3", "::1"]), st.integers(1, 65535)
+).filter(lambda a: a not in (PUBLISHER, VIEWER))
 
 
 def _offer_for(certificate: RTCCertificate, direction: str) -> str:
@@ -543,14 +623,24 @@ class Worker:
 
     def subscribe(self, session: str, source: str, offer: str) -> str:
         producers = [p.id for p in self.core.sessions[source].producers]
-        params = {"room": "r", "session": session, "identity": session, "producers": producers, "offer": offer}
+        params = {
+            "room": "r",
+            "session": session,
+            "identity": session,
+            "producers": producers,
+            "offer": offer,
+        }
         return self.core.handle("view", params, self.now)["answer"]
 
-    def connect(self, session: str, answer: str, addr: tuple, certificate: RTCCertificate) -> SrtpContext:
+    def connect(
+        self, session: str, answer: str, addr: tuple, certificate: RTCCertificate
+    ) -> SrtpContext:
         """ICE, then DTLS as the browser would (the client role of DtlsSession): the
         client's SRTP context, which protects what the test sends to the worker."""
         ufrag, pwd = _credentials(answer)
-        self.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), addr, self.now)
+        self.core.receive(
+            binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), addr, self.now
+        )
         client = DtlsSession(certificate, sdp.parse(answer).dtls_fingerprints(), role="client")
         dtls_handshake(client, _ThroughWorker(self, session, addr))
         assert client.keys is not None
@@ -570,10 +660,13 @@ DATAGRAMS = st.one_of(
     st.binary(max_size=300),
     stun_like(),
     # Each RFC 7983 range: STUN 0-3, DTLS 20-63, RTP/RTCP 128-191, and the rest.
-    st.tuples(st.sampled_from([0, 1, 20, 22, 23, 63, 64, 128, 0x90, 191, 200, 255]), st.binary(max_size=200)).map(
-        lambda t: bytes([t[0]]) + t[1]
-    ),
-    st.binary(min_size=12, max_size=200).map(lambda b: b"\x16\xfe\xfd" + b),  # DTLS handshake-looking
+    st.tuples(
+        st.sampled_from([0, 1, 20, 22, 23, 63, 64, 128, 0x90, 191, 200, 255]),
+        st.binary(max_size=200),
+    ).map(lambda t: bytes([t[0]]) + t[1]),
+    st.binary(min_size=12, max_size=200).map(
+        lambda b: b"\x16\xfe\xfd" + b
+    ),  # DTLS handshake-looking
     st.binary(min_size=12, max_size=200).map(lambda b: b"\x80\xc9" + b),  # SRTCP-looking
 )
 
@@ -592,7 +685,11 @@ def test_worker_random_datagrams_from_strangers_are_dropped_silently(idle_worker
 @given(data=st.data(), addr=STRANGERS)
 def test_worker_stun_for_real_ufrag_with_bad_integrity_is_dropped(idle_worker, data, addr):
     worker, ufrag, pwd = idle_worker
-    username = data.draw(st.sampled_from([f"{ufrag}:{REMOTE_UFRAG}", f"{ufrag}:x", ufrag, f"{ufrag}:{REMOTE_UFRAG}:"]))
+    username = data.draw(
+        st.sampled_from(
+            [f"{ufrag}:{REMOTE_UFRAG}", f"{ufrag}:x", ufrag, f"{ufrag}:{REMOTE_UFRAG}:"]
+        )
+    )
     password = data.draw(st.text(min_size=1, max_size=30).filter(lambda p: p != pwd))
     request = binding_request(username, password, use_candidate=True)
     if data.draw(st.booleans()):
@@ -609,7 +706,9 @@ def test_worker_stun_with_right_password_is_answered(idle_worker):
     worker, ufrag, pwd = idle_worker
     addr = ("127.0.0.1", 61000)
     worker.sent.clear()
-    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=False), addr, 2.0)
+    worker.core.receive(
+        binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=False), addr, 2.0
+    )
     assert len(worker.sent) == 1
     response, to = worker.sent[0]
     assert to == addr
@@ -628,7 +727,9 @@ def bound_worker(certificate) -> tuple[Worker, tuple]:
     worker = Worker(certificate)
     answer = worker.publish("pub", OFFER)
     ufrag, pwd = _credentials(answer)
-    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), PUBLISHER, 1.0)
+    worker.core.receive(
+        binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), PUBLISHER, 1.0
+    )
     assert worker.core.demux.by_addr.get(PUBLISHER) is worker.core.sessions["pub"]
     return worker, PUBLISHER
 
@@ -639,7 +740,9 @@ def test_worker_random_datagrams_from_bound_address_never_raise(certificate, dat
     worker = Worker(certificate)
     answer = worker.publish("pub", OFFER)
     ufrag, pwd = _credentials(answer)
-    worker.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), PUBLISHER, 1.0)
+    worker.core.receive(
+        binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True), PUBLISHER, 1.0
+    )
     for data in datagrams:
         worker.core.receive(data, PUBLISHER, 2.0)
         worker.core.run_timers(2.0)
@@ -664,13 +767,21 @@ def test_worker_empty_datagram_from_stranger(bound_worker):
 def connected(certificate):
     """A publisher and a viewer, both through ICE and DTLS, with the client SRTP sessions."""
     worker = Worker(certificate)
-    pub_certificate, view_certificate = RTCCertificate.generateCertificate(), RTCCertificate.generateCertificate()
+    pub_certificate, view_certificate = (
+        RTCCertificate.generateCertificate(),
+        RTCCertificate.generateCertificate(),
+    )
     pub_answer = worker.publish("pub", _offer_for(pub_certificate, "sendonly"))
     pub_srtp = worker.connect("pub", pub_answer, PUBLISHER, pub_certificate)
     view_answer = worker.subscribe("view", "pub", _offer_for(view_certificate, "recvonly"))
     view_srtp = worker.connect("view", view_answer, VIEWER, view_certificate)
     viewer = worker.core.sessions["view"]
-    return worker, pub_srtp, view_srtp, [c.ssrc for c in viewer.consumers] + [c.rtx_ssrc for c in viewer.consumers if c.rtx_ssrc]
+    return (
+        worker,
+        pub_srtp,
+        view_srtp,
+        [c.ssrc for c in viewer.consumers] + [c.rtx_ssrc for c in viewer.consumers if c.rtx_ssrc],
+    )
 
 
 _NEXT_SEQ: dict[int, int] = {}
@@ -685,7 +796,16 @@ def publisher_rtp(draw: st.DrawFn) -> bytes:
     struct.pack_into("!I", data, 8, draw(st.sampled_from([0x1111, 0x2222, 0x3333, 2072071564])))
     if draw(st.booleans()):  # VP8 payload descriptor, keyframe or not
         head = len(data) - len(_payload) - (data[-1] if data[0] & 0x20 else 0)
-        data[head:head] = draw(st.sampled_from([b"\x10\x50\x02\x00\x9d\x01\x2a", b"\x90\x80\x01\x50\x02\x00\x9d\x01\x2a", b"\x10\x01", b"\x90"]))
+        data[head:head] = draw(
+            st.sampled_from(
+                [
+                    b"\x10\x50\x02\x00\x9d\x01\x2a",
+                    b"\x90\x80\x01\x50\x02\x00\x9d\x01\x2a",
+                    b"\x10\x01",
+                    b"\x90",
+                ]
+            )
+        )
     return bytes(data)
 
 
@@ -712,7 +832,12 @@ def test_worker_authenticated_garbage_rtp_never_raises(connected, packets, data)
 
 
 @WORKER
-@given(st.lists(st.one_of(rtcp_compounds(), rtcp_compounds().flatmap(mutated)), min_size=1, max_size=6), st.data())
+@given(
+    st.lists(
+        st.one_of(rtcp_compounds(), rtcp_compounds().flatmap(mutated)), min_size=1, max_size=6
+    ),
+    st.data(),
+)
 def test_worker_authenticated_garbage_rtcp_never_raises(connected, compounds, data):
     """Viewer RTCP (NACK, PLI, FIR, RR naming our consumer SSRCs) and publisher RTCP (SR)."""
     worker, pub_srtp, view_srtp, consumer_ssrcs = connected
@@ -742,13 +867,15 @@ def test_connected_sessions_still_forward_after_fuzzing(connected):
     block = pack_extensions([(9, b"0")])[0]
     worker.sent.clear()
     for seq in range(20):
-        payload = b"\x10" + b"\x50\x02\x00" + b"\x9d\x01\x2a" + bytes(100)  # VP8 keyframe: descriptor, tag, start code
+        payload = (
+            b"\x10" + b"\x50\x02\x00" + b"\x9d\x01\x2a" + bytes(100)
+        )  # VP8 keyframe: descriptor, tag, start code
         header = struct.pack("!BBHII", 0x90, 0x80 | 96, 40000 + seq, 90000 + seq * 3000, ssrc)
         worker.now += 0.03
         worker.core.receive(pub_srtp.protect(header + block + payload), PUBLISHER, worker.now)
         worker.core.run_timers(worker.now)
     assert video.streams[0].ssrc == ssrc
-    to_viewer = [d for d, a in worker.sent if a == VIEWER and 127 < d[0] < 192 and not 192 <= d[1] <= 223]
+    to_viewer = [
+        d for d, a in worker.sent if a == VIEWER and 127 < d[0] < 192 and not 192 <= d[1] <= 223
+    ]
     assert to_viewer, "the viewer should receive forwarded RTP"
-
-

@@ -50,7 +50,9 @@ def assert_success_response(response: bytes, request: bytes, addr, password: str
     assert message.transaction_id == stun.parse_message(request).transaction_id
     assert message.attributes["XOR-MAPPED-ADDRESS"] == addr
     assert "FINGERPRINT" in message.attributes
-    assert message.check_message_integrity(password.encode()), "response must be signed with our ICE password"
+    assert message.check_message_integrity(password.encode()), (
+        "response must be signed with our ICE password"
+    )
     return message
 
 
@@ -84,15 +86,28 @@ def test_parse_binding_request_returns_both_ufrags():
     "data",
     [
         pytest.param(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", None), id="no-integrity"),
-        pytest.param(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, fingerprint=False), id="no-fingerprint"),
-        pytest.param(binding_request(LOCAL_UFRAG, LOCAL_PWD), id="username-without-colon"),
-        pytest.param(binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD)[:-1], id="truncated"),
         pytest.param(
-            bytes(stun.Message(stun.Method.BINDING, stun.Class.INDICATION, attributes={"USERNAME": "a:b"})),
+            binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, fingerprint=False),
+            id="no-fingerprint",
+        ),
+        pytest.param(binding_request(LOCAL_UFRAG, LOCAL_PWD), id="username-without-colon"),
+        pytest.param(
+            binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD)[:-1], id="truncated"
+        ),
+        pytest.param(
+            bytes(
+                stun.Message(
+                    stun.Method.BINDING, stun.Class.INDICATION, attributes={"USERNAME": "a:b"}
+                )
+            ),
             id="indication",
         ),
         pytest.param(
-            bytes(stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST, attributes={"USERNAME": "a:b"})),
+            bytes(
+                stun.Message(
+                    stun.Method.ALLOCATE, stun.Class.REQUEST, attributes={"USERNAME": "a:b"}
+                )
+            ),
             id="allocate",
         ),
         # A PRIORITY attribute of 2 bytes: aioice raises struct.error (not ValueError) here.
@@ -144,14 +159,20 @@ def test_use_candidate_selects_the_address_and_can_move():
     other = ("198.51.100.7", 40000)
     check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD), addr=other)
     assert session.selected is None
-    response = check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True))
+    response = check(
+        session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True)
+    )
     assert response is not None
     assert session.selected == PEER
     # A later check without USE-CANDIDATE from another address keeps the nomination.
     check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD), addr=other)
     assert session.selected == PEER
     # The controlling agent nominates another pair (e.g. the network changed).
-    check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True), addr=other)
+    check(
+        session,
+        binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True),
+        addr=other,
+    )
     assert session.selected == other
     assert session.validated == {PEER, other}
 
@@ -165,7 +186,9 @@ def test_wrong_remote_ufrag_is_dropped():
 
 def test_wrong_password_is_dropped_and_does_not_refresh_consent():
     session = new_session(now=0.0)
-    request = binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", "not-the-password-at-all!", use_candidate=True)
+    request = binding_request(
+        f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", "not-the-password-at-all!", use_candidate=True
+    )
     assert check(session, request, now=25.0) is None
     assert session.selected is None and not session.validated
     assert session.last_consent == 0.0
@@ -177,7 +200,11 @@ def test_consent_expires_without_checks_and_is_refreshed_by_them():
     assert not session.expired(100.0)
     assert not session.expired(129.9)
     assert session.expired(130.1)
-    check(session, binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True), now=120.0)
+    check(
+        session,
+        binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True),
+        now=120.0,
+    )
     assert not session.expired(145.0), "a valid check at 120 s refreshes consent until 150 s"
     assert session.expired(150.5)
 
@@ -199,7 +226,9 @@ class Harness:
             lambda name, data: self.events.append((name, data)),
             settings=MediaSettings(consent_timeout=consent_timeout),
         )
-        result = self.core.handle("publish", {"room": "r", "session": "pub", "identity": "lead", "offer": OFFER}, 0.0)
+        result = self.core.handle(
+            "publish", {"room": "r", "session": "pub", "identity": "lead", "offer": OFFER}, 0.0
+        )
         self.ufrag, self.pwd = sdp.parse(result["answer"]).ice_credentials()
 
 
@@ -219,7 +248,9 @@ def test_worker_answers_valid_check_and_binds_address():
 def test_worker_drops_wrong_password_wrong_ufrag_and_unknown_ufrag():
     h = Harness()
     before = h.core.demux.dropped
-    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", "wrongwrongwrongwrongwrong"), PEER, 1.0)
+    h.core.receive(
+        binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", "wrongwrongwrongwrongwrong"), PEER, 1.0
+    )
     h.core.receive(binding_request(f"{h.ufrag}:otherpeer", h.pwd), PEER, 1.0)
     h.core.receive(binding_request(f"nosuchufrag:{REMOTE_UFRAG}", h.pwd), PEER, 1.0)
     assert h.sent == []
@@ -238,7 +269,9 @@ def test_unbound_address_cannot_send_dtls_or_rtp():
 
 def test_consent_expiry_closes_session_through_worker_tick():
     h = Harness(consent_timeout=30.0)
-    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True), PEER, 1.0)
+    h.core.receive(
+        binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True), PEER, 1.0
+    )
     for t in (10.0, 20.0, 30.0):
         h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, t)
         h.core.run_timers(t)
@@ -266,7 +299,9 @@ def test_session_never_checked_expires_too():
 
 
 def test_binding_request_is_a_signed_controlling_check():
-    message = ice.binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, 42, use_candidate=True)
+    message = ice.binding_request(
+        f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, 42, use_candidate=True
+    )
     parsed = parse_binding_request(bytes(message))  # requires and verifies FINGERPRINT
     assert parsed is not None
     request, local, remote = parsed
@@ -284,7 +319,9 @@ def test_binding_request_is_a_signed_controlling_check():
 
 def test_check_binding_response_accepts_only_signed_answers_to_our_checks():
     session = new_session()
-    request = ice.binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, 42, use_candidate=True)
+    request = ice.binding_request(
+        f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, 42, use_candidate=True
+    )
     response = check(session, bytes(request))
     assert response is not None and session.selected == PEER
     ours = {request.transaction_id}
@@ -300,15 +337,21 @@ def test_check_binding_response_accepts_only_signed_answers_to_our_checks():
     corrupted = bytearray(response)
     corrupted[-1] ^= 1  # FINGERPRINT no longer matches
     assert check_binding_response(bytes(corrupted), ours, LOCAL_PWD) is None
-    unsigned = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id)
+    unsigned = stun.Message(
+        stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id
+    )
     unsigned.attributes["XOR-MAPPED-ADDRESS"] = PEER
     unsigned.add_fingerprint()
     assert check_binding_response(bytes(unsigned), ours, LOCAL_PWD) is None
-    no_fingerprint = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id)
+    no_fingerprint = stun.Message(
+        stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id
+    )
     no_fingerprint.add_message_integrity(LOCAL_PWD.encode())
     del no_fingerprint.attributes["FINGERPRINT"]
     assert check_binding_response(bytes(no_fingerprint), ours, LOCAL_PWD) is None
-    error = stun.Message(stun.Method.BINDING, stun.Class.ERROR, transaction_id=request.transaction_id)
+    error = stun.Message(
+        stun.Method.BINDING, stun.Class.ERROR, transaction_id=request.transaction_id
+    )
     error.attributes["ERROR-CODE"] = (487, "Role Conflict")
     error.add_message_integrity(LOCAL_PWD.encode())
     assert check_binding_response(bytes(error), ours, LOCAL_PWD) is None

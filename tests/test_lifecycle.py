@@ -61,7 +61,11 @@ async def test_vanished_viewer_is_dropped_after_consent_timeout(short_consent_se
         await viewer.wait_frames(5)
         assert health(server)["workers"][0]["sessions"] == 2
         relay.close()
-        await wait_until(lambda: health(server)["workers"][0]["sessions"] == 1, 20, "the silent viewer to be dropped")
+        await wait_until(
+            lambda: health(server)["workers"][0]["sessions"] == 1,
+            20,
+            "the silent viewer to be dropped",
+        )
         assert "ice consent expired" in server.logs()
         await viewer.close(delete=False)
     finally:
@@ -71,14 +75,22 @@ async def test_vanished_viewer_is_dropped_after_consent_timeout(short_consent_se
 async def test_worker_crash_is_contained_and_the_worker_restarts(server):
     room = "crash"
     before = health(server)["workers"][0]
-    publisher = await start_whip_publisher(server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False)
+    publisher = await start_whip_publisher(
+        server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False
+    )
     await publisher.wait_connected()
     os.kill(before["pid"], signal.SIGKILL)
-    await wait_until(lambda: health(server)["ok"] and health(server)["workers"][0]["pid"] != before["pid"], 15, "restart")
+    await wait_until(
+        lambda: health(server)["ok"] and health(server)["workers"][0]["pid"] != before["pid"],
+        15,
+        "restart",
+    )
     # The control process survived, forgot the lost session, and serves new ones.
     assert health(server)["workers"][0]["sessions"] == 0
     await publisher.close(delete=False)
-    again = await start_whip_publisher(server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False)
+    again = await start_whip_publisher(
+        server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False
+    )
     viewer = await start_whep_viewer(server.base_url, room, server.token(room, "obs", "observer"))
     try:
         await viewer.wait_frames(5)
@@ -93,7 +105,9 @@ async def test_rooms_spread_over_two_workers(two_worker_server):
     try:
         for room in ("ward-a", "ward-b"):
             publishers.append(
-                await start_whip_publisher(server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False)
+                await start_whip_publisher(
+                    server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False
+                )
             )
         workers = health(server)["workers"]
         assert len(workers) == 2 and workers[0]["port"] != workers[1]["port"]
@@ -103,7 +117,9 @@ async def test_rooms_spread_over_two_workers(two_worker_server):
             for room in ("ward-a", "ward-b")
         ]
         ports = {v.server_port() for v in viewers}
-        assert ports == {w["port"] for w in workers}, "each room's viewer talks to that room's worker"
+        assert ports == {w["port"] for w in workers}, (
+            "each room's viewer talks to that room's worker"
+        )
         for viewer in viewers:
             await viewer.wait_frames(5)
             await viewer.close()
@@ -114,7 +130,9 @@ async def test_rooms_spread_over_two_workers(two_worker_server):
 
 async def test_sender_and_receiver_reports_flow_both_ways(server):
     room = "reports"
-    publisher = await start_whip_publisher(server.base_url, room, server.token(room, "lead", "lead"), "VP8")
+    publisher = await start_whip_publisher(
+        server.base_url, room, server.token(room, "lead", "lead"), "VP8"
+    )
     viewer = await start_whep_viewer(server.base_url, room, server.token(room, "obs", "observer"))
     try:
         await viewer.wait_frames(5)

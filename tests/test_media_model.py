@@ -50,12 +50,21 @@ class Rig:
         self.timers = TimerQueue()
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.pub, self.pub_sock = sansio.plain(
-            self.timers, "pub", PUBLISHER_ADDR, events=self.events, extensions=PUBLISH_EXTENSIONS, now=self.now
+            self.timers,
+            "pub",
+            PUBLISHER_ADDR,
+            events=self.events,
+            extensions=PUBLISH_EXTENSIONS,
+            now=self.now,
         )
         self.producer = sansio.producer(self.pub, kind, encodings)
 
-    def viewer(self, name: str = "view", rtx: bool = True) -> tuple[PlainTransport, sansio.FakeSocket, SimpleConsumer]:
-        transport, sock = sansio.plain(self.timers, name, VIEWER_ADDR, events=self.events, now=self.now)
+    def viewer(
+        self, name: str = "view", rtx: bool = True
+    ) -> tuple[PlainTransport, sansio.FakeSocket, SimpleConsumer]:
+        transport, sock = sansio.plain(
+            self.timers, name, VIEWER_ADDR, events=self.events, now=self.now
+        )
         consumer = sansio.consumer(transport, self.producer, rtx=rtx)
         return transport, sock, consumer
 
@@ -73,13 +82,19 @@ class Rig:
 
 
 def plis(packets: list[Any]) -> list[int]:
-    return [p.media_ssrc for p in packets if isinstance(p, rtcp.RtcpPsfbPacket) and p.fmt == rtcp.RTCP_PSFB_PLI]
+    return [
+        p.media_ssrc
+        for p in packets
+        if isinstance(p, rtcp.RtcpPsfbPacket) and p.fmt == rtcp.RTCP_PSFB_PLI
+    ]
 
 
 def test_a_viewer_starts_at_a_keyframe_and_gets_its_own_numbering():
     rig = Rig()
     _view, sock, consumer = rig.viewer()
-    assert plis(rig.publisher_feedback()) == [0x1111], "a new viewer asks the publisher for a keyframe"
+    assert plis(rig.publisher_feedback()) == [0x1111], (
+        "a new viewer asks the publisher for a keyframe"
+    )
     rig.send(rtp(0x1111, 99, 9000, VP8_DELTA, extensions=MID))
     assert sock.rtp() == [], "nothing before the keyframe: the viewer could not decode it"
     rig.send(rtp(0x1111, 100, 12000, VP8_KEY, extensions=MID), 0.033)
@@ -112,7 +127,9 @@ def test_pause_and_resume_keep_sequence_and_timestamps_continuous():
     assert len(after) == 1 and after[0].payload == VP8_KEY
     assert after[0].seq == (before[-1].seq + 1) & 0xFFFF, "no gap for the viewer to NACK"
     elapsed = (after[0].ts - before[-1].ts) & 0xFFFFFFFF
-    assert elapsed == pytest.approx(60 * 0.033 * 90000, abs=2), "timestamps advance with the wall clock"
+    assert elapsed == pytest.approx(60 * 0.033 * 90000, abs=2), (
+        "timestamps advance with the wall clock"
+    )
 
 
 def test_an_ssrc_change_restarts_at_a_keyframe_and_keeps_numbering():
@@ -164,7 +181,9 @@ def test_a_viewer_nack_is_answered_from_the_cache_as_rtx():
     view.receive(build_nack(0x5555, consumer.ssrc, [out[1].seq]), VIEWER_ADDR, rig.now)
     (resent,) = sock.rtp()
     assert (resent.ssrc, resent.pt) == (consumer.rtx_ssrc, consumer.rtx_pt)
-    assert struct.unpack_from("!H", resent.payload)[0] == out[1].seq, "RFC 4588: the original seq leads"
+    assert struct.unpack_from("!H", resent.payload)[0] == out[1].seq, (
+        "RFC 4588: the original seq leads"
+    )
     assert resent.payload[2:] == VP8_DELTA + b"x" and resent.ts == out[1].ts
     assert view.counters.nacks_in == 1 and view.counters.retransmissions == 1
     assert rig.publisher_feedback() == [], "the publisher is not asked again"
@@ -180,11 +199,17 @@ def test_keyframe_requests_from_many_viewers_reach_the_publisher_throttled():
     assert plis(rig.publisher_feedback()) == [0x1111], "and one when the interval ends"
     rig.send(rtp(0x1111, 1, 0, VP8_KEY, extensions=MID))
     view, _sock, consumer = viewers[0]
-    view.receive(bytes(rtcp.RtcpPsfbPacket(fmt=rtcp.RTCP_PSFB_PLI, ssrc=1, media_ssrc=consumer.ssrc)), VIEWER_ADDR, rig.now)
+    view.receive(
+        bytes(rtcp.RtcpPsfbPacket(fmt=rtcp.RTCP_PSFB_PLI, ssrc=1, media_ssrc=consumer.ssrc)),
+        VIEWER_ADDR,
+        rig.now,
+    )
     assert view.counters.plis_in == 1
     assert plis(rig.publisher_feedback()) == [], "0.51 s after the last PLI it waits its turn"
     rig.tick(0.5)
-    assert plis(rig.publisher_feedback()) == [0x1111], "a viewer's PLI is relayed once the interval allows"
+    assert plis(rig.publisher_feedback()) == [0x1111], (
+        "a viewer's PLI is relayed once the interval allows"
+    )
 
 
 def test_an_encoding_switch_happens_at_a_keyframe_of_the_new_encoding():
@@ -194,12 +219,19 @@ def test_an_encoding_switch_happens_at_a_keyframe_of_the_new_encoding():
 
     def frame(layer: str, key: bool, ts: int, dt: float = 0.0) -> None:
         seqs[layer] += 1
-        rig.send(rtp(layers[layer], seqs[layer], ts, VP8_KEY if key else VP8_DELTA, extensions=rid(layer)), dt)
+        rig.send(
+            rtp(
+                layers[layer], seqs[layer], ts, VP8_KEY if key else VP8_DELTA, extensions=rid(layer)
+            ),
+            dt,
+        )
 
     for layer in "qhf":
         frame(layer, True, 0)
     _view, sock, consumer = rig.viewer()
-    assert isinstance(consumer, SimulcastConsumer) and consumer.stream.rid == "f", "the best arriving layer"
+    assert isinstance(consumer, SimulcastConsumer) and consumer.stream.rid == "f", (
+        "the best arriving layer"
+    )
     rig.publisher_feedback()
     for layer in "qhf":
         frame(layer, True, 3000, 0.001)
@@ -235,7 +267,11 @@ def test_simulcast_ssrcs_come_from_the_sim_group():
         + "".join(f"a=ssrc:{s} cname:x\r\n" for s in (11, 22, 33, 111, 222, 333))
     )
     encodings = encodings_of(offer.media[0])
-    assert encodings == [Encoding(ssrc=11, rtx_ssrc=111), Encoding(ssrc=22, rtx_ssrc=222), Encoding(ssrc=33, rtx_ssrc=333)]
+    assert encodings == [
+        Encoding(ssrc=11, rtx_ssrc=111),
+        Encoding(ssrc=22, rtx_ssrc=222),
+        Encoding(ssrc=33, rtx_ssrc=333),
+    ]
     rig = Rig(encodings)
     _view, sock, consumer = rig.viewer()
     assert consumer.stream.ssrc == 33
@@ -274,7 +310,9 @@ def test_a_pipe_carries_every_encoding_to_a_far_producer():
         data = rtp(pipe.out_ssrcs[index[ssrc]], seq, ts, payload, marker=True)
         pipe_in.receive(data, pipe_sock.local, rig.now)
     far_out = viewer_sock.rtp()
-    assert len(far_out) == 5 and far_out[0].payload == VP8_KEY, "the far viewer gets the top encoding"
+    assert len(far_out) == 5 and far_out[0].payload == VP8_KEY, (
+        "the far viewer gets the top encoding"
+    )
     assert [p.seq for p in far_out] == [(far_out[0].seq + i) & 0xFFFF for i in range(5)]
 
 
@@ -290,13 +328,27 @@ def test_sender_reports_map_to_the_publisher_clock_and_rtt_uses_our_send_time():
     reports = [p for d in sent if 200 <= d[1] <= 204 for p in rtcp.parse_compound(d)]
     (ours,) = [p for p in reports if isinstance(p, rtcp.RtcpSrPacket) and p.ssrc == consumer.ssrc]
     elapsed = ours.sender_info.ntp_timestamp - sr_ntp
-    assert elapsed / 2**32 == pytest.approx(1.0, abs=0.001), "the publisher's NTP, moved on by the elapsed time"
-    assert (ours.sender_info.rtp_timestamp - consumer.ts_offset - 48000) & 0xFFFFFFFF == pytest.approx(48000, abs=2)
+    assert elapsed / 2**32 == pytest.approx(1.0, abs=0.001), (
+        "the publisher's NTP, moved on by the elapsed time"
+    )
+    assert (
+        ours.sender_info.rtp_timestamp - consumer.ts_offset - 48000
+    ) & 0xFFFFFFFF == pytest.approx(48000, abs=2)
     lsr = (ours.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
-    block = rtcp.RtcpReceiverInfo(ssrc=consumer.ssrc, fraction_lost=12, packets_lost=1, highest_sequence=1, jitter=0, lsr=lsr, dlsr=65536 // 10)
+    block = rtcp.RtcpReceiverInfo(
+        ssrc=consumer.ssrc,
+        fraction_lost=12,
+        packets_lost=1,
+        highest_sequence=1,
+        jitter=0,
+        lsr=lsr,
+        dlsr=65536 // 10,
+    )
     rig.now += 0.25
     view.receive(bytes(rtcp.RtcpRrPacket(ssrc=9, reports=[block])), VIEWER_ADDR, rig.now)
-    assert consumer.rtt == pytest.approx(0.15, abs=0.001), "0.25 s since our SR, minus the 0.1 s it held it"
+    assert consumer.rtt == pytest.approx(0.15, abs=0.001), (
+        "0.25 s since our SR, minus the 0.1 s it held it"
+    )
     assert consumer.fraction_lost == 12
 
 
@@ -354,6 +406,15 @@ def test_packets_from_another_address_are_dropped():
 
 def test_parsed_packets_are_what_the_model_forwards():
     """The test helper's packets parse as a publisher's would (guards the other tests)."""
-    packet = parse_rtp(rtp(5, 6, 7, VP8_KEY, marker=True, extensions=rid("h")), read_map(PUBLISH_EXTENSIONS))
+    packet = parse_rtp(
+        rtp(5, 6, 7, VP8_KEY, marker=True, extensions=rid("h")), read_map(PUBLISH_EXTENSIONS)
+    )
     assert isinstance(packet, RtpPacket)
-    assert (packet.ssrc, packet.seq, packet.ts, packet.marker, packet.mid, packet.rid) == (5, 6, 7, 0x80, b"0", b"h")
+    assert (packet.ssrc, packet.seq, packet.ts, packet.marker, packet.mid, packet.rid) == (
+        5,
+        6,
+        7,
+        0x80,
+        b"0",
+        b"h",
+    )

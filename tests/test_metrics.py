@@ -57,7 +57,15 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 def joined(identity: str, role: str) -> dict:
-    return {"participant": {"identity": identity, "name": identity, "role": role, "hand_raised": False, "joined_at": 0}}
+    return {
+        "participant": {
+            "identity": identity,
+            "name": identity,
+            "role": role,
+            "hand_raised": False,
+            "joined_at": 0,
+        }
+    }
 
 
 def test_gauges_follow_room_events():
@@ -65,14 +73,25 @@ def test_gauges_follow_room_events():
     m.on_event("room_started", "a", {"room": {"name": "a"}}, None)
     m.on_event("participant_joined", "a", joined("lead", "lead"), None)
     m.on_event("participant_joined", "a", joined("site-1", "observer"), None)
-    m.on_event("participant_joined", "a", joined("site-1", "observer"), None)  # a rejoin counts once
+    m.on_event(
+        "participant_joined", "a", joined("site-1", "observer"), None
+    )  # a rejoin counts once
     m.on_event("participant_joined", "b", joined("x", "participant"), None)  # room_started not seen
-    m.on_event("track_published", "a", {"track": {"id": "t1", "owner": "lead", "kind": "video"}}, None)
-    m.on_event("track_published", "a", {"track": {"id": "t2", "owner": "lead", "kind": "audio"}}, None)
+    m.on_event(
+        "track_published", "a", {"track": {"id": "t1", "owner": "lead", "kind": "video"}}, None
+    )
+    m.on_event(
+        "track_published", "a", {"track": {"id": "t2", "owner": "lead", "kind": "audio"}}, None
+    )
     m.on_event("offer", "a", {"sdp": "v=0", "version": 1}, "site-1")  # targeted: ignored
     assert value(m, "telebridge_rooms") == 2
-    assert [value(m, "telebridge_participants", role=r) for r in ("lead", "participant", "observer")] == [1, 1, 1]
-    assert value(m, "telebridge_tracks", kind="video") == 1 and value(m, "telebridge_tracks", kind="audio") == 1
+    assert [
+        value(m, "telebridge_participants", role=r) for r in ("lead", "participant", "observer")
+    ] == [1, 1, 1]
+    assert (
+        value(m, "telebridge_tracks", kind="video") == 1
+        and value(m, "telebridge_tracks", kind="audio") == 1
+    )
 
     m.on_event("role_changed", "a", {"identity": "site-1", "role": "participant", "by": None}, None)
     assert value(m, "telebridge_participants", role="participant") == 2
@@ -84,9 +103,16 @@ def test_gauges_follow_room_events():
     assert value(m, "telebridge_participants", role="participant") == 1
 
     m.on_event("room_ended", "a", {"reason": "ended", "by": None}, None)
-    m.on_event("participant_left", "a", {"identity": "lead", "reason": "room_ended"}, None)  # after the end
+    m.on_event(
+        "participant_left", "a", {"identity": "lead", "reason": "room_ended"}, None
+    )  # after the end
     assert value(m, "telebridge_rooms") == 1
-    assert sum(value(m, "telebridge_participants", role=r) for r in ("lead", "participant", "observer")) == 0
+    assert (
+        sum(
+            value(m, "telebridge_participants", role=r) for r in ("lead", "participant", "observer")
+        )
+        == 0
+    )
     assert value(m, "telebridge_tracks", kind="audio") == 0
     assert value(m, "telebridge_room_events_total", event="participant_joined") == 4
 
@@ -137,10 +163,14 @@ async def test_metrics_follow_a_consultation(server):
         assert before[("telebridge_worker_up", (("worker", "0"),))] == 1
 
         headers = {"Authorization": AUTH}
-        async with session.post(server.base_url + "/api/v1/rooms", json={"name": "consult"}, headers=headers) as response:
+        async with session.post(
+            server.base_url + "/api/v1/rooms", json={"name": "consult"}, headers=headers
+        ) as response:
             assert response.status == 201
         token_body = {"room": "consult", "identity": "central", "role": "lead"}
-        async with session.post(server.base_url + "/api/v1/tokens", json=token_body, headers=headers) as response:
+        async with session.post(
+            server.base_url + "/api/v1/tokens", json=token_body, headers=headers
+        ) as response:
             token = (await response.json())["token"]
         lead = await TelebridgeClient.connect(server.base_url, token)
         try:
@@ -148,7 +178,10 @@ async def test_metrics_follow_a_consultation(server):
             deadline = time.monotonic() + 10
             while True:  # audio packets reach the worker once ICE and DTLS are done
                 during = await scrape(session, server)
-                if during[("telebridge_worker_packets", (("direction", "in"), ("worker", "0")))] > 10:
+                if (
+                    during[("telebridge_worker_packets", (("direction", "in"), ("worker", "0")))]
+                    > 10
+                ):
                     break
                 assert time.monotonic() < deadline, "no packets counted by the worker"
                 await asyncio.sleep(0.2)
@@ -157,12 +190,22 @@ async def test_metrics_follow_a_consultation(server):
         assert during[("telebridge_rooms", ())] == 1
         assert during[("telebridge_participants", (("role", "lead"),))] == 1
         assert during[("telebridge_tracks", (("kind", "audio"),))] == 1
-        assert during[("telebridge_join_seconds_count", ())] == before[("telebridge_join_seconds_count", ())] + 1
+        assert (
+            during[("telebridge_join_seconds_count", ())]
+            == before[("telebridge_join_seconds_count", ())] + 1
+        )
         assert during[("telebridge_worker_bytes", (("direction", "in"), ("worker", "0")))] > 0
         assert during[("telebridge_worker_cpu_seconds", (("worker", "0"),))] > 0
-        assert during[("telebridge_api_requests_total", (("route", "/api/v1/rooms"), ("status", "201")))] == 1
+        assert (
+            during[
+                ("telebridge_api_requests_total", (("route", "/api/v1/rooms"), ("status", "201")))
+            ]
+            == 1
+        )
 
-        async with session.delete(server.base_url + "/api/v1/rooms/consult", headers=headers) as response:
+        async with session.delete(
+            server.base_url + "/api/v1/rooms/consult", headers=headers
+        ) as response:
             assert response.status == 204
         after = await scrape(session, server)
         assert after[("telebridge_rooms", ())] == 0
@@ -175,8 +218,12 @@ async def test_metrics_can_require_the_api_key(tmp_path):
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(server.base_url + "/metrics") as response:
-                assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Basic")
-            async with session.get(server.base_url + "/metrics", headers={"Authorization": AUTH}) as response:
+                assert response.status == 401 and response.headers["WWW-Authenticate"].startswith(
+                    "Basic"
+                )
+            async with session.get(
+                server.base_url + "/metrics", headers={"Authorization": AUTH}
+            ) as response:
                 assert response.status == 200 and "telebridge_rooms" in await response.text()
     finally:
         server.stop()

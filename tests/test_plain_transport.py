@@ -43,7 +43,9 @@ class Vp8Receiver:
 
     def datagram(self, data: bytes) -> None:
         if is_rtcp(data):
-            self.sender_reports += [p for p in rtcp.parse_compound(data) if isinstance(p, rtcp.RtcpSrPacket)]
+            self.sender_reports += [
+                p for p in rtcp.parse_compound(data) if isinstance(p, rtcp.RtcpSrPacket)
+            ]
             return
         packet = parse_rtp(data, read_map({}))
         assert packet.ssrc in self.ssrcs and packet.pt == self.payload_type
@@ -66,7 +68,8 @@ async def publish(worker: object, room: str) -> tuple[RTCPeerConnection, str]:
     while pc.iceGatheringState != "complete":
         await asyncio.sleep(0.01)
     result = await worker.call(  # type: ignore[attr-defined]
-        control.PUBLISH, {"session": "lead", "room": room, "identity": "lead", "offer": pc.localDescription.sdp}
+        control.PUBLISH,
+        {"session": "lead", "room": room, "identity": "lead", "offer": pc.localDescription.sdp},
     )
     await pc.setRemoteDescription(RTCSessionDescription(result["answer"], "answer"))
     (video,) = [t for t in result["tracks"] if t["kind"] == "video"]
@@ -89,12 +92,22 @@ async def test_a_plain_receiver_decodes_the_publishers_video(family: str, tmp_pa
             sock.bind(("127.0.0.1", 0))
             remote = {"remote_host": "127.0.0.1", "remote_port": sock.getsockname()[1]}
         pc, producer = await publish(worker, "teaching")
-        local = await worker.call(control.PLAIN_TRANSPORT, {"session": "recorder", "room": "teaching", **remote})  # type: ignore[typeddict-item]
+        local = await worker.call(
+            control.PLAIN_TRANSPORT, {"session": "recorder", "room": "teaching", **remote}
+        )  # type: ignore[typeddict-item]
         consumer = await worker.call(control.CONSUME, {"session": "recorder", "producer": producer})
-        assert (consumer["kind"], consumer["codec"], consumer["clock_rate"]) == ("video", "vp8", 90000)
-        worker_addr: object = local["local_path"] if family == "unix" else (local["local_host"], local["local_port"])
+        assert (consumer["kind"], consumer["codec"], consumer["clock_rate"]) == (
+            "video",
+            "vp8",
+            90000,
+        )
+        worker_addr: object = (
+            local["local_path"] if family == "unix" else (local["local_host"], local["local_port"])
+        )
         if family == "unix":
-            assert (Path(local["local_path"]).stat().st_mode & 0o777) == 0o600, "only this user may talk to it"
+            assert (Path(local["local_path"]).stat().st_mode & 0o777) == 0o600, (
+                "only this user may talk to it"
+            )
 
         receiver = Vp8Receiver(consumer["ssrcs"], consumer["payload_type"])
         loop = asyncio.get_running_loop()
@@ -138,7 +151,12 @@ async def test_a_stranger_cannot_feed_a_plain_transport() -> None:
         stranger.bind(("127.0.0.1", 0))
         local = await worker.call(
             control.PLAIN_TRANSPORT,
-            {"session": "pipe", "room": "r", "remote_host": "127.0.0.1", "remote_port": mine.getsockname()[1]},
+            {
+                "session": "pipe",
+                "room": "r",
+                "remote_host": "127.0.0.1",
+                "remote_port": mine.getsockname()[1],
+            },
         )
         target = (local["local_host"], local["local_port"])
         rtp_packet = bytes([0x80, 96, 0, 1]) + bytes(8) + b"payload"
@@ -153,7 +171,9 @@ async def test_a_stranger_cannot_feed_a_plain_transport() -> None:
             await asyncio.sleep(0.05)
         assert stats["counters"]["packets_in"] == 0
         with pytest.raises(Exception, match="remote_host and remote_port"):
-            await worker.call(control.PLAIN_TRANSPORT, {"session": "bad", "room": "r", "remote_host": "127.0.0.1"})
+            await worker.call(
+                control.PLAIN_TRANSPORT, {"session": "bad", "room": "r", "remote_host": "127.0.0.1"}
+            )
     finally:
         mine.close()
         stranger.close()

@@ -24,9 +24,13 @@ def worker_counter(server, name: str) -> float:
 
 async def test_five_percent_loss_is_repaired_by_nack_and_rtx(server):
     room = "island"
-    publisher = await start_whip_publisher(server.base_url, room, server.token(room, "lead", "lead"), "VP8")
+    publisher = await start_whip_publisher(
+        server.base_url, room, server.token(room, "lead", "lead"), "VP8"
+    )
     await publisher.wait_connected()
-    clean = await start_whep_viewer(server.base_url, room, server.token(room, "mainland", "observer"))
+    clean = await start_whep_viewer(
+        server.base_url, room, server.token(room, "mainland", "observer")
+    )
     lossy = WhepViewer(server.base_url, room, server.token(room, "island-site", "observer"))
     relay = LossyRelay(("127.0.0.1", clean.server_port()), loss=0.05)
     await relay.start()
@@ -38,7 +42,9 @@ async def test_five_percent_loss_is_repaired_by_nack_and_rtx(server):
         await asyncio.sleep(8)
         got_clean = clean.video_frames - base_clean
         got_lossy = lossy.video_frames - base_lossy
-        print(f"decoded frames: clean {got_clean}, lossy {got_lossy}; relay dropped {relay.dropped} of {relay.dropped + relay.forwarded}")
+        print(
+            f"decoded frames: clean {got_clean}, lossy {got_lossy}; relay dropped {relay.dropped} of {relay.dropped + relay.forwarded}"
+        )
         assert relay.dropped > 20, f"the relay should have dropped packets, dropped {relay.dropped}"
         assert got_clean > 100
         assert got_lossy >= 0.95 * got_clean, (got_lossy, got_clean, relay.dropped)
@@ -52,7 +58,9 @@ async def test_five_percent_loss_is_repaired_by_nack_and_rtx(server):
 
 async def test_late_viewer_gets_a_picture_within_a_second(server):
     room = "late"
-    publisher = await start_whip_publisher(server.base_url, room, server.token(room, "lead", "lead"), "VP8")
+    publisher = await start_whip_publisher(
+        server.base_url, room, server.token(room, "lead", "lead"), "VP8"
+    )
     viewers = []
     try:
         await publisher.wait_connected()
@@ -75,18 +83,28 @@ async def test_late_viewer_gets_a_picture_within_a_second(server):
 
 async def test_viewer_of_named_participant_and_session_end(server):
     room = "panel"
-    lead = await start_whip_publisher(server.base_url, room, server.token(room, "central", "lead"), "VP8", audio=False)
-    presenter = await start_whip_publisher(server.base_url, room, server.token(room, "district", "participant"), "H264")
+    lead = await start_whip_publisher(
+        server.base_url, room, server.token(room, "central", "lead"), "VP8", audio=False
+    )
+    presenter = await start_whip_publisher(
+        server.base_url, room, server.token(room, "district", "participant"), "H264"
+    )
     try:
-        viewer = await start_whep_viewer(server.base_url, room, server.token(room, "obs", "observer"), participant="district")
+        viewer = await start_whep_viewer(
+            server.base_url, room, server.token(room, "obs", "observer"), participant="district"
+        )
         await viewer.wait_frames(10)
-        assert "H264" in viewer.answer, "the viewer must receive the presenter's H.264 track, not the lead's VP8"
+        assert "H264" in viewer.answer, (
+            "the viewer must receive the presenter's H.264 track, not the lead's VP8"
+        )
         await presenter.close()  # DELETE ends the publisher's session; its viewers stop receiving
         await asyncio.sleep(0.5)
         frozen = viewer.video_frames
         await asyncio.sleep(1.5)
         assert viewer.video_frames <= frozen + 2
-        assert health(server)["workers"][0]["sessions"] == 1, "the viewer's session ends with its source"
+        assert health(server)["workers"][0]["sessions"] == 1, (
+            "the viewer's session ends with its source"
+        )
         await viewer.close(delete=False)
     finally:
         await lead.close()
@@ -102,14 +120,18 @@ async def test_lossy_uplink_is_repaired_by_nacks_to_the_publisher(server):
     try:
         await publisher.start("VP8", audio=False, via_port=relay.port)
         await publisher.wait_connected()
-        viewer = await start_whep_viewer(server.base_url, room, server.token(room, "central", "observer"))
+        viewer = await start_whep_viewer(
+            server.base_url, room, server.token(room, "central", "observer")
+        )
         await viewer.wait_frames(10)
         base = viewer.video_frames
         sent_before = publisher.video.count
         await asyncio.sleep(8)
         decoded = viewer.video_frames - base
         sent = publisher.video.count - sent_before
-        print(f"frames sent {sent}, decoded {decoded}; relay dropped {relay.dropped} of {relay.dropped + relay.forwarded}")
+        print(
+            f"frames sent {sent}, decoded {decoded}; relay dropped {relay.dropped} of {relay.dropped + relay.forwarded}"
+        )
         assert relay.dropped > 15
         assert decoded >= 0.95 * sent, (decoded, sent)
         assert worker_counter(server, "nacks_out") > 0

@@ -15,9 +15,7 @@ from sfu.worker import RequestError, WorkerCore
 # Bytes, not read_text(): universal newlines would turn the capture's CRLF into LF.
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_bytes().decode()
 assert OFFER.startswith("v=0\r\n")
-FINGERPRINT = (
-    "39:96:C8:6A:74:5A:95:5C:02:81:C1:70:13:18:BA:A6:D2:81:AC:6D:04:0A:16:70:BA:CD:2E:58:68:10:E2:C8"
-)
+FINGERPRINT = "39:96:C8:6A:74:5A:95:5C:02:81:C1:70:13:18:BA:A6:D2:81:AC:6D:04:0A:16:70:BA:CD:2E:58:68:10:E2:C8"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +25,9 @@ def certificate() -> RTCCertificate:
 
 @pytest.fixture
 def core(certificate) -> WorkerCore:
-    return WorkerCore(certificate, "127.0.0.1", 40000, lambda data, addr: None, lambda name, data: None)
+    return WorkerCore(
+        certificate, "127.0.0.1", 40000, lambda data, addr: None, lambda name, data: None
+    )
 
 
 def producers_of(core: WorkerCore, session: str) -> list[str]:
@@ -35,7 +35,9 @@ def producers_of(core: WorkerCore, session: str) -> list[str]:
 
 
 def publish(core: WorkerCore, offer: str, session: str = "pub") -> dict:
-    return core.handle("publish", {"room": "r", "session": session, "identity": "lead", "offer": offer}, 0.0)
+    return core.handle(
+        "publish", {"room": "r", "session": session, "identity": "lead", "offer": offer}, 0.0
+    )
 
 
 def viewer_offer() -> str:
@@ -83,7 +85,12 @@ def test_parse_chromium_offer_video():
     assert video.proto == "UDP/TLS/RTP/SAVPF"
     assert video.rtcp_mux and video.rtcp_rsize
     vp8 = video.codecs[0]
-    assert (vp8.payload_type, vp8.name, vp8.clock_rate, vp8.rtx_payload_type) == (96, "vp8", 90000, 97)
+    assert (vp8.payload_type, vp8.name, vp8.clock_rate, vp8.rtx_payload_type) == (
+        96,
+        "vp8",
+        90000,
+        97,
+    )
     assert ("nack", "") in vp8.feedback and ("nack", "pli") in vp8.feedback
     assert ("transport-cc", "") in vp8.feedback and ("goog-remb", "") in vp8.feedback
     assert [c.payload_type for c in video.codecs] == [int(f) for f in video.formats]
@@ -148,9 +155,16 @@ def test_publish_answer_to_chromium_offer(core):
         assert "a=rtcp-rsize" in section
         assert f"a=fingerprint:sha-256 {core.fingerprint[1]}" in section
         assert "a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid" in section
-        assert not any("transport-cc" in line for line in section), "publishers get REMB, not transport-cc"
-        assert not any(line.startswith("a=ssrc") for line in section), "a receive-only answer has no SSRCs"
-        assert any(re.fullmatch(r"a=candidate:1 1 udp \d+ 127\.0\.0\.1 40000 typ host generation 0", line) for line in section)
+        assert not any("transport-cc" in line for line in section), (
+            "publishers get REMB, not transport-cc"
+        )
+        assert not any(line.startswith("a=ssrc") for line in section), (
+            "a receive-only answer has no SSRCs"
+        )
+        assert any(
+            re.fullmatch(r"a=candidate:1 1 udp \d+ 127\.0\.0\.1 40000 typ host generation 0", line)
+            for line in section
+        )
 
     rtpmaps = [line for line in video if line.startswith("a=rtpmap:")]
     assert rtpmaps == ["a=rtpmap:96 VP8/90000", "a=rtpmap:97 rtx/90000"]
@@ -171,7 +185,9 @@ def test_publish_answer_to_chromium_offer(core):
     assert "a=extmap:12 urn:ietf:params:rtp-hdrext:ssrc-audio-level" in audio
 
     # One ICE ufrag/pwd for the bundle, and the worker routes by it.
-    ufrags = {line for section in (video, audio) for line in section if line.startswith("a=ice-ufrag:")}
+    ufrags = {
+        line for section in (video, audio) for line in section if line.startswith("a=ice-ufrag:")
+    }
     assert len(ufrags) == 1
     assert ufrags.pop().split(":", 1)[1] in core.demux.by_ufrag
     assert [t["kind"] for t in result["tracks"]] == ["video", "audio"]
@@ -195,13 +211,22 @@ def test_viewer_answer_offers_transport_cc_and_sends(core):
     publish(core, OFFER)
     answer = core.handle(
         "view",
-        {"room": "r", "session": "view", "identity": "v", "producers": producers_of(core, "pub"), "offer": viewer_offer()},
+        {
+            "room": "r",
+            "session": "view",
+            "identity": "v",
+            "producers": producers_of(core, "pub"),
+            "offer": viewer_offer(),
+        },
         0.0,
     )["answer"]
     video, audio = sections(answer)
     assert "a=sendonly" in video and "a=sendonly" in audio
     assert "a=rtcp-fb:96 transport-cc" in video
-    assert "a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01" in video
+    assert (
+        "a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+        in video
+    )
     ssrcs = {line.split()[0] for line in video if line.startswith("a=ssrc:")}
     assert len(ssrcs) == 2, "media and RTX SSRCs"
     assert any(line.startswith("a=ssrc-group:FID ") for line in video)
@@ -213,8 +238,12 @@ def test_h264_publisher_answer_keeps_its_fmtp(core):
     lines[m_line] = "m=video 9 UDP/TLS/RTP/SAVPF 104 107 102 103"
     answer = publish(core, "\r\n".join(lines) + "\r\n")["answer"]
     video = sections(answer)[0]
-    assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 102 103", "packetization-mode 1 is chosen over 0"
-    assert "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f" in video
+    assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 102 103", (
+        "packetization-mode 1 is chosen over 0"
+    )
+    assert (
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f" in video
+    )
 
 
 def test_unsupported_section_is_rejected_with_port_zero(core):
@@ -257,7 +286,10 @@ BAD_OFFERS = {
     "v-not-first": ("s=-\r\n" + OFFER, "v=0"),
     "no-fingerprint": (_drop("a=fingerprint"), "fingerprint"),
     "md5-fingerprint": (OFFER.replace("a=fingerprint:sha-256", "a=fingerprint:md5"), "fingerprint"),
-    "fingerprint-without-value": (OFFER.replace(f"sha-256 {FINGERPRINT}", "sha-256"), "fingerprint"),
+    "fingerprint-without-value": (
+        OFFER.replace(f"sha-256 {FINGERPRINT}", "sha-256"),
+        "fingerprint",
+    ),
     "no-bundle": (_drop("a=group:BUNDLE"), "BUNDLE"),
     "bundle-of-unknown-mids": (OFFER.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE x y"), "BUNDLE"),
     "no-ice-ufrag": (_drop("a=ice-ufrag"), "ice-ufrag"),
@@ -265,17 +297,29 @@ BAD_OFFERS = {
     "unsupported-codecs-only": (_only_codecs(), "supported codec"),
     "no-sending-section": (OFFER.replace("a=sendonly", "a=recvonly"), "sending"),
     "setup-passive": (OFFER.replace("a=setup:actpass", "a=setup:passive"), "setup"),
-    "m-line-too-short": (OFFER.replace("m=audio 32846 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "m=audio"), "m= line"),
+    "m-line-too-short": (
+        OFFER.replace("m=audio 32846 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "m=audio"),
+        "m= line",
+    ),
     "m-line-port-garbage": (OFFER.replace("m=audio 32846", "m=audio http"), "port"),
     "m-line-port-out-of-range": (OFFER.replace("m=audio 32846", "m=audio 70000"), "port"),
     "not-key-value": (OFFER.replace("s=-", "garbage line"), "line 3"),
     "rtpmap-garbage": (OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP8"), "rtpmap"),
-    "rtpmap-pt-out-of-range": (OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:300 VP8/90000"), "payload type"),
-    "rtpmap-superscript-pt": (OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:9\u00b2 VP8/90000"), "payload type"),
+    "rtpmap-pt-out-of-range": (
+        OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:300 VP8/90000"),
+        "payload type",
+    ),
+    "rtpmap-superscript-pt": (
+        OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:9\u00b2 VP8/90000"),
+        "payload type",
+    ),
     "extmap-id-garbage": (OFFER.replace("a=extmap:9 ", "a=extmap:nine "), "extmap"),
     "bad-mid": (OFFER.replace("a=mid:0", "a=mid:<script>"), "mid"),
     "duplicate-mid": (OFFER.replace("a=mid:1", "a=mid:0"), "mid"),
-    "control-character": (OFFER.replace("a=fmtp:111 minptime=10", "a=fmtp:111 minptime=10\ra=inject"), "control"),
+    "control-character": (
+        OFFER.replace("a=fmtp:111 minptime=10", "a=fmtp:111 minptime=10\ra=inject"),
+        "control",
+    ),
     "nul-byte": (OFFER.replace("s=-", "s=\x00"), "control"),
     "ssrc-garbage": (OFFER.replace("a=ssrc:2072071564 cname", "a=ssrc:abc cname"), "ssrc"),
     "too-large": (OFFER + "a=x-pad:" + "x" * sdp.MAX_SDP_BYTES + "\r\n", "larger"),
@@ -291,7 +335,9 @@ def test_bad_offer_is_bad_sdp_with_a_reason(core, name):
     assert info.value.message
     if reason is not None:
         assert reason.lower() in info.value.message.lower(), info.value.message
-    assert core.sessions == {} and core.demux.by_ufrag == {}, "a refused offer leaves no state behind"
+    assert core.sessions == {} and core.demux.by_ufrag == {}, (
+        "a refused offer leaves no state behind"
+    )
 
 
 def test_offer_that_is_not_a_string(core):
@@ -304,7 +350,13 @@ def test_subscribe_with_bad_offer_is_bad_sdp(core):
     publish(core, OFFER)
     for offer in (_drop("a=fingerprint").replace("a=sendonly", "a=recvonly"), "v=0\r\n"):
         with pytest.raises(RequestError) as info:
-            params = {"room": "r", "session": "v", "identity": "v", "producers": producers_of(core, "pub"), "offer": offer}
+            params = {
+                "room": "r",
+                "session": "v",
+                "identity": "v",
+                "producers": producers_of(core, "pub"),
+                "offer": offer,
+            }
             core.handle("view", params, 0.0)
         assert info.value.code == "bad_sdp"
     assert set(core.sessions) == {"pub"}
@@ -312,13 +364,25 @@ def test_subscribe_with_bad_offer_is_bad_sdp(core):
 
 def test_subscribe_to_nobody_is_not_found(core):
     with pytest.raises(RequestError) as info:
-        core.handle("view", {"room": "r", "session": "v", "identity": "v", "producers": ["x-0"], "offer": viewer_offer()}, 0.0)
+        core.handle(
+            "view",
+            {
+                "room": "r",
+                "session": "v",
+                "identity": "v",
+                "producers": ["x-0"],
+                "offer": viewer_offer(),
+            },
+            0.0,
+        )
     assert info.value.code == "not_found"
 
 
 def test_parse_raises_only_sdp_error_on_unicode_digits():
     """str.isdigit() accepts '²' but int() refuses it: that must be an SdpError, not ValueError."""
-    parsed = sdp.parse("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 1\u00b2\r\na=rtpmap:1 opus/48000/2\r\na=mid:0\r\n")
+    parsed = sdp.parse(
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 1\u00b2\r\na=rtpmap:1 opus/48000/2\r\na=mid:0\r\n"
+    )
     assert parsed.media[0].codecs == [], "a format that is not an ASCII number names no codec"
     with pytest.raises(sdp.SdpError):
         sdp.parse("v=0\r\nm=audio \u0663 UDP/TLS/RTP/SAVPF 111\r\n")  # Arabic-Indic 3 as a port

@@ -20,7 +20,14 @@ OTHER = "o" * 64
 
 def claims(**overrides) -> dict:
     now = int(time.time())
-    base = {"iss": "telebridge", "sub": "dr-lee", "room": "consult", "role": "lead", "iat": now, "exp": now + 600}
+    base = {
+        "iss": "telebridge",
+        "sub": "dr-lee",
+        "room": "consult",
+        "role": "lead",
+        "iat": now,
+        "exp": now + 600,
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -36,7 +43,12 @@ def raw(payload: dict, secret: str = SECRET, algorithm: str = "HS256") -> str:
 def test_mint_verify_round_trip(role):
     token = tokens.mint(SECRET, "consult", "dr-lee", role, ttl=600, name="Dr Lee")
     grant = tokens.verify(SECRET, token)
-    assert (grant.room, grant.identity, grant.role, grant.name) == ("consult", "dr-lee", role, "Dr Lee")
+    assert (grant.room, grant.identity, grant.role, grant.name) == (
+        "consult",
+        "dr-lee",
+        role,
+        "Dr Lee",
+    )
     assert abs(grant.expires - (time.time() + 600)) < 5
     assert grant.can_publish == (role in ("lead", "participant"))
 
@@ -134,7 +146,12 @@ def test_mint_refuses_bad_arguments():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=300), st.from_regex(r"[A-Za-z0-9_=-]{0,40}\.[A-Za-z0-9_=-]{0,80}\.[A-Za-z0-9_=-]{0,60}")))
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.from_regex(r"[A-Za-z0-9_=-]{0,40}\.[A-Za-z0-9_=-]{0,80}\.[A-Za-z0-9_=-]{0,60}"),
+    )
+)
 def test_garbage_tokens_raise_only_token_error(text):
     with pytest.raises(tokens.TokenError):
         tokens.verify(SECRET, text)
@@ -197,8 +214,14 @@ def test_bad_config_raises_config_error(tmp_path, text):
 
 
 def test_good_config_loads(tmp_path):
-    loaded = config.load(write(tmp_path, AUTH + '[server]\nport = 8443\ncors_origins = ["https://a.example"]\n'))
-    assert (loaded.auth.secret, loaded.server.port, loaded.server.cors_origins) == (SECRET, 8443, ("https://a.example",))
+    loaded = config.load(
+        write(tmp_path, AUTH + '[server]\nport = 8443\ncors_origins = ["https://a.example"]\n')
+    )
+    assert (loaded.auth.secret, loaded.server.port, loaded.server.cors_origins) == (
+        SECRET,
+        8443,
+        ("https://a.example",),
+    )
 
 
 def test_short_env_secret_is_refused(tmp_path, monkeypatch):

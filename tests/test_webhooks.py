@@ -69,7 +69,9 @@ class Receiver:
         while len(self.received) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"got {len(self.received)} of {count} requests: {self.payloads()}")
+                raise AssertionError(
+                    f"got {len(self.received)} of {count} requests: {self.payloads()}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -89,8 +91,15 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def hooks_factory() -> AsyncIterator[Any]:
     made: list[Webhooks] = []
 
-    async def make(*configs: WebhookConfig, metrics: Metrics | None = None, start: bool = True, backoff: float = 0.05) -> Webhooks:
-        hooks = Webhooks(list(configs), on_outcome=metrics.on_webhook if metrics else None, backoff=backoff)
+    async def make(
+        *configs: WebhookConfig,
+        metrics: Metrics | None = None,
+        start: bool = True,
+        backoff: float = 0.05,
+    ) -> Webhooks:
+        hooks = Webhooks(
+            list(configs), on_outcome=metrics.on_webhook if metrics else None, backoff=backoff
+        )
         made.append(hooks)
         if start:
             await hooks.start()
@@ -103,7 +112,8 @@ async def hooks_factory() -> AsyncIterator[Any]:
 
 def outcomes(metrics: Metrics) -> dict[str, float]:
     return {
-        o: metrics.registry.get_sample_value("telebridge_webhook_deliveries_total", {"outcome": o}) or 0.0
+        o: metrics.registry.get_sample_value("telebridge_webhook_deliveries_total", {"outcome": o})
+        or 0.0
         for o in ("delivered", "retried", "failed", "dropped")
     }
 
@@ -130,7 +140,9 @@ def test_signature_round_trip_and_replay_protection():
     assert not verify_signature(SECRET, header, body, now=now - 301)
     assert verify_signature(SECRET, header, body, tolerance=3600, now=now + 1800)
     # A fresh timestamp on an old signature does not verify: t is signed.
-    assert not verify_signature(SECRET, header.replace(f"t={now}", f"t={now + 600}"), body, now=now + 600)
+    assert not verify_signature(
+        SECRET, header.replace(f"t={now}", f"t={now + 600}"), body, now=now + 600
+    )
     # Wrong secret, changed body.
     assert not verify_signature("x" * 40, header, body, now=now)
     assert not verify_signature(SECRET, header, body + b" ", now=now)
@@ -161,7 +173,9 @@ def test_several_v1_signatures_any_may_match():
     """During a secret rotation a sender may sign with both; the receiver takes either."""
     body = b"{}"
     good = sign(SECRET, body, 1_767_225_600).split("v1=")[1]
-    assert verify_signature(SECRET, f"t=1767225600,v1={'0' * 64},v1={good}", body, now=1_767_225_600)
+    assert verify_signature(
+        SECRET, f"t=1767225600,v1={'0' * 64},v1={good}", body, now=1_767_225_600
+    )
 
 
 # -- delivery --------------------------------------------------------------------------------
@@ -183,13 +197,19 @@ async def test_room_events_arrive_signed(receiver, hooks_factory):
     assert not verify_signature("other-" + SECRET, headers[SIGNATURE_HEADER], body)
     payload = json.loads(body)
     assert set(payload) == {"id", "event", "room", "data", "created_at"}
-    assert (payload["event"], payload["room"], payload["data"]) == ("participant_joined", "consult", data)
+    assert (payload["event"], payload["room"], payload["data"]) == (
+        "participant_joined",
+        "consult",
+        data,
+    )
     assert uuid.UUID(payload["id"]).version == 4
     assert before <= payload["created_at"] <= time.time()
 
 
 async def test_event_filter(receiver, hooks_factory):
-    hooks = await hooks_factory(WebhookConfig(url=receiver.url, secret=SECRET, events=("room_ended",)))
+    hooks = await hooks_factory(
+        WebhookConfig(url=receiver.url, secret=SECRET, events=("room_ended",))
+    )
     hooks.on_event("room_started", "r", {}, None)
     hooks.on_event("room_ended", "r", {"reason": "ended", "by": None}, None)
     await receiver.wait(1)
@@ -200,7 +220,9 @@ async def test_event_filter(receiver, hooks_factory):
 async def test_retried_with_backoff_until_the_receiver_recovers(receiver, hooks_factory):
     receiver.respond = lambda payload, attempt: 500 if attempt <= 2 else 200
     metrics = Metrics()
-    hooks = await hooks_factory(WebhookConfig(url=receiver.url, secret=SECRET), metrics=metrics, backoff=0.1)
+    hooks = await hooks_factory(
+        WebhookConfig(url=receiver.url, secret=SECRET), metrics=metrics, backoff=0.1
+    )
     hooks.on_event("room_started", "r", {}, None)
     await receiver.wait(3)
     await settle(lambda: outcomes(metrics)["delivered"] == 1)
@@ -218,7 +240,9 @@ async def test_retried_with_backoff_until_the_receiver_recovers(receiver, hooks_
 async def test_gives_up_after_max_attempts_and_goes_on(receiver, hooks_factory, caplog):
     receiver.respond = lambda payload, attempt: 503 if payload["event"] == "room_started" else 200
     metrics = Metrics()
-    hooks = await hooks_factory(WebhookConfig(url=receiver.url, secret=SECRET, max_attempts=3), metrics=metrics)
+    hooks = await hooks_factory(
+        WebhookConfig(url=receiver.url, secret=SECRET, max_attempts=3), metrics=metrics
+    )
     with caplog.at_level(logging.ERROR, logger="signaling.webhooks"):
         hooks.on_event("room_started", "r", {}, None)
         hooks.on_event("room_ended", "r", {}, None)
@@ -263,18 +287,26 @@ async def test_order_per_url_and_a_failing_url_does_not_hold_up_another(receiver
         for seq in range(20):
             hooks.on_event("hand_raised", "r", {"identity": f"site-{seq}", "raised": True}, None)
         await receiver.wait(20, timeout=2.0)
-        assert len(failing.received) < 10, "the healthy URL got everything while the other still retries"
-        assert [p["data"]["identity"] for p in receiver.payloads()] == [f"site-{i}" for i in range(20)]
+        assert len(failing.received) < 10, (
+            "the healthy URL got everything while the other still retries"
+        )
+        assert [p["data"]["identity"] for p in receiver.payloads()] == [
+            f"site-{i}" for i in range(20)
+        ]
         await failing.wait(60, timeout=30)
         delivered = [p["data"]["identity"] for p in failing.payloads()][2::3]
-        assert delivered == [f"site-{i}" for i in range(20)], "retries do not reorder a URL's events"
+        assert delivered == [f"site-{i}" for i in range(20)], (
+            "retries do not reorder a URL's events"
+        )
     finally:
         await failing.stop()
 
 
 async def test_full_queue_drops_the_oldest(receiver, hooks_factory, caplog):
     metrics = Metrics()
-    hooks = await hooks_factory(WebhookConfig(url=receiver.url, secret=SECRET, queue_size=3), metrics=metrics, start=False)
+    hooks = await hooks_factory(
+        WebhookConfig(url=receiver.url, secret=SECRET, queue_size=3), metrics=metrics, start=False
+    )
     with caplog.at_level(logging.WARNING, logger="signaling.webhooks"):
         for seq in range(5):
             hooks.on_event("hand_raised", "r", {"identity": f"site-{seq}", "raised": True}, None)
@@ -301,10 +333,14 @@ async def test_on_event_never_waits_for_the_network(hooks_factory):
     await site.start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
     try:
-        hooks = await hooks_factory(WebhookConfig(url=url, secret=SECRET, queue_size=100, timeout=30))
+        hooks = await hooks_factory(
+            WebhookConfig(url=url, secret=SECRET, queue_size=100, timeout=30)
+        )
         started = time.perf_counter()
         for seq in range(20000):
-            hooks.on_event("active_speaker", "r", {"identity": f"s{seq}", "track": "t1", "level": -30}, None)
+            hooks.on_event(
+                "active_speaker", "r", {"identity": f"s{seq}", "track": "t1", "level": -30}, None
+            )
         elapsed = time.perf_counter() - started
         assert elapsed < 2.0, f"20000 events took {elapsed:.2f} s"
         assert hooks.pending() <= 101, "the queue is bounded"
@@ -351,7 +387,12 @@ def test_webhook_config(tmp_path):
         "max_attempts = 3\ntimeout = 2.5\nqueue_size = 50\n",
     ).webhooks
     assert hooks[0] == WebhookConfig(url="https://app.example.org/telebridge", secret=SECRET)
-    assert (hooks[1].events, hooks[1].max_attempts, hooks[1].timeout, hooks[1].queue_size) == (("room_ended",), 3, 2.5, 50)
+    assert (hooks[1].events, hooks[1].max_attempts, hooks[1].timeout, hooks[1].queue_size) == (
+        ("room_ended",),
+        3,
+        2.5,
+        50,
+    )
     assert SECRET not in repr(hooks)
 
 
@@ -377,11 +418,26 @@ def test_the_documented_example_loads(tmp_path):
         ('[[webhooks]]\nurl = "http://"\nsecret = "' + "s" * 40 + '"\n', "http"),
         ('[[webhooks]]\nurl = "http://x/"\nsecret = "short"\n', "at least 32"),
         ('[[webhooks]]\nurl = "http://x/"\n', "secret or secret_file"),
-        ('[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nevents = ["offer"]\n', "unknown offer"),
-        ('[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nevents = []\n', "non-empty"),
-        ('[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nmax_attempts = 0\n', "positive"),
-        ('[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\ntimeout = nan\n', "positive"),
-        ('[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nqueue_size = "many"\n', "many"),
+        (
+            '[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nevents = ["offer"]\n',
+            "unknown offer",
+        ),
+        (
+            '[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nevents = []\n',
+            "non-empty",
+        ),
+        (
+            '[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nmax_attempts = 0\n',
+            "positive",
+        ),
+        (
+            '[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\ntimeout = nan\n',
+            "positive",
+        ),
+        (
+            '[[webhooks]]\nurl = "http://x/"\nsecret = "' + "s" * 40 + '"\nqueue_size = "many"\n',
+            "many",
+        ),
         ('[webhooks]\nurl = "http://x/"\n', "array of tables"),
     ],
 )
@@ -402,10 +458,13 @@ async def test_a_real_server_posts_room_events(receiver, tmp_path):
     server = RunningServer(tmp_path, extra=extra)
     try:
         async with aiohttp.ClientSession(headers={"Authorization": AUTH}) as http:
-            async with http.post(server.base_url + "/api/v1/rooms", json={"name": "consult"}) as response:
+            async with http.post(
+                server.base_url + "/api/v1/rooms", json={"name": "consult"}
+            ) as response:
                 assert response.status == 201
             async with http.post(
-                server.base_url + "/api/v1/tokens", json={"room": "consult", "identity": "central", "role": "lead"}
+                server.base_url + "/api/v1/tokens",
+                json={"room": "consult", "identity": "central", "role": "lead"},
             ) as response:
                 token = (await response.json())["token"]
             lead = await TelebridgeClient.connect(server.base_url, token)
@@ -418,7 +477,13 @@ async def test_a_real_server_posts_room_events(receiver, tmp_path):
                 await lead.close()
         await asyncio.sleep(0.3)
         events = [(p["event"], p["room"]) for p in receiver.payloads()]
-        assert [e for e, _ in events] == ["room_started", "participant_joined", "hand_raised", "room_ended", "participant_left"]
+        assert [e for e, _ in events] == [
+            "room_started",
+            "participant_joined",
+            "hand_raised",
+            "room_ended",
+            "participant_left",
+        ]
         assert {room for _, room in events} == {"consult"}
         for _, headers, body in receiver.received:
             assert verify_signature(SECRET, headers[SIGNATURE_HEADER], body)

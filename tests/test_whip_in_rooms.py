@@ -36,7 +36,9 @@ def api_server(tmp_path):
 
 async def participants(server: RunningServer) -> dict[str, dict]:
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.base_url}/api/v1/rooms/{ROOM}/participants", headers={"Authorization": AUTH}) as response:
+        async with http.get(
+            f"{server.base_url}/api/v1/rooms/{ROOM}/participants", headers={"Authorization": AUTH}
+        ) as response:
             assert response.status == 200
             body = await response.json()
     return {p["identity"]: p for p in body["participants"]}
@@ -44,8 +46,12 @@ async def participants(server: RunningServer) -> dict[str, dict]:
 
 async def test_a_whip_publisher_is_a_participant_and_a_ws_observer_decodes_its_video(api_server):
     server = api_server
-    publisher = await start_whip_publisher(server.base_url, ROOM, server.token(ROOM, "district-encoder", "lead"))
-    observer = await TelebridgeClient.connect(server.base_url, server.token(ROOM, "island-site", "observer"))
+    publisher = await start_whip_publisher(
+        server.base_url, ROOM, server.token(ROOM, "district-encoder", "lead")
+    )
+    observer = await TelebridgeClient.connect(
+        server.base_url, server.token(ROOM, "island-site", "observer")
+    )
     try:
         listed = await participants(server)
         encoder = listed["district-encoder"]
@@ -78,15 +84,22 @@ async def test_a_whep_viewer_watches_a_ws_lead_and_is_listed_while_it_watches(ap
     try:
         await lead.publish(video=MovingVideoTrack(), audio=SineAudioTrack())
         mark = lead.mark()
-        viewer = await start_whep_viewer(server.base_url, ROOM, server.token(ROOM, "display-wall", "observer"))
+        viewer = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "display-wall", "observer")
+        )
         await viewer.wait_frames(10)
         joined = await lead.wait_for("participant_joined", since=mark)
-        assert (joined["participant"]["identity"], joined["participant"]["via"]) == ("display-wall", "whep")
+        assert (joined["participant"]["identity"], joined["participant"]["via"]) == (
+            "display-wall",
+            "whep",
+        )
         assert (await participants(server))["display-wall"]["role"] == "observer"
 
         # A second WHEP session of the same identity views alongside; the participant
         # stays until the last one ends.
-        second = await start_whep_viewer(server.base_url, ROOM, server.token(ROOM, "display-wall", "observer"))
+        second = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "display-wall", "observer")
+        )
         await second.wait_frames(5)
         await second.close()
         assert "display-wall" in await participants(server)
@@ -111,6 +124,8 @@ async def test_whip_and_ws_cannot_share_an_identity_and_whep_needs_a_publisher(a
         with pytest.raises(WhipError) as info:
             await start_whep_viewer(server.base_url, ROOM, server.token(ROOM, "wall", "observer"))
         assert info.value.status == 404, "the lead publishes nothing yet"
-        assert set(await participants(server)) == {"central"}, "a refused client leaves nothing behind"
+        assert set(await participants(server)) == {"central"}, (
+            "a refused client leaves nothing behind"
+        )
     finally:
         await lead.close()

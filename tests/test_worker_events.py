@@ -18,7 +18,9 @@ class Rig:
         self.timers = TimerQueue()
         self.rooms: dict[str, Router] = {}
         self.sessions: dict[str, Transport] = {}
-        self.monitor = RoomMonitor(self.rooms, self.sessions, lambda e, d: self.events.append((e, d)))
+        self.monitor = RoomMonitor(
+            self.rooms, self.sessions, lambda e, d: self.events.append((e, d))
+        )
         self.timers.schedule(self.monitor, self.monitor.next_deadline())
 
     def transport(self, session: str) -> Transport:
@@ -27,7 +29,9 @@ class Rig:
         return transport
 
     def audio(self, session: str, level_sum: int, count: int) -> Any:
-        producer = sansio.producer(self.transport(session), "audio", [Encoding(ssrc=hash(session) & 0xFFFF)])
+        producer = sansio.producer(
+            self.transport(session), "audio", [Encoding(ssrc=hash(session) & 0xFFFF)]
+        )
         producer.level_sum, producer.level_count = level_sum, count
         self.rooms.setdefault("r", Router("r")).add_producer(producer)
         return producer
@@ -72,4 +76,6 @@ def test_quality_is_reported_when_its_band_changes():
     rig.events.clear()
     consumer.fraction_lost = 0
     rig.timers.run(2 * QUALITY_INTERVAL + 0.01)
-    assert [(d["session"], d["quality"]) for e, d in rig.events if e == "quality"] == [("view", "excellent")]
+    assert [(d["session"], d["quality"]) for e, d in rig.events if e == "quality"] == [
+        ("view", "excellent")
+    ]

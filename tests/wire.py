@@ -26,7 +26,11 @@ def binding_request(
     """A browser's connectivity check; ``password=None`` leaves out MESSAGE-INTEGRITY and
     ``fingerprint=False`` FINGERPRINT, as no browser would."""
     message = ice.binding_request(
-        username, password or "", TIE_BREAKER, use_candidate=use_candidate, transaction_id=transaction_id
+        username,
+        password or "",
+        TIE_BREAKER,
+        use_candidate=use_candidate,
+        transaction_id=transaction_id,
     )
     if password is None:
         del message.attributes["MESSAGE-INTEGRITY"]
@@ -60,4 +64,6 @@ def dtls_handshake(client: DtlsClientEndpoint, server: DtlsEndpoint, rounds: int
         to_server = [reply for datagram in to_client for reply in client.receive(datagram)]
         if client.connected and server.connected and not to_server:
             return
-    raise AssertionError(f"no handshake after {rounds} rounds: client {client.connected}, server {server.connected}")
+    raise AssertionError(
+        f"no handshake after {rounds} rounds: client {client.connected}, server {server.connected}"
+    )

@@ -22,4 +22,6 @@ class NackResponder(FeedbackUnit):
             return
         counters = self.transport.counters
         counters.nacks_in += 1
-        counters.retransmissions += consumer.retransmit(packet.media_ssrc, rtcp.nack_seqs(packet), now)
+        counters.retransmissions += consumer.retransmit(
+            packet.media_ssrc, rtcp.nack_seqs(packet), now
+        )

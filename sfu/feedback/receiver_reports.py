@@ -32,4 +32,7 @@ class ReceiverReports(FeedbackUnit):
         if not blocks:
             return []
         # At most 31 report blocks fit one RR (RFC 3550 6.4.2: the count is 5 bits).
-        return [rtcp.receiver_report(self.transport.rtcp_ssrc, blocks[i : i + 31]) for i in range(0, len(blocks), 31)]
+        return [
+            rtcp.receiver_report(self.transport.rtcp_ssrc, blocks[i : i + 31])
+            for i in range(0, len(blocks), 31)
+        ]

@@ -43,7 +43,9 @@ class SenderReports(FeedbackUnit):
         out = []
         for consumer in self.transport.consumers:
             for info in consumer.sender_reports(now):
-                out.append(rtcp.sender_report(info.ssrc, info.ntp, info.rtp_ts, info.packets, info.octets))
+                out.append(
+                    rtcp.sender_report(info.ssrc, info.ntp, info.rtp_ts, info.packets, info.octets)
+                )
                 self._sent[(info.ssrc, (info.ntp >> 16) & 0xFFFFFFFF)] = now
         while len(self._sent) > max(REMEMBERED_REPORTS, 4 * len(out)):
             self._sent.popitem(last=False)
