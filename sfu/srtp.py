@@ -10,6 +10,8 @@ pyproject.toml.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pylibsrtp import Error, Policy, Session
 from pylibsrtp._binding import ffi, lib
 
@@ -59,6 +61,11 @@ class SrtpContext:
         data: bytes = self._view[0 : self._len[0]]
         return data
 
+    def tx_state(self) -> tuple[Any, Any, Any, Any]:
+        """(outbound context, C buffer, its Python view, length cell) for a caller that
+        inlines :meth:`protect` on its hot path (WebRtcTransport.send_rtp)."""
+        return self._tx_ctx, self._buf, self._view, self._len
+
     def protect(self, packet: bytes | bytearray) -> bytes:
         """Encrypt one RTP packet. The returned bytes are a new object, safe to hand to sendto."""
         size = len(packet)
@@ -82,4 +89,6 @@ class SrtpContext:
         return self._run(lib.srtp_unprotect_rtcp, self._rx_ctx, packet, 12)
 
 
-__all__ = ["Error", "SrtpContext", "SrtpError"]
+srtp_protect = lib.srtp_protect
+
+__all__ = ["MAX_PACKET", "Error", "SrtpContext", "SrtpError", "srtp_protect"]

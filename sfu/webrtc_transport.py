@@ -17,15 +17,11 @@ from aioice import stun
 from sfu.dtls import DtlsError, DtlsSession, is_dtls
 from sfu.ice import Address, IceLiteSession
 from sfu.rtp import U16, is_rtcp
-from sfu.srtp import SrtpContext, SrtpError
+from sfu.srtp import MAX_PACKET, SrtpContext, SrtpError, srtp_protect
 from sfu.timers import TimerQueue
 from sfu.transport import EventSink, Transport
 
 logger = logging.getLogger(__name__)
-
-
-def _not_connected(buf: bytearray) -> bytes:
-    raise SrtpError("no SRTP keys yet")
 
 
 class WebRtcTransport(Transport):
@@ -63,7 +59,11 @@ class WebRtcTransport(Transport):
         self.srtp: SrtpContext | None = None
         self.sender = sender  # the worker socket's sendto(data, addr)
         self.addr: Address | None = None
-        self._protect: Any = _not_connected  # self.srtp.protect once keys exist
+        # SrtpContext.protect inlined into send_rtp (one Python call less per forwarded copy).
+        self._tx: Any = None
+        self._tx_buf: Any = None
+        self._tx_view: Any = None
+        self._tx_len: Any = None
         self.sdp_session_id = random.getrandbits(62)  # o= stays the same across renegotiations
         self.retired_mids: set[str] = set()  # mids whose producer was closed: never reopened
         self.subscriber: Any = None  # sfu.subscriber.SubscriberSession of a subscribe connection
@@ -138,21 +138,30 @@ class WebRtcTransport(Transport):
     def start_srtp(self, srtp: SrtpContext, now: float, profile: str) -> None:
         """DTLS agreed these keys: media may flow."""
         self.srtp = srtp
-        self._protect = srtp.protect
+        self._tx, self._tx_buf, self._tx_view, self._tx_len = srtp.tx_state()
         self._on_connected(now, {"srtp_profile": profile})
 
     # -- output -------------------------------------------------------------------------------
     def send_rtp(self, buf: bytearray, twcc_offset: int, now: float) -> None:
+        """Stamp, protect, send. SrtpContext.protect is inlined here: a Python call per
+        forwarded copy is a measurable share of the fan-out (docs/design.md)."""
         if twcc_offset >= 0:
             self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
             U16.pack_into(buf, twcc_offset, twcc)
             if self._sent_hooks:
                 self._sent(twcc, len(buf), now)
-        try:
-            data = self._protect(buf)
-        except SrtpError:
+        size = len(buf)
+        view = self._tx_view
+        if view is None or size > MAX_PACKET:
             self.counters.dropped += 1
             return
+        view[0:size] = buf
+        length = self._tx_len
+        length[0] = size
+        if srtp_protect(self._tx, self._tx_buf, length):
+            self.counters.dropped += 1
+            return
+        data = view[0 : length[0]]
         self.sender(data, self.addr)
         self.packets_out += 1
         self.bytes_out += len(data)

@@ -168,6 +168,7 @@ PARTICIPANT: dict[str, Any] = {
         "connected",
         "quality",
         "tracks",
+        "via",
     ],
     "properties": {
         "identity": {"type": "string"},
@@ -178,6 +179,11 @@ PARTICIPANT: dict[str, Any] = {
         "connected": {
             "type": "boolean",
             "description": "false while the WebSocket is gone but resumable",
+        },
+        "via": {
+            "type": "string",
+            "enum": ["ws", "whip", "whep"],
+            "description": "the WebSocket protocol, or a WHIP publisher or WHEP viewer",
         },
         "quality": {"type": "string", "enum": ["excellent", "good", "poor", "lost"]},
         "tracks": {"type": "array", "items": {"$ref": "#/components/schemas/Track"}},

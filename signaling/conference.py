@@ -486,14 +486,13 @@ class Conference:
                 )
             return True
         session = str(data.get("session", ""))
-        owner = self.media_sessions.get(session)
-        if owner is None:
+        if session not in self.media_sessions:
             return False
-        room_name, identity, kind = owner
-        room = self.rooms.get(room_name)
-        participant = room.participants.get(identity) if room is not None else None
-        if room is None or participant is None:
+        found = self.session_owner(session)
+        if found is None:
             return True
+        room, participant, kind = found
+        identity = participant.identity
         if event == "connected":
             logger.info(
                 "room %s: %s's %s connection is up (%s)",
