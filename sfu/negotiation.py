@@ -9,6 +9,7 @@ here keeps state between calls.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc.rtcdtlstransport import RTCCertificate
@@ -17,13 +18,11 @@ from sfu import sdp
 from sfu.consumer import SimpleConsumer, consumer_for
 from sfu.control import ControlError
 from sfu.dtls import DtlsError, DtlsSession
-from sfu.ice import IceLiteSession, new_credentials
+from sfu.ice import Address, IceLiteSession, new_credentials
 from sfu.producer import Producer
 from sfu.rtp import ExtensionLayout
-from sfu.settings import MediaSettings
 from sfu.streams import Encoding
-from sfu.timers import TimerQueue
-from sfu.transport import EventSink
+from sfu.transport import TransportContext
 from sfu.webrtc_transport import WebRtcTransport
 
 MAX_TRACKS_PER_SESSION = 8
@@ -57,19 +56,16 @@ class Negotiator:
         fingerprint: tuple[str, str],
         address: str,
         port: int,
-        settings: MediaSettings,
-        timers: TimerQueue,
-        sender: object,
-        on_event: EventSink,
+        context: TransportContext,
+        sender: Callable[[bytes, Address], object],
     ) -> None:
         self.certificate = certificate
         self.fingerprint = fingerprint
         self.address = address
         self.port = port
-        self.settings = settings
-        self.timers = timers
+        self.context = context
+        self.settings = context.settings
         self.sender = sender
-        self.on_event = on_event
 
     def transport(
         self,
@@ -78,12 +74,12 @@ class Negotiator:
         identity: str,
         offer: sdp.SessionDescription | None,
         now: float,
-        ufrag_taken: object,
+        ufrag_taken: Callable[[str], bool],
     ) -> WebRtcTransport:
         """A transport for a client's offer, or (``offer`` None) one the server will offer
         on, which learns the client's ICE and DTLS parameters from its answer."""
         local_ufrag, local_pwd = new_credentials()
-        while ufrag_taken(local_ufrag):  # type: ignore[operator]
+        while ufrag_taken(local_ufrag):
             local_ufrag, local_pwd = new_credentials()
         remote_ufrag = ""
         dtls: DtlsSession | None = None
@@ -105,18 +101,7 @@ class Negotiator:
             local_ufrag, local_pwd, remote_ufrag, now, self.settings.consent_timeout
         )
         return WebRtcTransport(
-            session_id,
-            room,
-            identity,
-            ice,
-            dtls,
-            self.sender,
-            timers=self.timers,
-            on_event=self.on_event,
-            now=now,
-            publisher_bitrate=self.settings.publisher_bitrate,
-            report_interval=self.settings.report_interval,
-            extensions=extensions,
+            session_id, room, identity, ice, dtls, self.sender, self.context, now, extensions
         )
 
     def describe(

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sfu.rtp import U16, is_rtcp
-from sfu.timers import TimerQueue
-from sfu.transport import EventSink, Transport
+from sfu.transport import Transport, TransportContext
 
 logger = logging.getLogger(__name__)
 
@@ -47,25 +46,11 @@ class PlainTransport(Transport):
         identity: str,
         socket: PlainSocket,
         remote: PlainAddress | None,
-        *,
-        timers: TimerQueue,
-        on_event: EventSink,
+        context: TransportContext,
         now: float,
-        publisher_bitrate: int,
-        report_interval: float,
         extensions: dict[str, int] | None = None,
     ) -> None:
-        super().__init__(
-            session_id,
-            room,
-            identity,
-            timers=timers,
-            on_event=on_event,
-            now=now,
-            publisher_bitrate=publisher_bitrate,
-            report_interval=report_interval,
-            extensions=extensions,
-        )
+        super().__init__(session_id, room, identity, context, now, extensions)
         self.socket = socket
         self.remote = remote
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from math import inf
 from typing import Any
 
@@ -24,6 +25,7 @@ from sfu.consumer import Consumer, random_ssrc
 from sfu.feedback import FeedbackUnit, standard_units
 from sfu.producer import Producer
 from sfu.rtp import RtpError, parse_rtp, read_map, unwrap_rtx
+from sfu.settings import MediaSettings
 from sfu.streams import RecvStream
 from sfu.timers import TimerQueue
 
@@ -33,6 +35,16 @@ MAX_LEARNED_SSRCS = 16  # SSRCs an unsignalled publisher may introduce on one tr
 RTCP_MTU = 1200
 
 EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TransportContext:
+    """What every transport of one worker shares: its timer queue, where its events go,
+    and the settings its RTCP units read."""
+
+    timers: TimerQueue
+    on_event: EventSink
+    settings: MediaSettings
 
 
 def _ignore(name: str, data: dict[str, Any]) -> None:
@@ -83,19 +95,15 @@ class Transport(ABC):
         session_id: str,
         room: str,
         identity: str,
-        *,
-        timers: TimerQueue,
-        on_event: EventSink,
+        context: TransportContext,
         now: float,
-        publisher_bitrate: int,
-        report_interval: float,
         extensions: dict[str, int] | None = None,
     ) -> None:
         self.session_id = session_id
         self.room = room
         self.identity = identity
-        self.timers = timers
-        self.on_event = on_event
+        self.timers = context.timers
+        self.on_event = context.on_event
         self.now = now
         self.rtcp_ssrc = random_ssrc()
         self.extensions: dict[str, int] = dict(extensions or {})
@@ -114,9 +122,9 @@ class Transport(ABC):
         self.closed = False
         self.close_when_idle = False  # a WHEP viewer ends with its source
         self.quality = "excellent"
-        self.report_interval = report_interval
+        self.report_interval = context.settings.report_interval
         self.next_report = inf
-        self.units: list[FeedbackUnit] = standard_units(self, publisher_bitrate)
+        self.units: list[FeedbackUnit] = standard_units(self, context.settings.publisher_bitrate)
         self._rtcp_handlers: dict[type, list[Callable[[Any, float], None]]] = {}
         self._sent_hooks: list[Callable[[int, int, float], None]] = []
         for unit in self.units:

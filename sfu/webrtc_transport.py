@@ -18,8 +18,7 @@ from sfu.dtls import DtlsError, DtlsSession, is_dtls
 from sfu.ice import Address, IceLiteSession
 from sfu.rtp import U16, is_rtcp
 from sfu.srtp import MAX_PACKET, SrtpContext, SrtpError, srtp_protect
-from sfu.timers import TimerQueue
-from sfu.transport import EventSink, Transport
+from sfu.transport import Transport, TransportContext
 
 logger = logging.getLogger(__name__)
 
@@ -35,25 +34,11 @@ class WebRtcTransport(Transport):
         ice: IceLiteSession,
         dtls: DtlsSession | None,
         sender: Any,
-        *,
-        timers: TimerQueue,
-        on_event: EventSink,
+        context: TransportContext,
         now: float,
-        publisher_bitrate: int,
-        report_interval: float,
         extensions: dict[str, int] | None = None,
     ) -> None:
-        super().__init__(
-            session_id,
-            room,
-            identity,
-            timers=timers,
-            on_event=on_event,
-            now=now,
-            publisher_bitrate=publisher_bitrate,
-            report_interval=report_interval,
-            extensions=extensions,
-        )
+        super().__init__(session_id, room, identity, context, now, extensions)
         self.ice = ice
         self.dtls = dtls
         self.srtp: SrtpContext | None = None

@@ -34,7 +34,7 @@ from sfu.sdp import URI_AUDIO_LEVEL, URI_VIDEO_ORIENTATION
 from sfu.settings import MediaSettings
 from sfu.subscriber import OfferError, SubscriberSession
 from sfu.timers import TimerQueue
-from sfu.transport import Transport
+from sfu.transport import Transport, TransportContext
 from sfu.webrtc_transport import WebRtcTransport
 
 logger = logging.getLogger(__name__)
@@ -69,15 +69,9 @@ class WorkerCore:
         self.open_socket = open_socket
         self.timers = TimerQueue()
         self.demux = Demux(sender)
+        self.context = TransportContext(self.timers, self._on_transport_event, self.settings)
         self.negotiator = Negotiator(
-            certificate,
-            self.fingerprint,
-            address,
-            port,
-            self.settings,
-            self.timers,
-            sender,
-            self._on_transport_event,
+            certificate, self.fingerprint, address, port, self.context, sender
         )
         self.rooms: dict[str, Router] = {}
         self.sessions: dict[str, Transport] = {}
@@ -395,11 +389,8 @@ class WorkerCore:
             params.get("identity", ""),
             sock,
             remote,
-            timers=self.timers,
-            on_event=self._on_transport_event,
-            now=now,
-            publisher_bitrate=self.settings.publisher_bitrate,
-            report_interval=self.settings.report_interval,
+            self.context,
+            now,
         )
         holder.append(transport)
         self._add_session(transport)

@@ -16,11 +16,14 @@ from sfu.plain_transport import PlainAddress, PlainTransport
 from sfu.producer import Producer
 from sfu.rtp import ExtensionLayout, RtpPacket, parse_rtp, read_map
 from sfu.sdp import URI_MID, URI_RID, URI_RRID, Codec
+from sfu.settings import MediaSettings
 from sfu.streams import Encoding
 from sfu.timers import TimerQueue
+from sfu.transport import TransportContext
 
 VP8 = Codec(96, "vp8", 90000, rtx_payload_type=97)
 OPUS = Codec(111, "opus", 48000, 2)
+SETTINGS = MediaSettings(publisher_bitrate=1_000_000)
 PUBLISHER_ADDR = ("127.0.0.1", 5000)
 VIEWER_ADDR = ("127.0.0.1", 6000)
 # Publisher extension ids, as Chromium numbers them.
@@ -68,19 +71,8 @@ def plain(
     """A connected plain transport on a fake socket."""
     sock = FakeSocket()
     sink = events if events is not None else []
-    transport = PlainTransport(
-        session,
-        room,
-        session,
-        sock,
-        remote,
-        timers=timers,
-        on_event=lambda name, data: sink.append((name, data)),
-        now=now,
-        publisher_bitrate=1_000_000,
-        report_interval=1.0,
-        extensions=extensions,
-    )
+    context = TransportContext(timers, lambda name, data: sink.append((name, data)), SETTINGS)
+    transport = PlainTransport(session, room, session, sock, remote, context, now, extensions)
     transport.start(now)
     return transport, sock
 

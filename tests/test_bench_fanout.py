@@ -29,9 +29,11 @@ from sfu.ice import IceLiteSession
 from sfu.producer import Producer
 from sfu.rtp import ExtensionLayout, RtpPacket, parse_rtp, read_map
 from sfu.sdp import URI_ABS_SEND_TIME, URI_MID, URI_TWCC, Codec
+from sfu.settings import MediaSettings
 from sfu.srtp import SrtpContext
 from sfu.streams import Encoding
 from sfu.timers import TimerQueue
+from sfu.transport import TransportContext
 from sfu.webrtc_transport import WebRtcTransport
 from sfu.worker import WorkerCore
 
@@ -84,20 +86,9 @@ def webrtc_transport(
     extensions: dict[str, int],
     now: float,
 ) -> WebRtcTransport:
-    return WebRtcTransport(
-        session,
-        "room",
-        session,
-        IceLiteSession(f"{session:>8}", "p" * 24, "remote", now),
-        None,
-        sender,
-        timers=timers,
-        on_event=lambda name, data: None,
-        now=now,
-        publisher_bitrate=2_500_000,
-        report_interval=1.0,
-        extensions=extensions,
-    )
+    context = TransportContext(timers, lambda name, data: None, MediaSettings())
+    ice = IceLiteSession(f"{session:>8}", "p" * 24, "remote", now)
+    return WebRtcTransport(session, "room", session, ice, None, sender, context, now, extensions)
 
 
 class FanoutRig:
