@@ -39,7 +39,6 @@ from sfu.webrtc_transport import WebRtcTransport
 
 logger = logging.getLogger(__name__)
 
-RequestError = ControlError  # the name the rest of the code base knew it by
 
 # Header extensions a plain consumer writes: the far side reads the audio level (active
 # speaker) and orientation; SSRCs are signalled, so no mid or rid is needed.

@@ -22,11 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sfu import channel, rtcp, sdp
+from sfu.control import ControlError
 from sfu.dtls import DtlsSession, is_dtls, local_fingerprint
 from sfu.ice import parse_binding_request
 from sfu.rtp import RtpError, RtpPacket, pack_extensions, parse_rtp, read_map
 from sfu.srtp import SrtpContext, SrtpError
-from sfu.worker import RequestError, WorkerCore
+from sfu.worker import WorkerCore
 from tests.wire import binding_request, dtls_handshake
 
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_bytes().decode()
@@ -480,14 +481,14 @@ def certificate() -> RTCCertificate:
 @STRUCTURED
 @given(text=OFFERS)
 def test_publish_mutated_offer_raises_only_request_error(certificate, text):
-    """The whole offer/answer path: a bad offer must become RequestError (HTTP 400), never
+    """The whole offer/answer path: a bad offer must become ControlError (HTTP 400), never
     an internal error, and an accepted one must produce an answer we can parse back."""
     core = WorkerCore(certificate, "127.0.0.1", 40000, lambda d, a: None, lambda n, d: None)
     try:
         result = core.handle(
             "publish", {"room": "r", "session": "s", "identity": "i", "offer": text}, 0.0
         )
-    except RequestError as exc:
+    except ControlError as exc:
         assert exc.code == "bad_sdp" and exc.message
         assert not core.sessions
         return

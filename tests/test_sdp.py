@@ -10,7 +10,8 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.sdp import SessionDescription as AiortcSessionDescription
 
 from sfu import sdp
-from sfu.worker import RequestError, WorkerCore
+from sfu.control import ControlError
+from sfu.worker import WorkerCore
 
 # Bytes, not read_text(): universal newlines would turn the capture's CRLF into LF.
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_bytes().decode()
@@ -329,7 +330,7 @@ BAD_OFFERS = {
 @pytest.mark.parametrize("name", list(BAD_OFFERS))
 def test_bad_offer_is_bad_sdp_with_a_reason(core, name):
     offer, reason = BAD_OFFERS[name]
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(ControlError) as info:
         publish(core, offer)
     assert info.value.code == "bad_sdp"
     assert info.value.message
@@ -341,7 +342,7 @@ def test_bad_offer_is_bad_sdp_with_a_reason(core, name):
 
 
 def test_offer_that_is_not_a_string(core):
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(ControlError) as info:
         core.handle("publish", {"room": "r", "session": "s", "identity": "i", "offer": 42}, 0.0)
     assert info.value.code == "bad_request" and "offer" in info.value.message
 
@@ -349,7 +350,7 @@ def test_offer_that_is_not_a_string(core):
 def test_subscribe_with_bad_offer_is_bad_sdp(core):
     publish(core, OFFER)
     for offer in (_drop("a=fingerprint").replace("a=sendonly", "a=recvonly"), "v=0\r\n"):
-        with pytest.raises(RequestError) as info:
+        with pytest.raises(ControlError) as info:
             params = {
                 "room": "r",
                 "session": "v",
@@ -363,7 +364,7 @@ def test_subscribe_with_bad_offer_is_bad_sdp(core):
 
 
 def test_subscribe_to_nobody_is_not_found(core):
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(ControlError) as info:
         core.handle(
             "view",
             {
