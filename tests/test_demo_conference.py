@@ -471,8 +471,15 @@ def test_consultation_demo(server, browser, tmp_path):
     assert errors == [], errors
 
 
-def click(driver, css: str) -> None:
-    driver.find_element("css selector", css).click()
+def click(driver, css: str, timeout: float = 10.0) -> None:
+    """Find and click in one turn of the page's event loop: the people list is rebuilt on
+    every room event, so an element found in one call may be gone by the next (stale)."""
+    deadline = time.monotonic() + timeout
+    while not driver.execute_script(
+        "const el = document.querySelector(arguments[0]); if (el) el.click(); return !!el;", css
+    ):
+        assert time.monotonic() < deadline, f"nothing matches {css}"
+        time.sleep(0.05)
 
 
 def test_moderation_and_resume(server, browser):
