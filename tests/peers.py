@@ -266,7 +266,11 @@ async def start_whep_viewer(
     base_url: str, room: str, token: str, participant: str | None = None
 ) -> WhepViewer:
     viewer = WhepViewer(base_url, room, token, participant)
-    await viewer.start()
+    try:
+        await viewer.start()
+    except BaseException:
+        await viewer.close(delete=False)  # a refused offer must not leak its HTTP session
+        raise
     return viewer
 
 
@@ -274,5 +278,9 @@ async def start_whip_publisher(
     base_url: str, room: str, token: str, video_codec: str | None = "VP8", audio: bool = True
 ) -> WhipPublisher:
     publisher = WhipPublisher(base_url, room, token)
-    await publisher.start(video_codec, audio)
+    try:
+        await publisher.start(video_codec, audio)
+    except BaseException:
+        await publisher.close(delete=False)
+        raise
     return publisher

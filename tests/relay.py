@@ -28,10 +28,21 @@ class _Side(asyncio.DatagramProtocol):
 class LossyRelay:
     """``loss`` applies toward the client (downlink) or, with ``uplink=True``, toward the SFU."""
 
-    def __init__(self, server: Address, loss: float, seed: int = 7, uplink: bool = False) -> None:
+    def __init__(
+        self,
+        server: Address,
+        loss: float,
+        seed: int = 7,
+        uplink: bool = False,
+        spare_payload_types: frozenset[int] = frozenset(),
+    ) -> None:
         self.server = server
         self.loss = loss
         self.uplink = uplink
+        # RTP payload types never dropped (SRTP leaves the header in the clear): a test of
+        # the SFU's repair can spare retransmissions, whose second loss only the client's
+        # own NACK policy can repair.
+        self.spare = spare_payload_types
         self.random = random.Random(seed)
         self.client: Address | None = None
         self.forwarded = 0
@@ -49,7 +60,8 @@ class LossyRelay:
         self.port = self._down.get_extra_info("sockname")[1]
 
     def _lose(self, data: bytes, lossy: bool) -> bool:
-        if lossy and 127 < data[0] < 192 and self.random.random() < self.loss:
+        spared = len(data) > 1 and data[1] & 0x7F in self.spare and not 192 <= data[1] <= 223
+        if lossy and 127 < data[0] < 192 and not spared and self.random.random() < self.loss:
             self.dropped += 1
             return True
         self.forwarded += 1
