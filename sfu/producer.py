@@ -46,7 +46,6 @@ class Producer:
         self.codec = codec
         self.is_video = kind == "video"
         self.rtx_pt = codec.rtx_payload_type if use_rtx else None
-        self.use_nack = use_nack
         self.streams = [
             RecvStream(
                 self, index, encoding, use_nack=use_nack, keyframe_interval=keyframe_interval

@@ -20,6 +20,3 @@ class Router:
 
     def _producer_closed(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)
-
-    def producer(self, producer_id: str) -> Producer | None:
-        return self.producers.get(producer_id)

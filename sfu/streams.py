@@ -51,7 +51,6 @@ class RecvStream:
         "groups",
         "pipes",
         "last_packet_at",
-        "last_keyframe_at",
         "codec_name",
         "is_video",
     )
@@ -81,7 +80,6 @@ class RecvStream:
         self.groups: list[tuple[ExtensionLayout, list[SimpleConsumer]]] = []
         self.pipes: list[PipeConsumer] = []
         self.last_packet_at = -1.0
-        self.last_keyframe_at = -1.0
 
     def receive(self, packet: RtpPacket, now: float) -> None:
         """One packet of this stream (an original, or an unwrapped retransmission)."""
@@ -93,7 +91,6 @@ class RecvStream:
         if self.is_video:
             if is_keyframe(self.codec_name, packet.payload):
                 packet.keyframe = True
-                self.last_keyframe_at = now
                 self.keyframes.on_keyframe(now)
             self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
         self.producer.forward(self, packet, now)
@@ -154,9 +151,6 @@ class RecvStream:
             for consumer in consumers:
                 if consumer.stream is self:
                     consumer.waiting_keyframe = True
-
-    def consumer_count(self) -> int:
-        return sum(len(consumers) for _, consumers in self.groups) + len(self.pipes)
 
     def __repr__(self) -> str:
         name = self.rid if self.rid is not None else str(self.index)

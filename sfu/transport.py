@@ -141,12 +141,6 @@ class Transport(ABC):
         self.units.append(unit)
         self._hook(unit)
 
-    def unit(self, unit_type: type[FeedbackUnit]) -> Any:
-        for unit in self.units:
-            if isinstance(unit, unit_type):
-                return unit
-        return None
-
     # -- what subclasses provide ------------------------------------------------------------
     @property
     @abstractmethod

@@ -10,6 +10,7 @@ tests drive it with plain method calls.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -48,6 +49,17 @@ Emit = Callable[[str, dict[str, Any]], None]
 Handler = Callable[[Any, float], Any]
 
 
+def _declared(emit: Emit) -> Emit:
+    """Only the events :data:`sfu.control.EVENTS` lists go to the control process."""
+
+    def checked(event: str, data: dict[str, Any]) -> None:
+        if event not in control.EVENTS:
+            raise ValueError(f"event {event!r} is not declared in sfu.control.EVENTS")
+        emit(event, data)
+
+    return checked
+
+
 class WorkerCore:
     def __init__(
         self,
@@ -64,7 +76,7 @@ class WorkerCore:
         self.fingerprint = local_fingerprint(certificate)
         self.address = address
         self.port = port
-        self.emit = emit
+        self.emit = _declared(emit)
         self.open_socket = open_socket
         self.timers = TimerQueue()
         self.demux = Demux(sender)
@@ -76,10 +88,11 @@ class WorkerCore:
         self.sessions: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.closed_counters: dict[str, int] = {}
-        self.monitor = RoomMonitor(self.rooms, self.sessions, emit)
+        self.monitor = RoomMonitor(self.rooms, self.sessions, self.emit)
         self.timers.schedule(self.monitor, self.monitor.next_deadline())
         self.loop_lag = 0.0  # seconds, set by the event loop
         self._socket_dir: str | None = None
+        self._socket_names = itertools.count()  # never reused: a closed socket's name may linger
         self.handlers: dict[str, Handler] = {
             control.PUBLISH.name: self.publish,
             control.VIEW.name: self.view,
@@ -377,7 +390,7 @@ class WorkerCore:
             if holder:
                 holder[0].receive(data, addr if isinstance(addr, str) else (addr[0], addr[1]), at)
 
-        bind = self._socket_path(params["session"]) if unix else params.get("listen", "127.0.0.1")
+        bind = self._socket_path() if unix else params.get("listen", "127.0.0.1")
         try:
             sock = self.open_socket(unix, bind, on_datagram)
         except OSError as exc:
@@ -401,10 +414,10 @@ class WorkerCore:
             "local_path": local if isinstance(local, str) else "",
         }
 
-    def _socket_path(self, session_id: str) -> str:
+    def _socket_path(self) -> str:
         if self._socket_dir is None:
             self._socket_dir = tempfile.mkdtemp(prefix="telebridge-")  # mode 0700
-        return os.path.join(self._socket_dir, f"{len(os.listdir(self._socket_dir))}.sock")
+        return os.path.join(self._socket_dir, f"{next(self._socket_names)}.sock")
 
     def consume(self, params: control.ConsumeParams, now: float) -> control.ConsumeResult:
         """A consumer of a producer on a plain transport: a simple consumer of its best
