@@ -214,6 +214,19 @@ class SimpleConsumer(Consumer):
         self.waiting_keyframe = True
         self.stream.attach(self)
         self.stream.request_keyframe(now)
+        if self.kind == "video":
+            self.transport.layers.consumer_started(now)
+
+    def suspend(self) -> None:
+        """Stop sending (the viewer's link cannot carry this video) until :meth:`resume`;
+        the receiver sees a pause, then continuous numbering from a keyframe."""
+        if self.active:
+            self.active = False
+            self.stream.detach(self)
+
+    def resume(self, now: float) -> None:
+        if not self.active:
+            self.activate(now)
 
     def close(self) -> None:
         if self.closed:
@@ -278,7 +291,7 @@ class SimulcastConsumer(SimpleConsumer):
     the producer moves the consumer over at that keyframe (:meth:`switch`). Which layer a
     link can carry (bandwidth estimation) decides ``preferred`` from above."""
 
-    __slots__ = ("preferred", "target")
+    __slots__ = ("preferred", "target", "announced")
 
     def __init__(
         self,
@@ -295,6 +308,7 @@ class SimulcastConsumer(SimpleConsumer):
         top = len(producer.streams) - 1
         self.preferred = top if preferred is None else max(0, min(preferred, top))
         self.target: RecvStream | None = None
+        self.announced: RecvStream | None = None
         super().__init__(
             consumer_id,
             producer,
@@ -340,9 +354,33 @@ class SimulcastConsumer(SimpleConsumer):
             wanted.attach(self)
         wanted.request_keyframe(now)
 
+    def start(self, packet: RtpPacket, now: float) -> None:
+        super().start(packet, now)
+        if self.stream is not self.announced:
+            self.announced = stream = self.stream
+            self.transport.on_event(
+                "layer",
+                {
+                    "session": self.transport.session_id,
+                    "consumer": self.id,
+                    "producer": self.producer.id,
+                    "layer": stream.index,
+                    "rid": stream.rid,
+                    "width": stream.width,
+                    "height": stream.height,
+                    "estimate": self.transport.layers.estimate,
+                },
+            )
+
     def switch(self, stream: RecvStream, packet: RtpPacket, now: float) -> None:
         self.target = None
         super().switch(stream, packet, now)
+
+    def suspend(self) -> None:
+        if self.target is not None:
+            self.target.detach(self)
+            self.target = None
+        super().suspend()
 
     def close(self) -> None:
         if self.target is not None:

@@ -109,6 +109,16 @@ class ProducerPauseParams(TypedDict):
     paused: bool
 
 
+class PreferencesParams(TypedDict):
+    """A viewer's wishes for every video track of its session: the tallest picture it
+    wants, the highest layer (0 lowest), or one encoding by rid (or index)."""
+
+    session: str
+    max_height: NotRequired[int | None]
+    max_layer: NotRequired[int | None]
+    encoding: NotRequired[str | None]
+
+
 class ProducerParams(TypedDict):
     producer: str
 
@@ -205,6 +215,9 @@ SUBSCRIBER_ANSWER = Method(
     "subscriber_answer", SubscriberAnswerParams, Empty, "the client's answer to an offer"
 )
 PRODUCER_PAUSE = Method("producer_pause", ProducerPauseParams, Empty, "mute or unmute a producer")
+PREFERENCES = Method(
+    "preferences", PreferencesParams, Empty, "a viewer's layer wishes (caps its layer choice)"
+)
 PRODUCER_CLOSE = Method("producer_close", ProducerParams, Empty, "end a producer and its consumers")
 CLOSE = Method("close", CloseParams, Empty, "end a session (any transport)")
 PLAIN_TRANSPORT = Method(
@@ -224,6 +237,7 @@ METHODS: dict[str, Method[Any, Any]] = {
         SUBSCRIBER_ANSWER,
         PRODUCER_PAUSE,
         PRODUCER_CLOSE,
+        PREFERENCES,
         CLOSE,
         PLAIN_TRANSPORT,
         CONSUME,
@@ -241,6 +255,10 @@ EVENTS: dict[str, str] = {
     "producer_closed": "session, producer: a producer ended",
     "active_speaker": "room, producer, level: the loudest audio producer changed",
     "quality": "session, quality, loss, rtt: a connection's quality band changed",
+    "layer": "session, consumer, producer, layer, rid, width, height, estimate: a viewer's "
+    "simulcast layer changed (at a keyframe of the new layer)",
+    "video_paused": "session, consumer, producer, paused, estimate: a viewer's link cannot carry "
+    "audio and the lowest video layer, so its video paused (or resumed)",
 }
 
 # -- validation -----------------------------------------------------------------------------------

@@ -132,7 +132,9 @@ class Producer:
         return None
 
     def _stream_for(self, rid: bytes | None) -> RecvStream | None:
-        if rid is None:
+        if rid is None or (len(self.streams) == 1 and self.streams[0].rid is None):
+            # A single encoding takes its packets with or without a rid (one rid alone
+            # is not simulcast, and the answer does not name it).
             return self.streams[0] if len(self.streams) == 1 else None
         name = rid.decode("ascii", "replace")
         for stream in self.streams:

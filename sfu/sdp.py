@@ -102,6 +102,25 @@ class MediaSection:
                 return ssrcs[1]
         return None
 
+    def send_rids(self) -> list[str]:
+        """The rids of a rid-simulcast sender in ``a=simulcast:send`` order (RFC 8853),
+        alternatives and paused ("~") marks dropped; without ``a=simulcast``, the
+        ``a=rid ... send`` lines in order. One rid alone is not simulcast."""
+        declared = [rid for rid, direction in self.rids if direction == "send"]
+        order: list[str] = []
+        if self.simulcast:
+            words = self.simulcast.split()
+            for direction, streams in zip(words[::2], words[1::2], strict=False):
+                if direction != "send":
+                    continue
+                for alternatives in streams.split(";"):
+                    rid = alternatives.split(",")[0].lstrip("~")
+                    if rid in declared and rid not in order:
+                        order.append(rid)
+        else:
+            order = declared
+        return order if len(order) > 1 else []
+
     def primary_ssrcs(self) -> list[int]:
         """SSRCs that carry media (not the RTX half of an FID group)."""
         rtx = {g[1][1] for g in self.ssrc_groups if g[0] == "FID" and len(g[1]) == 2}
@@ -366,6 +385,7 @@ class AnswerSection:
     cname: str = "telebridge"
     stream_id: str = "-"
     track_id: str = "-"
+    recv_rids: list[str] = field(default_factory=list)  # rid simulcast we accept
 
 
 def negotiate_feedback(kind: str, codec: Codec) -> list[tuple[str, str]]:
@@ -463,6 +483,9 @@ def _answer_media(
     if s.use_rtx and codec.rtx_payload_type is not None:
         lines.append(f"a=rtpmap:{codec.rtx_payload_type} rtx/{codec.clock_rate}")
         lines.append(f"a=fmtp:{codec.rtx_payload_type} apt={codec.payload_type}")
+    if s.recv_rids:
+        lines.extend(f"a=rid:{rid} recv" for rid in s.recv_rids)
+        lines.append("a=simulcast:recv " + ";".join(s.recv_rids))
     if s.send_ssrc is not None:
         lines.append(f"a=msid:{s.stream_id} {s.track_id}")
         if s.send_rtx_ssrc is not None:

@@ -25,6 +25,7 @@ from sfu.control import ControlError
 from sfu.demux import Demux
 from sfu.dtls import DtlsError, DtlsSession, local_fingerprint
 from sfu.ice import Address
+from sfu.layers import Preferences
 from sfu.monitor import RoomMonitor
 from sfu.negotiation import Negotiator, parse_offer
 from sfu.plain_transport import PlainAddress, PlainTransport, SocketOpener
@@ -101,6 +102,7 @@ class WorkerCore:
             control.SUBSCRIBER_ANSWER.name: self.subscriber_answer,
             control.PRODUCER_PAUSE.name: self.producer_pause,
             control.PRODUCER_CLOSE.name: self.producer_close,
+            control.PREFERENCES.name: self.preferences,
             control.CLOSE.name: self.close,
             control.PLAIN_TRANSPORT.name: self.plain_transport,
             control.CONSUME.name: self.consume,
@@ -257,6 +259,19 @@ class WorkerCore:
 
     def producer_close(self, params: control.ProducerParams, now: float) -> control.Empty:
         self._producer(params["producer"]).close()
+        return {}
+
+    def preferences(self, params: control.PreferencesParams, now: float) -> control.Empty:
+        transport = self.sessions.get(params["session"])
+        if transport is None:
+            raise ControlError("not_found", f"no session {params['session']}")
+        current = transport.layers.preferences
+        wishes = Preferences(
+            params.get("max_height", current.max_height),
+            params.get("max_layer", current.max_layer),
+            params.get("encoding", current.encoding),
+        )
+        transport.layers.set_preferences(wishes, now)
         return {}
 
     # -- viewing (WHEP) -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the media worker that hosts the room, which answers with the SDP answer.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 NAME = NAME_PATTERN
 MAX_SDP = 64 * 1024
+WHEP_LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
 # Room errors as WHIP/WHEP statuses.
 ROOM_ERROR_STATUS = {
     "bad_sdp": 400,
@@ -127,16 +129,14 @@ async def _read_limited(request: web.Request) -> bytes:
 
 
 def _created(kind: str, room: str, session: str, answer: str) -> web.Response:
-    return web.Response(
-        status=201,
-        text=answer,
-        content_type="application/sdp",
-        headers={
-            "Location": f"/{kind}/{room}/{session}",
-            "ETag": f'"{session}"',
-            "Access-Control-Expose-Headers": "Location, ETag",
-        },
-    )
+    headers = {
+        "Location": f"/{kind}/{room}/{session}",
+        "ETag": f'"{session}"',
+        "Access-Control-Expose-Headers": "Location, ETag, Link",
+    }
+    if kind == "whep":
+        headers["Link"] = f'</whep/{room}/{session}/layer>; rel="{WHEP_LAYER_REL}"'
+    return web.Response(status=201, text=answer, content_type="application/sdp", headers=headers)
 
 
 def _room_error(exc: RoomError) -> ApiError:
@@ -218,6 +218,37 @@ async def session_patch(request: web.Request) -> web.Response:
         raise ApiError(
             422, "ice_restart_unsupported", "ICE restart is not supported; start a new session"
         )
+    return web.Response(status=204)
+
+
+async def session_layer(request: web.Request) -> web.Response:
+    """WHEP's layer extension: the viewer picks an encoding (``encodingId``, the rid, or
+    its index for SSRC simulcast) or a ceiling (``maxSpatialLayerId``, ``maxHeight``)
+    for its video; ``{}`` gives the choice back to the server. Answered 204."""
+    server, session, _grant = _session_for(request, "whep")
+    try:
+        body = json.loads(await _read_limited(request) or b"{}")
+    except ValueError:
+        raise ApiError(400, "bad_request", "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    wishes: dict[str, Any] = {"encoding": None, "max_layer": None, "max_height": None}
+    encoding = body.get("encodingId", body.get("spatialLayerId"))
+    if encoding is not None:
+        if not isinstance(encoding, (str, int)) or isinstance(encoding, bool):
+            raise ApiError(400, "bad_request", "encodingId must be a string")
+        wishes["encoding"] = str(encoding)[:32]
+    for field, key in (("maxSpatialLayerId", "max_layer"), ("maxHeight", "max_height")):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 8192:
+            raise ApiError(400, "bad_request", f"{field} must be an integer 0-8192")
+        wishes[key] = value
+    owner = server.conference.session_owner(session)
+    if owner is None:
+        raise ApiError(404, "not_found", "no such session")
+    await server.conference.set_preferences(owner[0], owner[1], wishes, sessions=[session])
     return web.Response(status=204)
 
 
@@ -329,6 +360,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/whep/{room}", whep_post)
     app.router.add_delete("/{kind:whip|whep}/{room}/{session}", session_delete)
     app.router.add_patch("/{kind:whip|whep}/{room}/{session}", session_patch)
+    app.router.add_post("/whep/{room}/{session}/layer", session_layer)
 
     async def start_workers(app: web.Application) -> None:
         await server.pool.start()

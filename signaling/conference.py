@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool
-from signaling.rooms import SOURCES, Participant, Room, RoomError, RoomOptions, Track
+from signaling.rooms import LAYERS, SOURCES, Participant, Room, RoomError, RoomOptions, Track
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +375,35 @@ class Conference:
             room.track(track_id)
         participant.subscriptions.update(track_ids)
 
+    async def set_preferences(
+        self,
+        room: Room,
+        participant: Participant,
+        wishes: dict[str, Any],
+        sessions: list[str] | None = None,
+    ) -> None:
+        """A viewer's layer wishes (``max_height``, ``max_layer`` as "low"/"medium"/"high"
+        or 0.., ``encoding``) for every video it receives, now and in later connections;
+        or, given ``sessions``, for those media sessions only (one WHEP viewer)."""
+        if sessions is None:
+            participant.preferences.update(wishes)
+            wishes = participant.preferences
+            sessions = [participant.subscribe_session or "", *sorted(participant.view_sessions)]
+        for session in sessions:
+            if session:
+                await self._apply_preferences(room, session, wishes)
+
+    async def _apply_preferences(self, room: Room, session: str, wishes: dict[str, Any]) -> None:
+        params: dict[str, Any] = {"session": session}
+        if "max_height" in wishes:
+            params["max_height"] = wishes["max_height"]
+        if "max_layer" in wishes:
+            layer = wishes["max_layer"]
+            params["max_layer"] = LAYERS.index(layer) if layer in LAYERS else layer
+        if "encoding" in wishes:
+            params["encoding"] = wishes["encoding"]
+        await self._request(room.name, "preferences", params, quiet=True)
+
     def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
         participant.subscriptions.difference_update(track_ids)
 
@@ -399,6 +428,8 @@ class Conference:
                     self.media_sessions.pop(session, None)
                     raise
                 participant.subscribe_session = session
+                if participant.preferences:
+                    await self._apply_preferences(room, session, participant.preferences)
             consumers = [
                 {"producer": room.tracks[t].producer_id, "stream": room.tracks[t].owner, "track": t}
                 for t in sorted(participant.subscriptions)
@@ -515,6 +546,12 @@ class Conference:
                         "rtt": data.get("rtt"),
                     },
                 )
+        elif event in ("layer", "video_paused"):
+            track = room.tracks.get(str(data.get("producer", "")))
+            info = {k: v for k, v in data.items() if k not in ("session", "consumer", "producer")}
+            info["identity"] = identity
+            info["track"] = track.id if track is not None else None
+            self.emit(event, room.name, info, target=identity)
         elif event == "closed":
             self.media_sessions.pop(session, None)
             asyncio.ensure_future(

@@ -337,9 +337,10 @@ class Connection:
             conference.raise_hand(room, participant, message["raised"])
             return {}
         if kind == "preferences":
-            participant.preferences.update(
-                {k: message[k] for k in ("max_height", "max_layer") if k in message}
-            )
+            wishes: dict[str, Any] = {
+                k: message[k] for k in ("max_height", "max_layer") if k in message
+            }
+            await conference.set_preferences(room, participant, wishes)
             return {}
         if kind == "set_role":
             await conference.set_role(room.name, message["identity"], message["role"], participant)

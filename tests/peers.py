@@ -86,7 +86,7 @@ class WhipError(Exception):
 
 async def _post_offer(
     http: aiohttp.ClientSession, url: str, token: str | None, sdp: str
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     headers = {"Content-Type": "application/sdp"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -94,7 +94,7 @@ async def _post_offer(
         body = await response.text()
         if response.status != 201:
             raise WhipError(response.status, body)
-        return body, response.headers["Location"]
+        return body, response.headers["Location"], response.headers.get("Link", "")
 
 
 async def _gathered(pc: RTCPeerConnection) -> None:
@@ -144,7 +144,7 @@ class WhipPublisher:
         if audio:
             self.pc.addTransceiver(SineAudioTrack(), direction="sendonly")
         await _gathered(self.pc)
-        self.answer, self.location = await _post_offer(
+        self.answer, self.location, self.link = await _post_offer(
             self.http, self.url, self.token, self.pc.localDescription.sdp
         )
         await self.pc.setRemoteDescription(
@@ -180,6 +180,7 @@ class WhepViewer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.http = aiohttp.ClientSession()
         self.location: str | None = None
+        self.link = ""  # the answer's Link header (WHEP extensions)
         self.answer = ""
         self.video_frames = 0
         self.audio_frames = 0
@@ -212,7 +213,7 @@ class WhepViewer:
         self.pc.addTransceiver("audio", direction="recvonly")
         await _gathered(self.pc)
         self.started_at = time.monotonic()
-        self.answer, self.location = await _post_offer(
+        self.answer, self.location, self.link = await _post_offer(
             self.http, self.url, self.token, self.pc.localDescription.sdp
         )
         await self.pc.setRemoteDescription(
