@@ -108,9 +108,7 @@ async def test_each_viewer_decodes_the_layer_it_asked_for(server, clips):
             await small.close()
 
 
-async def test_a_hundred_viewers_switching_at_once_cost_the_publisher_few_keyframes(
-    server, clips
-):
+async def test_a_hundred_viewers_switching_at_once_cost_the_publisher_few_keyframes(server, clips):
     async with simulcast_publisher(server, clips) as publisher:
         viewers = [
             LoadViewer(server.base_url, ROOM, server.token(ROOM, f"site-{i:03d}", "observer"))
@@ -142,7 +140,9 @@ async def test_a_hundred_viewers_switching_at_once_cost_the_publisher_few_keyfra
 
                 await asyncio.gather(*(to_low(v) for v in viewers))
                 burst = time.monotonic() - started
-                await wait_for(lambda: low.plis > before, 10, "a keyframe request for the low layer")
+                await wait_for(
+                    lambda: low.plis > before, 10, "a keyframe request for the low layer"
+                )
                 # The switch burst took `burst` seconds; the per-layer throttle allows one
                 # request per half second, plus the one that opens the burst.
                 await asyncio.sleep(0.6)
