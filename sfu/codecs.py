@@ -14,7 +14,7 @@ this module does not know (VP9/AV1 are not parsed yet).
 
 from __future__ import annotations
 
-__all__ = ["is_frame_start", "is_keyframe", "keyframe_size"]
+__all__ = ["is_frame_start", "is_keyframe", "keyframe_size", "vp8_picture_ids"]
 
 # H.264 NAL unit types (RFC 6184 §5.4 and ITU-T H.264 table 7-1).
 _H264_IDR = 5
@@ -157,6 +157,33 @@ def _sps_dimensions(rbsp: bytes) -> tuple[int, int] | None:
         width -= (left + right) * crop_x
         height -= (top + bottom) * crop_y
     return (width, height) if width > 0 and height > 0 else None
+
+
+def vp8_picture_ids(payload: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+    """Where a VP8 payload descriptor (RFC 7741 section 4.2) keeps its PictureID and
+    TL0PICIDX, and their values: (pid_offset, pid, tl0_offset, tl0); an offset is -1
+    when the field is absent. A 7-bit PictureID is reported with pid < 0x80 and its
+    offset's byte has the M bit clear. Never raises."""
+    n = len(payload)
+    if n < 3 or not payload[0] & 0x80:
+        return -1, 0, -1, 0
+    ext = payload[1]
+    off = 2
+    pid_offset, pid = -1, 0
+    if ext & 0x80:
+        pid_offset = off
+        if payload[off] & 0x80:
+            if off + 1 >= n:
+                return -1, 0, -1, 0
+            pid = (payload[off] & 0x7F) << 8 | payload[off + 1]
+            off += 2
+        else:
+            pid = payload[off]
+            off += 1
+    tl0_offset, tl0 = -1, 0
+    if ext & 0x40 and off < n:
+        tl0_offset, tl0 = off, payload[off]
+    return pid_offset, pid, tl0_offset, tl0
 
 
 def is_frame_start(codec: str, payload: bytes | memoryview) -> bool:

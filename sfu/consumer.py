@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, NamedTuple
 
 from sfu import rtcp
+from sfu.codecs import vp8_picture_ids
 from sfu.rtp import SEQ_TS_SSRC, ExtensionLayout, RtpPacket, abs_send_time, patch, template
 
 if TYPE_CHECKING:
@@ -266,9 +267,14 @@ class SimpleConsumer(Consumer):
             else:
                 buf = template(packet, block)
                 patch(buf, packet.marker | self.pt, out_seq, ts, self.ssrc)
+            self.rewrite_payload(buf, len(buf) - len(packet.payload), False)
             self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
             sent += 1
         return sent
+
+    def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
+        """Codec fields a viewer must see continuous (a simulcast consumer's VP8 ids);
+        ``fresh`` when the packet is sent for the first time."""
 
     def request_keyframe(self, media_ssrc: int, now: float) -> None:
         self.stream.request_keyframe(now)
@@ -291,7 +297,16 @@ class SimulcastConsumer(SimpleConsumer):
     the producer moves the consumer over at that keyframe (:meth:`switch`). Which layer a
     link can carry (bandwidth estimation) decides ``preferred`` from above."""
 
-    __slots__ = ("preferred", "target", "announced")
+    __slots__ = (
+        "preferred",
+        "target",
+        "announced",
+        "vp8",
+        "pid_shift",
+        "tl0_shift",
+        "last_pid",
+        "last_tl0",
+    )
 
     def __init__(
         self,
@@ -309,6 +324,13 @@ class SimulcastConsumer(SimpleConsumer):
         self.preferred = top if preferred is None else max(0, min(preferred, top))
         self.target: RecvStream | None = None
         self.announced: RecvStream | None = None
+        # VP8 PictureID and TL0PICIDX run on per encoding; the viewer's decoder must see
+        # them continue across a switch, as it sees sequence numbers and timestamps.
+        self.vp8 = producer.codec.name == "vp8"
+        self.pid_shift = 0
+        self.tl0_shift = 0
+        self.last_pid = -1
+        self.last_tl0 = -1
         super().__init__(
             consumer_id,
             producer,
@@ -356,6 +378,12 @@ class SimulcastConsumer(SimpleConsumer):
 
     def start(self, packet: RtpPacket, now: float) -> None:
         super().start(packet, now)
+        if self.vp8:
+            _pos, pid, _tl0_pos, tl0 = vp8_picture_ids(packet.payload)
+            if self.last_pid >= 0:
+                self.pid_shift = (self.last_pid + 1 - pid) & 0x7FFF
+            if self.last_tl0 >= 0:
+                self.tl0_shift = (self.last_tl0 + 1 - tl0) & 0xFF
         if self.stream is not self.announced:
             self.announced = stream = self.stream
             self.transport.on_event(
@@ -375,6 +403,32 @@ class SimulcastConsumer(SimpleConsumer):
     def switch(self, stream: RecvStream, packet: RtpPacket, now: float) -> None:
         self.target = None
         super().switch(stream, packet, now)
+
+    def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
+        if self.vp8:
+            self.rewrite_payload(buf, len(buf) - len(packet.payload), True)
+        super().send(packet, buf, twcc_offset, now)
+
+    def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
+        if not self.vp8:
+            return
+        pid_pos, pid, tl0_pos, tl0 = vp8_picture_ids(memoryview(buf)[offset:])
+        if pid_pos >= 0:
+            pos = offset + pid_pos
+            if buf[pos] & 0x80:
+                pid = (pid + self.pid_shift) & 0x7FFF
+                buf[pos] = 0x80 | pid >> 8
+                buf[pos + 1] = pid & 0xFF
+            else:
+                pid = (pid + self.pid_shift) & 0x7F
+                buf[pos] = pid
+            if fresh:
+                self.last_pid = pid
+        if tl0_pos >= 0:
+            tl0 = (tl0 + self.tl0_shift) & 0xFF
+            buf[offset + tl0_pos] = tl0
+            if fresh:
+                self.last_tl0 = tl0
 
     def suspend(self) -> None:
         if self.target is not None:

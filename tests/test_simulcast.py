@@ -154,3 +154,46 @@ async def test_a_hundred_viewers_switching_at_once_cost_the_publisher_few_keyfra
                 for viewer in viewers:
                     await viewer.delete(http)
                     viewer.close()
+
+
+@pytest.mark.browser
+async def test_chromium_publishes_three_layers_and_viewers_get_their_own(server):
+    """The demo page's camera goes out as three rid encodings (q, h, f of 1280x720); a
+    thumbnail viewer gets q, a full-size viewer the top one Chromium sends."""
+    from tests.browser import chromium_available, launch_chromium, missing_reason
+    from tests.test_browser import _stop_all_pages, open_demo, publish, wait_stats
+
+    if not chromium_available():
+        pytest.skip(reason=missing_reason())
+    chromium = await asyncio.to_thread(launch_chromium)
+    viewers: list[WhepViewer] = []
+    try:
+        driver = chromium.driver
+        await open_demo(driver, server.base_url)
+        started = time.monotonic()
+        await publish(driver, ROOM, "central-hospital", "lead")
+        await wait_stats(driver, lambda s: s["publishState"] == "connected", 15, "publishing")
+        thumb_token = server.token(ROOM, "island-clinic", "observer")
+        thumb = await start_whep_viewer(server.base_url, ROOM, thumb_token)
+        viewers.append(thumb)
+        await post_layer(server, thumb, thumb_token, {"encodingId": "q"})
+        full = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "city-hospital", "observer")
+        )
+        viewers.append(full)
+        await wait_for(lambda: size(thumb) == (320, 180), 20, "the thumbnail layer (q)")
+        await wait_for(
+            lambda: (size(full) or (0, 0))[1] >= 360, 30, "a layer of 360 px or more at full size"
+        )
+        reached = time.monotonic() - started
+        await wait_for(lambda: size(full) == (1280, 720), 40, "the top layer at full size")
+        top_after = time.monotonic() - started
+        print(f"first >=360p layer {reached:.1f} s, top layer {top_after:.1f} s after publish")
+        frames = thumb.video_frames
+        await thumb.wait_frames(frames + 20)
+        assert size(thumb) == (320, 180)
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        await asyncio.to_thread(_stop_all_pages, chromium.driver)
+        await asyncio.to_thread(chromium.quit)

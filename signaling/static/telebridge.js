@@ -34,7 +34,17 @@
   // too large, removed by the lead (4001), replaced by a newer connection of the same
   // identity (4009), a refused or expired token, a full room, an ended room, rate limiting.
   const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4001, 4009, 4401, 4403, 4410, 4429]);
+  // The camera goes out as three encodings, lowest first (the server answers each rid
+  // and gives every viewer the one its link and screen can take). Screens and audio go
+  // out as one. `simulcast: false` in the options sends one encoding.
+  const SIMULCAST = [
+    { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+    { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+    { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+  ];
+
   const DEFAULTS = {
+    simulcast: true,
     name: null,
     autoSubscribe: false,
     resume: true,
@@ -619,7 +629,11 @@
       }
       const pc = this.publishPc;
       const added = items.map(({ source, track }) => {
-        const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [this.localStream] });
+        const init = { direction: "sendonly", streams: [this.localStream] };
+        if (source === "camera" && track.kind === "video" && this.options.simulcast) {
+          init.sendEncodings = SIMULCAST.map((e) => Object.assign({}, e));
+        }
+        const transceiver = pc.addTransceiver(track, init);
         return { source, track, transceiver };
       });
       try {
@@ -888,6 +902,7 @@
   const Telebridge = {
     PROTOCOL_VERSION,
     SOURCES,
+    SIMULCAST,
     Client,
     TelebridgeError,
     connect,
