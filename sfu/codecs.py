@@ -156,7 +156,7 @@ def _sps_dimensions(rbsp: bytes) -> tuple[int, int] | None:
         crop_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
         width -= (left + right) * crop_x
         height -= (top + bottom) * crop_y
-    return (width, height) if width > 0 and height > 0 else None
+    return (width, height) if 0 < width <= 16384 and 0 < height <= 16384 else None
 
 
 def vp8_picture_ids(payload: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
