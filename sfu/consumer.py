@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from sfu.transport import Transport
 
 
+_PADDING_SOURCE = RtpPacket(0, 0, 0, 0, 0, b"")  # what a padding packet's extensions read
+
+
 def random_ssrc() -> int:
     return random.randint(1, 0xFFFFFFFE)
 
@@ -271,6 +274,24 @@ class SimpleConsumer(Consumer):
             self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
             sent += 1
         return sent
+
+    def send_padding(self, size: int, now: float) -> int:
+        """One padding-only packet of about ``size`` bytes on the RTX stream (a probe:
+        it raises the viewer's bandwidth estimate before a layer goes up). Receivers
+        drop it after counting it; returns the bytes sent (0 without RTX)."""
+        if self.rtx_pt is None or self.rtx_ssrc is None or self.last_seq < 0:
+            return 0
+        padding = max(1, min(size, 255))
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        block, twcc_offset = self.layout.block(_PADDING_SOURCE, abs_send_time(now))
+        buf = bytearray(12)
+        buf[0] = 0xB0 if block else 0xA0  # version 2, padding, (extension)
+        buf += block
+        buf += bytes(padding - 1)
+        buf.append(padding)
+        patch(buf, self.rtx_pt, self.rtx_seq, self.last_ts, self.rtx_ssrc)
+        self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
+        return len(buf)
 
     def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
         """Codec fields a viewer must see continuous (a simulcast consumer's VP8 ids);

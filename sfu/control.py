@@ -257,6 +257,8 @@ EVENTS: dict[str, str] = {
     "quality": "session, quality, loss, rtt: a connection's quality band changed",
     "layer": "session, consumer, producer, layer, rid, width, height, estimate: a viewer's "
     "simulcast layer changed (at a keyframe of the new layer)",
+    "layers": "session, producer, active, rids: which encodings a simulcast publisher should "
+    "send (False: nobody watches it)",
     "video_paused": "session, consumer, producer, paused, estimate: a viewer's link cannot carry "
     "audio and the lowest video layer, so its video paused (or resumed)",
 }

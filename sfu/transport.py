@@ -121,6 +121,7 @@ class Transport(ABC):
         self.packets_out = 0  # outside counters: one attribute less per packet
         self.bytes_out = 0
         self.twcc_seq = 0
+        self.estimate_source: str | None = None  # what available_bitrate last read
         self.closed = False
         self.close_when_idle = False  # a WHEP viewer ends with its source
         self.quality = "excellent"
@@ -166,7 +167,9 @@ class Transport(ABC):
         for unit in self.units:
             if isinstance(unit, Remb) and unit.estimate is not None:
                 if now - unit.estimate_at < REMB_FRESH:
+                    self.estimate_source = "remb"
                     return float(unit.estimate)
+        self.estimate_source = None
         return None
 
     def _sent(self, twcc: int, size: int, now: float) -> None:

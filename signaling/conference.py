@@ -546,6 +546,19 @@ class Conference:
                         "rtt": data.get("rtt"),
                     },
                 )
+        elif event == "layers":
+            track = room.tracks.get(str(data.get("producer", "")))
+            if track is not None:
+                rids = data.get("rids") or []
+                flags = data.get("active") or []
+                active = [
+                    rid if rid is not None else str(index)
+                    for index, (rid, on) in enumerate(zip(rids, flags, strict=False))
+                    if on
+                ]
+                self.emit(
+                    "layers", room.name, {"track": track.id, "active": active}, target=identity
+                )
         elif event in ("layer", "video_paused"):
             track = room.tracks.get(str(data.get("producer", "")))
             info = {k: v for k, v in data.items() if k not in ("session", "consumer", "producer")}

@@ -197,3 +197,62 @@ async def test_chromium_publishes_three_layers_and_viewers_get_their_own(server)
             await viewer.close()
         await asyncio.to_thread(_stop_all_pages, chromium.driver)
         await asyncio.to_thread(chromium.quit)
+
+
+@pytest.mark.browser
+async def test_encodings_nobody_watches_are_paused_at_the_lead_and_come_back(server):
+    """A lead on the conference page (telebridge.js) sends three encodings; while the
+    only viewer wants the thumbnail, the server has the page switch the other two off,
+    and when the viewer asks for full size they come back and it gets the top one."""
+    from tests.browser import chromium_available, launch_chromium, missing_reason
+    from tests.test_demo_conference import app_call, open_app
+
+    if not chromium_available():
+        pytest.skip(reason=missing_reason())
+    chromium = await asyncio.to_thread(launch_chromium)
+    driver = chromium.driver
+    viewer: WhepViewer | None = None
+
+    async def encodings() -> list[bool]:
+        return await asyncio.to_thread(
+            driver.execute_script,
+            "const c = window.telebridgeApp.client;"
+            "const t = [...c.localTracks.values()].find((t) => t.kind === 'video');"
+            "return t.transceiver.sender.getParameters().encodings.map((e) => e.active);",
+        )
+
+    async def wait_encodings(expected: list[bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (seen := await encodings()) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"encodings {seen}, expected {expected}")
+            await asyncio.sleep(0.2)
+
+    try:
+        await asyncio.to_thread(open_app, driver, server.base_url)
+        await asyncio.to_thread(
+            app_call, driver, "join(arguments[0], arguments[1], arguments[2])", ROOM, "lead", "lead"
+        )
+        media = {"width": 1280, "height": 720, "frameRate": 20}
+        await asyncio.to_thread(app_call, driver, "publish(arguments[0])", media)
+        token = server.token(ROOM, "island-clinic", "observer")
+        viewer = await start_whep_viewer(server.base_url, ROOM, token)
+        await post_layer(server, viewer, token, {"encodingId": "q"})
+        await wait_for(lambda: size(viewer) == (320, 180), 20, "the thumbnail layer")
+        await wait_encodings([True, False, False], 15)
+        paused_at = time.monotonic()
+        frames = viewer.video_frames
+        await viewer.wait_frames(frames + 20)
+        assert size(viewer) == (320, 180), "the thumbnail goes on while the others are off"
+
+        asked = time.monotonic()
+        await post_layer(server, viewer, token, {})
+        # Back up step by step, each step after a probe shows the link carries it.
+        await wait_for(lambda: size(viewer) == (1280, 720), 30, "the top layer again")
+        back = time.monotonic() - asked
+        assert (await encodings())[::2] == [True, True], "the lowest, and the top it watches"
+        print(f"upper layers off {asked - paused_at:.1f} s; top layer {back:.1f} s after asking")
+    finally:
+        if viewer is not None:
+            await viewer.close()
+        await asyncio.to_thread(chromium.quit)

@@ -186,6 +186,7 @@
       this.activeSpeaker = null; // identity or null
       this.speaker = null; // the last active_speaker event's data
       this.quality = new Map(); // identity -> connection_quality data
+      this.layers = new Map(); // track id -> our layer event of it (received video)
       this.ended = null; // room_ended data
       this.closeInfo = null; // {code, reason} once closed
 
@@ -582,6 +583,19 @@
         case "connection_quality":
           this.quality.set(d.identity, Object.assign({}, d));
           break;
+        case "layers":
+          // The server says which of our simulcast encodings anyone watches: the rest
+          // are switched off in the encoder, saving our uplink, until someone needs them.
+          this._setActiveLayers(d.track, d.active || []);
+          break;
+        case "layer":
+          // Which encoding of a track we receive, and what the server thinks our link
+          // carries (bits/s; null before it knows).
+          this.layers.set(d.track, Object.assign({}, d));
+          break;
+        case "video_paused":
+          this.layers.set(d.track, Object.assign({}, this.layers.get(d.track) || {}, { paused: !!d.paused, estimate: d.estimate }));
+          break;
         case "room_ended":
           this.ended = Object.assign({}, d);
           this._final = true;
@@ -591,6 +605,29 @@
           break;
         default:
           break;
+      }
+    }
+
+    async _setActiveLayers(trackId, active) {
+      const local = this.localTracks.get(trackId);
+      if (!local || !local.transceiver) return;
+      const sender = local.transceiver.sender;
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length < 2) return;
+      let changed = false;
+      for (const encoding of params.encodings) {
+        const on = active.includes(encoding.rid);
+        if (encoding.active !== on) {
+          encoding.active = on;
+          changed = true;
+        }
+      }
+      if (!changed) return;
+      try {
+        await sender.setParameters(params);
+        this._emit("update", { reason: "layers" });
+      } catch (err) {
+        this._emit("error", new TelebridgeError("layers", `could not change encodings: ${err.message}`));
       }
     }
 
