@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,6 +22,14 @@ logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, dict[str, Any], str | None], None]
 
+_ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+
+
+def ice_ufrag(sdp: str) -> str:
+    """The first a=ice-ufrag of a description ("" without one)."""
+    match = _ICE_UFRAG.search(sdp)
+    return match.group(1) if match else ""
+
 
 class Conference:
     def __init__(self, pool: WorkerPool, resume_grace: float = 20.0) -> None:
@@ -31,6 +40,9 @@ class Conference:
         # media session id -> (room, identity, "publish" | "subscribe")
         self.media_sessions: dict[str, tuple[str, str, str]] = {}
         self._offer_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # WHIP/WHEP session id -> the server's current ice-ufrag: the session's ETag (it
+        # names the ICE session, RFC 9725 section 4.3) until an ICE restart replaces it.
+        self.ice_tags: dict[str, str] = {}
         self._janitor: asyncio.Task[None] | None = None
 
     # -- events -------------------------------------------------------------------------------
@@ -124,6 +136,7 @@ class Conference:
         ):
             if session is not None:
                 self.media_sessions.pop(session, None)
+                self.ice_tags.pop(session, None)
                 await self._request(
                     room.name, "close", {"session": session, "reason": reason}, quiet=True
                 )
@@ -243,6 +256,7 @@ class Conference:
             for track in old_tracks:
                 await self._remove_track(room, track, close_producer=False)
             self.media_sessions.pop(previous, None)
+            self.ice_tags.pop(previous, None)
             await self._request(
                 room.name,
                 "close",
@@ -251,6 +265,7 @@ class Conference:
             )
         session = participant.publish_session
         assert session is not None
+        self.ice_tags[session] = ice_ufrag(answer)
         return session, answer
 
     async def whep(
@@ -287,7 +302,21 @@ class Conference:
                 await self._drop(room, identity, "whep_failed")
             raise
         participant.view_sessions.add(session)
+        self.ice_tags[session] = ice_ufrag(str(result["answer"]))
         return session, str(result["answer"])
+
+    async def ice_restart(self, session: str, ufrag: str) -> dict[str, Any]:
+        """A WHIP/WHEP client's ICE credentials (its PATCH): the worker's ``ice_restart``
+        result; the session's ICE tag follows a restart."""
+        owner = self.session_owner(session)
+        if owner is None:
+            raise RoomError("not_found", "no such session")
+        room, participant, _kind = owner
+        result = await self._request(room.name, "ice_restart", {"session": session, "ufrag": ufrag})
+        if result.get("restarted"):
+            self.ice_tags[session] = str(result["ufrag"])
+            logger.info("room %s: %s restarted ICE (%s)", room.name, participant.identity, session)
+        return result
 
     @staticmethod
     def _lead(room: Room) -> Participant | None:
@@ -315,6 +344,7 @@ class Conference:
             return
         room, participant, kind = owner
         self.media_sessions.pop(session, None)
+        self.ice_tags.pop(session, None)
         await self._request(room.name, "close", {"session": session, "reason": reason}, quiet=True)
         await self._media_session_closed(room, participant, kind, session, reason)
 
@@ -517,6 +547,7 @@ class Conference:
                 )
         elif event == "closed":
             self.media_sessions.pop(session, None)
+            self.ice_tags.pop(session, None)
             asyncio.ensure_future(
                 self._media_session_closed(
                     room, participant, kind, session, str(data.get("reason"))
