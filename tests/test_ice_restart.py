@@ -8,6 +8,8 @@ import time
 import aiohttp
 import pytest
 from aioice import stun
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signaling import sdpfrag
 from tests.conftest import RunningServer
@@ -194,3 +196,41 @@ def test_fragment_round_trip():
 def test_bad_fragments_are_refused(text):
     with pytest.raises(sdpfrag.FragmentError):
         sdpfrag.parse(text)
+
+
+FRAGMENT_LINES = [
+    "a=ice-ufrag:abcd",
+    "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+    "a=mid:0",
+    "a=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host",
+    "a=end-of-candidates",
+    "a=ice-options:trickle",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.lists(
+            st.one_of(
+                st.sampled_from(FRAGMENT_LINES),
+                st.builds(
+                    lambda line, cut: line[:cut],
+                    st.sampled_from(FRAGMENT_LINES),
+                    st.integers(0, 40),
+                ),
+                st.text(max_size=40),
+            ),
+            max_size=12,
+        ).map("\r\n".join),
+    )
+)
+def test_fuzz_fragments_parse_or_raise_fragment_error(text):
+    """The PATCH body parser returns a fragment or raises FragmentError, nothing else."""
+    try:
+        fragment = sdpfrag.parse(text)
+    except sdpfrag.FragmentError:
+        return
+    assert (fragment.ufrag is None) == (fragment.pwd is None)
