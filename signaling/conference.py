@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, dict[str, Any], str | None], None]
 
+# The reason sfu/pool.py gives the sessions of a media worker that died.
+WORKER_EXITED = "media worker exited"
+
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 
@@ -408,14 +411,18 @@ class Conference:
     def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
         participant.subscriptions.difference_update(track_ids)
 
-    async def renegotiate(self, room: Room, participant: Participant) -> None:
-        """Send the participant a new offer for its current subscriptions (server-driven)."""
+    async def renegotiate(
+        self, room: Room, participant: Participant, ice_restart: bool = False
+    ) -> None:
+        """Send the participant a new offer for its current subscriptions (server-driven);
+        with ``ice_restart`` the offer carries new ICE credentials (the client asked: its
+        network changed) and is sent even if the subscriptions did not change."""
         lock = self._offer_locks.setdefault((room.name, participant.identity), asyncio.Lock())
         async with lock:
             if participant.identity not in room.participants:
                 return
             if participant.subscribe_session is None:
-                if not participant.subscriptions:
+                if not participant.subscriptions or ice_restart:
                     return
                 session = secrets.token_urlsafe(12)
                 self.media_sessions[session] = (room.name, participant.identity, "subscribe")
@@ -434,12 +441,14 @@ class Conference:
                 for t in sorted(participant.subscriptions)
                 if t in room.tracks
             ]
+            params: dict[str, Any] = {
+                "session": participant.subscribe_session,
+                "consumers": consumers,
+            }
+            if ice_restart:
+                params["ice_restart"] = True
             try:
-                result = await self._request(
-                    room.name,
-                    "subscriber_offer",
-                    {"session": participant.subscribe_session, "consumers": consumers},
-                )
+                result = await self._request(room.name, "subscriber_offer", params)
             except RoomError as exc:
                 if exc.code != "not_found":
                     raise
@@ -548,6 +557,8 @@ class Conference:
         elif event == "closed":
             self.media_sessions.pop(session, None)
             self.ice_tags.pop(session, None)
+            if data.get("reason") == WORKER_EXITED and participant.via == "ws":
+                self._media_lost(room, participant, kind)
             asyncio.ensure_future(
                 self._media_session_closed(
                     room, participant, kind, session, str(data.get("reason"))
@@ -558,6 +569,27 @@ class Conference:
             if track is not None:
                 asyncio.ensure_future(self._remove_track(room, track, close_producer=False))
         return True
+
+    def _media_lost(self, room: Room, participant: Participant, kind: str) -> None:
+        """Tell a /ws client that one of its connections died with its media worker, and
+        what it carried, before the room forgets it (every session of the worker is
+        reported in one synchronous pass, so the room is still intact here). The client
+        opens a new connection: it publishes ``tracks`` again, or subscribes again to the
+        tracks of ``tracks``' owners and sources once they are published anew."""
+        if kind == "publish":
+            tracks = room.tracks_of(participant.identity)
+        else:
+            tracks = [room.tracks[t] for t in sorted(participant.subscriptions) if t in room.tracks]
+        self.emit(
+            "media_lost",
+            room.name,
+            {
+                "connection": kind,
+                "reason": WORKER_EXITED,
+                "tracks": [t.as_dict() for t in tracks],
+            },
+            target=participant.identity,
+        )
 
     async def _media_session_closed(
         self, room: Room, participant: Participant, kind: str, session: str, reason: str
@@ -570,11 +602,11 @@ class Conference:
             for track in room.tracks_of(participant.identity):
                 await self._remove_track(room, track, close_producer=False)
             if participant.via == "whip":  # the session was its presence in the room
-                await self._drop(room, participant.identity, "left")
+                await self._drop(room, participant.identity, _left_reason(reason))
         elif kind == "view":
             participant.view_sessions.discard(session)
             if participant.via == "whep" and not participant.view_sessions:
-                await self._drop(room, participant.identity, "left")
+                await self._drop(room, participant.identity, _left_reason(reason))
         elif kind == "subscribe" and participant.subscribe_session == session:
             participant.subscribe_session = None
             if participant.quality != "lost":
@@ -616,3 +648,8 @@ class Conference:
             if not room.ended and not room.participants and room.empty_since is not None:
                 if wall - room.empty_since > room.options.empty_timeout:
                     await self.end_room(room.name, None, "empty_timeout")
+
+
+def _left_reason(closed: str) -> str:
+    """participant_left's reason for a WHIP/WHEP client whose session closed."""
+    return "media_lost" if closed == WORKER_EXITED else "left"
