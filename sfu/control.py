@@ -88,8 +88,12 @@ class WantedConsumer(TypedDict):
 
 
 class SubscriberOfferParams(TypedDict):
+    """``ice_restart``: the offer carries new ICE credentials (the client asked for an ICE
+    restart, e.g. its network changed); the offer is new even if the tracks are not."""
+
     session: str
     consumers: list[WantedConsumer]
+    ice_restart: NotRequired[bool]
 
 
 class SubscriberOfferResult(TypedDict):
@@ -121,6 +125,25 @@ class PreferencesParams(TypedDict):
 
 class ProducerParams(TypedDict):
     producer: str
+
+
+class IceRestartParams(TypedDict):
+    """A client-offered session's peer sent ICE credentials (WHIP/WHEP PATCH). ``ufrag``
+    is the peer's ice-ufrag: the current one means a trickle (nothing changes), another
+    one an ICE restart."""
+
+    session: str
+    ufrag: str
+
+
+class IceRestartResult(TypedDict):
+    """The server's credentials after the request and its host candidate (the value of
+    an ``a=candidate:`` line)."""
+
+    restarted: bool
+    ufrag: str
+    pwd: str
+    candidate: str
 
 
 class CloseParams(TypedDict):
@@ -214,6 +237,12 @@ SUBSCRIBER_OFFER = Method(
 SUBSCRIBER_ANSWER = Method(
     "subscriber_answer", SubscriberAnswerParams, Empty, "the client's answer to an offer"
 )
+ICE_RESTART = Method(
+    "ice_restart",
+    IceRestartParams,
+    IceRestartResult,
+    "new ICE credentials on a client-offered session (trickle when unchanged)",
+)
 PRODUCER_PAUSE = Method("producer_pause", ProducerPauseParams, Empty, "mute or unmute a producer")
 PREFERENCES = Method(
     "preferences", PreferencesParams, Empty, "a viewer's layer wishes (caps its layer choice)"
@@ -235,6 +264,7 @@ METHODS: dict[str, Method[Any, Any]] = {
         SUBSCRIBER,
         SUBSCRIBER_OFFER,
         SUBSCRIBER_ANSWER,
+        ICE_RESTART,
         PRODUCER_PAUSE,
         PRODUCER_CLOSE,
         PREFERENCES,

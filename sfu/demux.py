@@ -24,14 +24,28 @@ class Demux:
         self.by_ufrag[transport.ice.local_ufrag] = transport
 
     def remove(self, transport: WebRtcTransport) -> None:
-        if self.by_ufrag.get(transport.ice.local_ufrag) is transport:
-            del self.by_ufrag[transport.ice.local_ufrag]
+        for ufrag in transport.ice.ufrags:
+            if self.by_ufrag.get(ufrag) is transport:
+                del self.by_ufrag[ufrag]
         for addr in transport.ice.validated:
             if self.by_addr.get(addr) is transport:
                 del self.by_addr[addr]
 
     def ufrag_taken(self, ufrag: str) -> bool:
         return ufrag in self.by_ufrag
+
+    def sync(self, transport: WebRtcTransport) -> None:
+        """Route exactly the local ufrags the transport's ICE still answers (after a
+        restart, the new one and, until the peer uses the new one, the old)."""
+        ice = transport.ice
+        kept = []
+        for ufrag in ice.ufrags:
+            if ice.accepts(ufrag):
+                kept.append(ufrag)
+                self.by_ufrag[ufrag] = transport
+            elif self.by_ufrag.get(ufrag) is transport:
+                del self.by_ufrag[ufrag]
+        ice.ufrags = kept
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """One datagram from the shared port."""
@@ -55,10 +69,12 @@ class Demux:
         if transport is None:
             self.dropped += 1
             return
-        response = transport.handle_stun(message, remote_ufrag, addr, now)
+        response = transport.handle_stun(message, remote_ufrag, addr, now, local_ufrag)
         if response is None:
             self.dropped += 1
             return
+        if len(transport.ice.ufrags) > 1 and transport.ice.previous is None:
+            self.sync(transport)  # the peer moved to the restarted credentials
         if self.by_addr.get(addr) is not transport:
             self.by_addr[addr] = transport
         self.sender(response, addr)

@@ -494,6 +494,11 @@ def _answer_media(
             if ssrc is not None:
                 lines.append(f"a=ssrc:{ssrc} cname:{s.cname}")
                 lines.append(f"a=ssrc:{ssrc} msid:{s.stream_id} {s.track_id}")
-    lines.append(f"a=candidate:1 1 udp 2130706431 {address} {port} typ host generation 0")
+    lines.append(f"a=candidate:{host_candidate(address, port)}")
     lines.append("a=end-of-candidates")
     return lines
+
+
+def host_candidate(address: str, port: int) -> str:
+    """The server's one candidate, as the value of an ``a=candidate:`` line."""
+    return f"1 1 udp 2130706431 {address} {port} typ host generation 0"

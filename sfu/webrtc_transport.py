@@ -60,9 +60,14 @@ class WebRtcTransport(Transport):
 
     # -- input --------------------------------------------------------------------------------
     def handle_stun(
-        self, message: stun.Message, remote_ufrag: str, addr: Address, now: float
+        self,
+        message: stun.Message,
+        remote_ufrag: str,
+        addr: Address,
+        now: float,
+        local_ufrag: str | None = None,
     ) -> bytes | None:
-        response = self.ice.handle_request(message, remote_ufrag, addr, now)
+        response = self.ice.handle_request(message, remote_ufrag, addr, now, local_ufrag)
         if response is not None and self.ice.selected is not None:
             self.addr = self.ice.selected
         return response

@@ -24,7 +24,7 @@ from sfu.consumer import PipeConsumer, SimpleConsumer, consumer_for
 from sfu.control import ControlError
 from sfu.demux import Demux
 from sfu.dtls import DtlsError, DtlsSession, local_fingerprint
-from sfu.ice import Address
+from sfu.ice import Address, new_credentials
 from sfu.layers import Preferences
 from sfu.monitor import RoomMonitor
 from sfu.negotiation import Negotiator, parse_offer
@@ -100,6 +100,7 @@ class WorkerCore:
             control.SUBSCRIBER.name: self.subscriber,
             control.SUBSCRIBER_OFFER.name: self.subscriber_offer,
             control.SUBSCRIBER_ANSWER.name: self.subscriber_answer,
+            control.ICE_RESTART.name: self.ice_restart,
             control.PRODUCER_PAUSE.name: self.producer_pause,
             control.PRODUCER_CLOSE.name: self.producer_close,
             control.PREFERENCES.name: self.preferences,
@@ -177,12 +178,11 @@ class WorkerCore:
         if params.get("renegotiate"):
             transport = self._webrtc(session_id)
             try:
-                if offer.ice_credentials()[0] != transport.ice.remote_ufrag:
-                    raise ControlError(
-                        "bad_sdp", "ICE restart is not supported; start a new connection"
-                    )
+                remote_ufrag = offer.ice_credentials()[0]
             except sdp.SdpError as exc:
                 raise ControlError("bad_sdp", str(exc)) from None
+            if remote_ufrag != transport.ice.remote_ufrag:
+                self._restart_ice(transport, remote_ufrag)  # the answer carries the new ones
         else:
             self._new_session_id(session_id)
             transport = self.negotiator.transport(
@@ -312,6 +312,34 @@ class WorkerCore:
             "tracks": [{"id": c.id, "kind": c.kind, "producer": c.producer.id} for c in consumers],
         }
 
+    # -- ICE restart ------------------------------------------------------------------------------
+    def _restart_ice(self, transport: WebRtcTransport, remote_ufrag: str) -> None:
+        """New local credentials on a live transport; DTLS, SRTP and media are untouched."""
+        ufrag, pwd = new_credentials()
+        while self.demux.ufrag_taken(ufrag):
+            ufrag, pwd = new_credentials()
+        transport.ice.restart(ufrag, pwd, remote_ufrag)
+        self.demux.sync(transport)
+        logger.info("session %s (%s): ICE restart", transport.session_id, transport.identity)
+
+    def ice_restart(self, params: control.IceRestartParams, now: float) -> control.IceRestartResult:
+        """A WHIP/WHEP client's ICE credentials: unchanged is a trickle, changed a restart."""
+        transport = self._webrtc(params["session"])
+        if transport.subscriber is not None:
+            raise ControlError("bad_request", "a subscribe connection restarts by a new offer")
+        ufrag = params["ufrag"]
+        if not ufrag:
+            raise ControlError("bad_request", "ufrag must not be empty")
+        restarted = ufrag != transport.ice.remote_ufrag
+        if restarted:
+            self._restart_ice(transport, ufrag)
+        return {
+            "restarted": restarted,
+            "ufrag": transport.ice.local_ufrag,
+            "pwd": transport.ice.local_pwd,
+            "candidate": sdp.host_candidate(self.address, self.port),
+        }
+
     # -- the protocol's server-offered subscribe connection ------------------------------------------
     def subscriber(self, params: control.SubscriberParams, now: float) -> control.Empty:
         """A subscribe connection, waiting for its first offer and answer."""
@@ -349,6 +377,11 @@ class WorkerCore:
             changed = subscriber.update(wanted)
         except OfferError as exc:
             raise ControlError("bad_request", str(exc)) from None
+        if params.get("ice_restart") and transport.dtls is not None:
+            self._restart_ice(transport, "")  # the client's new ufrag comes in its answer
+            if not changed:
+                subscriber.version += 1  # a new offer: only its answer is taken
+                changed = True
         offer = self.negotiator.describe(
             transport, subscriber.offer_sections(), setup="actpass", version=subscriber.version
         )
@@ -372,6 +405,10 @@ class WorkerCore:
                     ufrag,
                     DtlsSession(self.certificate, answer.dtls_fingerprints(), transport.session_id),
                 )
+            else:
+                ufrag, _pwd = answer.ice_credentials()
+                if ufrag != transport.ice.remote_ufrag:
+                    transport.ice.remote_ufrag = ufrag  # the answer to an ICE-restart offer
             subscriber.apply_answer(answer, params["version"], now)
         except (sdp.SdpError, OfferError, DtlsError) as exc:
             raise ControlError("bad_sdp", str(exc)) from None

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from sfu.pool import WorkerHandle, WorkerPool
-from signaling import api, metrics, schema, tokens, webhooks
+from signaling import api, metrics, schema, sdpfrag, tokens, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
 from signaling.rooms import NAME_PATTERN, RoomError
@@ -38,6 +38,10 @@ ROOM_ERROR_STATUS = {
     "unavailable": 503,
     "internal": 500,
 }
+
+TRICKLE = "application/trickle-ice-sdpfrag"
+# What a browser's WHIP/WHEP client must be allowed to read of our responses.
+EXPOSE_HEADERS = "Location, Link, ETag, Accept-Patch"
 
 CONFIG_KEY = web.AppKey("config", Config)
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
@@ -128,11 +132,17 @@ async def _read_limited(request: web.Request) -> bytes:
             raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
 
 
-def _created(kind: str, room: str, session: str, answer: str) -> web.Response:
+def _etag(server: Server, session: str) -> str:
+    """The session's entity tag names its ICE session: the server's current ice-ufrag."""
+    return f'"{server.conference.ice_tags.get(session, session)}"'
+
+
+def _created(server: Server, kind: str, room: str, session: str, answer: str) -> web.Response:
     headers = {
         "Location": f"/{kind}/{room}/{session}",
-        "ETag": f'"{session}"',
-        "Access-Control-Expose-Headers": "Location, ETag, Link",
+        "ETag": _etag(server, session),
+        "Accept-Patch": TRICKLE,
+        "Access-Control-Expose-Headers": EXPOSE_HEADERS,
     }
     if kind == "whep":
         headers["Link"] = f'</whep/{room}/{session}/layer>; rel="{WHEP_LAYER_REL}"'
@@ -158,7 +168,7 @@ async def whip_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whip", "201").inc()
-    return _created("whip", room, session, answer)
+    return _created(server, "whip", room, session, answer)
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -178,7 +188,7 @@ async def whep_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whep", "201").inc()
-    return _created("whep", room, session, answer)
+    return _created(server, "whep", room, session, answer)
 
 
 def _session_for(request: web.Request, kind: str) -> tuple[Server, str, tokens.Grant]:
@@ -205,20 +215,50 @@ async def session_delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _if_match(request: web.Request, etag: str) -> None:
+    """RFC 9110 section 13.1.1: ``*`` or a list of tags, one of which must be ours (weak
+    tags compare by their opaque part); no If-Match at all is accepted."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return
+    tags = [t.strip() for t in header.split(",") if t.strip()]
+    if "*" in tags or any(t.removeprefix("W/") == etag for t in tags):
+        return
+    raise ApiError(412, "precondition_failed", "If-Match does not name this ICE session")
+
+
 async def session_patch(request: web.Request) -> web.Response:
-    """Trickle ICE fragments are accepted and not needed: an ICE-lite server learns the
-    client's address from its checks. ICE restarts are not supported (422)."""
+    """RFC 9725 section 4.3: a fragment with the session's current ICE credentials (or
+    none) is a trickle: an ICE-lite server learns the client's addresses from its checks,
+    so 204 and nothing to do. New credentials are an ICE restart: 200 with the server's
+    new credentials and candidate; media keeps flowing on the old pair meanwhile."""
     kind = request.match_info["kind"]
-    _session_for(request, kind)  # authorises the caller for this session
+    server, session, _grant = _session_for(request, kind)
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != "application/trickle-ice-sdpfrag":
-        raise ApiError(415, "unsupported_media_type", "PATCH takes application/trickle-ice-sdpfrag")
-    body = (await _read_limited(request)).decode("utf-8", "replace")
-    if "a=ice-ufrag:" in body or "a=ice-pwd:" in body:
-        raise ApiError(
-            422, "ice_restart_unsupported", "ICE restart is not supported; start a new session"
-        )
-    return web.Response(status=204)
+    if content_type != TRICKLE:
+        raise ApiError(415, "unsupported_media_type", f"PATCH takes {TRICKLE}")
+    _if_match(request, _etag(server, session))
+    try:
+        fragment = sdpfrag.parse((await _read_limited(request)).decode("utf-8"))
+    except (UnicodeDecodeError, sdpfrag.FragmentError) as exc:
+        raise ApiError(400, "bad_request", f"bad fragment: {exc}") from None
+    if fragment.ufrag is None:
+        return web.Response(status=204, headers={"ETag": _etag(server, session)})
+    try:
+        result = await server.conference.ice_restart(session, fragment.ufrag)
+    except RoomError as exc:
+        raise _room_error(exc) from None
+    headers = {"ETag": _etag(server, session), "Access-Control-Expose-Headers": EXPOSE_HEADERS}
+    if not result.get("restarted"):
+        return web.Response(status=204, headers=headers)
+    body = sdpfrag.write(
+        str(result["ufrag"]),
+        str(result["pwd"]),
+        str(result["candidate"]),
+        fragment.mids[0] if fragment.mids else "0",
+        *fragment.media[:1],
+    )
+    return web.Response(status=200, body=body.encode(), content_type=TRICKLE, headers=headers)
 
 
 async def session_layer(request: web.Request) -> web.Response:
@@ -310,15 +350,24 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
     allowed = origin is not None and (
         "*" in server.config.server.cors_origins or origin in server.config.server.cors_origins
     )
-    if request.method == "OPTIONS" and allowed:
+    parts = request.path.split("/")
+    endpoint = parts[1] if len(parts) > 1 else ""
+    if request.method == "OPTIONS" and (allowed or endpoint in ("whip", "whep")):
+        # A CORS preflight, or a WHIP/WHEP client asking what the resource takes.
         response: web.StreamResponse = web.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
+        if endpoint in ("whip", "whep"):
+            response.headers["Allow"] = (
+                "OPTIONS, POST" if len(parts) == 3 else "OPTIONS, PATCH, DELETE"
+            )
+            response.headers["Accept-Post" if len(parts) == 3 else "Accept-Patch"] = (
+                "application/sdp" if len(parts) == 3 else TRICKLE
+            )
     else:
         try:
             response = await handler(request)
         except ApiError as exc:
-            endpoint = request.path.split("/")[1] if request.path.count("/") else ""
             if endpoint in ("whip", "whep"):
                 server.metrics.requests.labels(endpoint, str(exc.status)).inc()
             logger.info(
@@ -332,7 +381,7 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
             response = error_response(exc.status, exc.code, exc.message)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin or ""
-        response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
     return response
 
 

@@ -327,6 +327,11 @@ class Connection:
             # The offer follows the response, from the conference, as an event.
             asyncio.get_running_loop().call_soon(self._renegotiate, room, participant)
             return {}
+        if kind == "restart_ice":
+            # The subscribe connection's offer with new ICE credentials follows as an event
+            # (the publish connection restarts by the client's own offer, with publish).
+            asyncio.get_running_loop().call_soon(self._renegotiate, room, participant, True)
+            return {}
         if kind == "answer":
             await conference.answer(room, participant, message["sdp"], message["version"])
             return {}
@@ -358,10 +363,10 @@ class Connection:
             return {}
         raise RoomError("unknown_type", kind)  # pragma: no cover - the schema lists every type
 
-    def _renegotiate(self, room: Room, participant: Participant) -> None:
+    def _renegotiate(self, room: Room, participant: Participant, ice_restart: bool = False) -> None:
         async def run() -> None:
             try:
-                await self.hub.conference.renegotiate(room, participant)
+                await self.hub.conference.renegotiate(room, participant, ice_restart)
             except RoomError as exc:
                 self.error(None, exc.code, f"renegotiation failed: {exc.message}")
 

@@ -19,6 +19,9 @@
 //   stream}, remote_track_removed {id, owner, kind, track, stream}, local_track_ended {id,
 //   source, track} (unpublished by us, the lead or a demotion: the caller owns the track),
 //   reconnecting {code, reason}, resumed (join answer), closed {code, reason},
+//   ice_restart {connection} (a connection's ICE went disconnected/failed: restarting it),
+//   media_lost (the server's event; the client then republishes its tracks on a new
+//   connection and subscribes again to the lost tracks' owners' sources as they come back),
 //   error (a TelebridgeError nobody waited for).
 // Requests reject with a TelebridgeError: {code, message} (the server's error code, or
 // not_connected, timeout, closed).
@@ -30,6 +33,11 @@
   // track_published events of one publish arrive within a few ms: one subscribe for them all.
   const AUTO_SUBSCRIBE_DELAY_MS = 30;
   const MAX_FRAME = 64 * 1024;
+  // ICE restart: at most one per connection in this interval; retried while still down.
+  const ICE_RESTART_INTERVAL_MS = 2000;
+  // Republishing after a media worker died: its replacement takes a moment to start.
+  const REPUBLISH_ATTEMPTS = 10;
+  const REPUBLISH_DELAY_MS = 1000;
   // Close codes after which we do not try to resume: normal close (leave), policy, frame
   // too large, removed by the lead (4001), replaced by a newer connection of the same
   // identity (4009), a refused or expired token, a full room, an ended room, rate limiting.
@@ -213,6 +221,9 @@
       this._streamHints = new Map(); // mid -> event.streams[0].id from ontrack
       this._autoTimer = null;
       this._autoIds = new Set();
+      this._iceRestartAt = { publish: 0, subscribe: 0 };
+      this._iceRetry = { publish: null, subscribe: null };
+      this._lostSubscriptions = []; // [{owner, source}] to subscribe to again (media_lost)
     }
 
     // -- events ------------------------------------------------------------------------------
@@ -559,9 +570,15 @@
           }
           break;
         }
-        case "track_published":
+        case "track_published": {
           this.tracks.set(d.track.id, Object.assign({}, d.track));
-          if (this.options.autoSubscribe && d.track.owner !== this.identity) this._autoSubscribe([d.track.id]);
+          const lost = this._lostSubscriptions.findIndex((l) => l.owner === d.track.owner && l.source === d.track.source);
+          if (lost >= 0) this._lostSubscriptions.splice(lost, 1);
+          if ((this.options.autoSubscribe || lost >= 0) && d.track.owner !== this.identity) this._autoSubscribe([d.track.id]);
+          break;
+        }
+        case "media_lost":
+          this._mediaLost(d);
           break;
         case "track_unpublished":
           this._trackGone(d.track);
@@ -663,6 +680,7 @@
         this.publishPc = new RTCPeerConnection({ iceServers: [] });
         this.localStream = new MediaStream();
         this.publishPc.addEventListener("connectionstatechange", () => this._emit("update", { reason: "publish_state" }));
+        this._watchIce("publish", this.publishPc);
       }
       const pc = this.publishPc;
       const added = items.map(({ source, track }) => {
@@ -810,8 +828,100 @@
         }
       });
       pc.addEventListener("connectionstatechange", () => this._emit("update", { reason: "subscribe_state" }));
+      this._watchIce("subscribe", pc);
       this.subscribePc = pc;
       return pc;
+    }
+
+    // -- ICE restart and lost media --------------------------------------------------------
+    // A connection whose ICE goes disconnected or failed (the site's network changed) is
+    // restarted on the same session: no rejoin, no new DTLS handshake.
+    _watchIce(which, pc) {
+      pc.addEventListener("iceconnectionstatechange", () => {
+        const state = pc.iceConnectionState;
+        if (state === "disconnected" || state === "failed") this._scheduleIceRestart(which, pc, 0);
+        else if (state === "connected" || state === "completed") {
+          clearTimeout(this._iceRetry[which]);
+          this._iceRetry[which] = null;
+        }
+      });
+    }
+
+    _scheduleIceRestart(which, pc, delay) {
+      if (this._iceRetry[which]) return;
+      const wait = Math.max(delay, this._iceRestartAt[which] + ICE_RESTART_INTERVAL_MS - Date.now());
+      this._iceRetry[which] = setTimeout(() => {
+        this._iceRetry[which] = null;
+        const current = which === "publish" ? this.publishPc : this.subscribePc;
+        const down = ["disconnected", "failed"].includes(pc.iceConnectionState);
+        if (current !== pc || !down || this.connectionState !== "joined") return;
+        this.restartIce(which).catch((err) => console.warn("Telebridge: ICE restart failed", which, err));
+        this._scheduleIceRestart(which, pc, ICE_RESTART_INTERVAL_MS); // again if still down
+      }, Math.max(wait, 0));
+    }
+
+    // restartIce("publish" | "subscribe" | undefined for both): new ICE credentials on the
+    // existing connections.  The publish connection sends a new offer (publish with no new
+    // tracks); the subscribe connection asks the server for one (restart_ice).
+    async restartIce(which) {
+      const out = [];
+      if ((!which || which === "publish") && this.publishPc) {
+        this._iceRestartAt.publish = Date.now();
+        this._emit("ice_restart", { connection: "publish" });
+        out.push(
+          this._serial(async () => {
+            const pc = this.publishPc;
+            if (!pc) return;
+            pc.restartIce();
+            await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+            await waitForGathering(pc, this.options.gatherTimeout);
+            const data = await this.request("publish", { sdp: pc.localDescription.sdp, tracks: [] });
+            if (this.publishPc === pc) await pc.setRemoteDescription({ type: "answer", sdp: data.sdp });
+          }),
+        );
+      }
+      if ((!which || which === "subscribe") && this.subscribePc) {
+        this._iceRestartAt.subscribe = Date.now();
+        this._emit("ice_restart", { connection: "subscribe" });
+        out.push(this.request("restart_ice", {}));
+      }
+      await Promise.all(out);
+    }
+
+    // The server's media worker died with our connection(s): open new ones.
+    _mediaLost(d) {
+      if (d.connection === "publish") {
+        const sources = {};
+        for (const [id, local] of [...this.localTracks]) {
+          if (local.track && local.track.readyState !== "ended") sources[local.source] = local.track;
+          this.localTracks.delete(id); // not ended: we publish it again
+        }
+        const pc = this.publishPc;
+        this.publishPc = null;
+        if (pc) pc.close();
+        if (Object.keys(sources).length) this._republish(sources, REPUBLISH_ATTEMPTS);
+      } else if (d.connection === "subscribe") {
+        const pc = this.subscribePc;
+        this.subscribePc = null;
+        if (pc) pc.close();
+        for (const [id, remote] of [...this.remoteTracks]) this._removeRemote(id, remote);
+        for (const t of d.tracks || []) {
+          this.subscribed.delete(t.id);
+          this._lostSubscriptions.push({ owner: t.owner, source: t.source });
+        }
+        this.offerVersion = null;
+      }
+    }
+
+    _republish(sources, attempts) {
+      this.publish(sources).then(
+        (tracks) => this._emit("republished", { tracks }),
+        (err) => {
+          if (attempts > 1 && this.connectionState === "joined" && ["unavailable", "internal", "timeout"].includes(err.code)) {
+            setTimeout(() => this._republish(sources, attempts - 1), REPUBLISH_DELAY_MS);
+          } else this._emit("error", err);
+        },
+      );
     }
 
     // Offers are answered one at a time; when several wait, only the newest is answered
