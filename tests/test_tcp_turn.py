@@ -1,0 +1,376 @@
+"""Reaching the SFU when UDP is blocked: ICE-TCP (RFC 6544) and TURN credentials.
+
+Three layers, cheapest first: the RFC 4571 framing decoder (unit and hypothesis tests),
+the worker's demultiplexer fed ICE-TCP packets with a real DTLS handshake (no sockets),
+a raw TCP client against a running server (STUN, DTLS and SRTCP over one connection).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+from aioice import stun
+from aiortc.rtcdtlstransport import RTCCertificate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sfu import sdp
+from sfu.dtls import DtlsSession, is_dtls, local_fingerprint
+from sfu.ice import check_binding_response, is_stun
+from sfu.ice_tcp import (
+    MAX_FRAME,
+    FrameDecoder,
+    FramingError,
+    TcpAddress,
+    TcpPath,
+    frame,
+)
+from sfu.srtp import SrtpContext
+from sfu.worker import WorkerCore
+from tests.test_fuzz import OFFER_LINES, REMOTE_UFRAG
+from tests.wire import binding_request, dtls_handshake
+
+FRAMING = settings(max_examples=300, deadline=None)
+
+
+# -- framing (RFC 4571) -------------------------------------------------------------------------
+
+
+def test_frames_round_trip_and_split_anywhere():
+    packets = [b"\x00\x01" + b"x" * 18, b"\x16\xfe\xfd" + b"d" * 97, b"\x80" * 1200]
+    stream = b"".join(frame(p) for p in packets)
+    assert stream[:2] == struct.pack("!H", 20), "two-byte big-endian length first"
+    for cut in range(len(stream) + 1):
+        decoder = FrameDecoder()
+        out = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+        assert out == packets
+        assert decoder.pending == 0
+
+
+def test_one_byte_at_a_time():
+    decoder = FrameDecoder()
+    out = []
+    for byte in frame(b"hello") + frame(b"world"):
+        out += decoder.feed(bytes([byte]))
+    assert out == [b"hello", b"world"]
+
+
+def test_oversize_frame_is_refused_at_its_header():
+    decoder = FrameDecoder(max_packet=1500)
+    assert decoder.feed(frame(b"a" * 1500)) == [b"a" * 1500]
+    with pytest.raises(FramingError, match="1501-byte frame is over the 1500-byte limit"):
+        decoder.feed(struct.pack("!H", 1501))  # no body needed: the header says enough
+
+
+def test_zero_length_frames_are_skipped():
+    assert FrameDecoder().feed(b"\x00\x00" + frame(b"x") + b"\x00\x00") == [b"x"]
+
+
+def test_frame_refuses_what_two_bytes_cannot_say():
+    assert len(frame(b"a" * MAX_FRAME)) == MAX_FRAME + 2
+    with pytest.raises(FramingError):
+        frame(b"a" * (MAX_FRAME + 1))
+    with pytest.raises(ValueError):
+        FrameDecoder(max_packet=0)
+
+
+@FRAMING
+@given(chunks=st.lists(st.binary(max_size=3000), max_size=20), limit=st.integers(1, 4096))
+def test_arbitrary_bytes_give_packets_or_framing_error_with_a_bounded_buffer(chunks, limit):
+    decoder = FrameDecoder(max_packet=limit)
+    for chunk in chunks:
+        try:
+            packets = decoder.feed(chunk)
+        except FramingError:
+            return
+        assert all(0 < len(p) <= limit for p in packets)
+        assert decoder.pending <= limit + 1, "at most one partial frame is held"
+
+
+@FRAMING
+@given(
+    packets=st.lists(st.binary(min_size=1, max_size=2000), max_size=12),
+    cuts=st.lists(st.integers(0, 30000), max_size=10),
+)
+def test_any_split_of_a_framed_stream_gives_the_packets_back(packets, cuts):
+    stream = b"".join(frame(p) for p in packets)
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    decoder = FrameDecoder(max_packet=2000)
+    out = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        out += decoder.feed(stream[start:end])
+    assert out == packets
+    assert decoder.pending == 0
+
+
+def test_a_tcp_address_never_equals_a_udp_one():
+    tcp, udp = TcpAddress("192.0.2.1", 5000), ("192.0.2.1", 5000)
+    assert tcp != udp and udp != tcp
+    assert tcp == TcpAddress("192.0.2.1", 5000)
+    assert len({tcp, udp, TcpAddress("192.0.2.1", 5000)}) == 2
+    assert tcp[0] == "192.0.2.1" and tcp[1] == 5000  # packs into XOR-MAPPED-ADDRESS as is
+
+
+# -- the worker, sans-I/O: ICE-TCP as another path to a WebRtcTransport --------------------------
+
+
+def _offer(certificate: RTCCertificate) -> str:
+    fp = local_fingerprint(certificate)[1]
+    lines = [
+        f"a=fingerprint:sha-256 {fp}" if line.startswith("a=fingerprint:") else line
+        for line in OFFER_LINES[:-1]
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _vp8_packet(seq: int) -> bytes:
+    """VP8 on the offer's payload type, unsignalled SSRC: the server learns the stream."""
+    return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0x1234) + b"\x10\x50\x02\x00"
+
+
+class TcpWorker:
+    """A WorkerCore that announces an ICE-TCP port, with one recorded TCP path."""
+
+    def __init__(self, certificate: RTCCertificate) -> None:
+        self.udp_sent: list[tuple[bytes, tuple]] = []
+        self.tcp_sent: list[bytes] = []
+        self.now = 1.0
+        self.core = WorkerCore(
+            certificate,
+            "127.0.0.1",
+            40000,
+            lambda data, addr: self.udp_sent.append((bytes(data), addr)),
+            lambda name, data: None,
+            tcp_port=40001,
+        )
+        self.path = TcpPath(
+            TcpAddress("127.0.0.1", 50000), lambda p: self.tcp_sent.append(bytes(p)), 0.0
+        )
+        self.core.demux.add_tcp(self.path)
+
+
+class _OverTcp:
+    """The server side of a DTLS handshake over the recorded TCP path."""
+
+    def __init__(self, worker: TcpWorker, session: str) -> None:
+        self.worker, self.session = worker, session
+
+    @property
+    def connected(self) -> bool:
+        return self.worker.core.sessions[self.session].srtp is not None
+
+    def receive(self, data: bytes) -> list[bytes]:
+        mark = len(self.worker.tcp_sent)
+        self.worker.core.receive_tcp(data, self.worker.path, self.worker.now)
+        return [d for d in self.worker.tcp_sent[mark:] if is_dtls(d)]
+
+
+@pytest.fixture(scope="module")
+def certificate() -> RTCCertificate:
+    return RTCCertificate.generateCertificate()
+
+
+def test_answer_carries_a_passive_tcp_candidate_below_udp(certificate):
+    worker = TcpWorker(certificate)
+    answer = worker.core.handle(
+        "publish", {"room": "r", "session": "s", "offer": _offer(certificate)}, 1.0
+    )["answer"]
+    candidates = [line for line in answer.split("\r\n") if line.startswith("a=candidate:")]
+    udp = [c.split() for c in candidates if " udp " in c]
+    tcp = [c.split() for c in candidates if " tcp " in c]
+    assert tcp and len(tcp) == len(udp), "one TCP candidate beside each UDP one"
+    fields = tcp[0]
+    assert fields[4:8] == ["127.0.0.1", "40001", "typ", "host"]
+    assert fields[8:10] == ["tcptype", "passive"]
+    assert int(fields[3]) < int(udp[0][3]), "a browser that can use UDP prefers it"
+
+
+def test_stun_over_tcp_is_checked_like_udp_and_media_follows_the_connection(certificate):
+    worker = TcpWorker(certificate)
+    answer = worker.core.handle(
+        "publish", {"room": "r", "session": "s", "offer": _offer(certificate)}, 1.0
+    )["answer"]
+    ufrag, pwd = sdp.parse(answer).ice_credentials()
+    path = worker.path
+
+    # Wrong password, unknown ufrag, garbage: no answer, and the path stays unbound.
+    for bad in (
+        binding_request(f"{ufrag}:{REMOTE_UFRAG}", "not-the-password-at-all!"),
+        binding_request(f"nobody:{REMOTE_UFRAG}", pwd),
+        b"\x16\xfe\xfd" + b"\x00" * 40,
+    ):
+        worker.core.receive_tcp(bad, path, 1.0)
+    assert worker.tcp_sent == [] and path.transport is None
+
+    request = binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True)
+    worker.core.receive_tcp(request, path, 1.0)
+    assert len(worker.tcp_sent) == 1
+    response = check_binding_response(
+        worker.tcp_sent[0], {stun.parse_message(request).transaction_id}, pwd
+    )
+    assert response is not None, "a signed success response goes back over the connection"
+    assert response.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", 50000)
+    transport = worker.core.sessions["s"]
+    assert path.transport is transport and transport.addr == path.addr
+
+    # The offer's fingerprint is the fixture certificate's: the client uses it.
+    client = DtlsSession(certificate, sdp.parse(answer).dtls_fingerprints(), role="client")
+    dtls_handshake(client, _OverTcp(worker, "s"))
+    assert worker.udp_sent == [], "nothing of this peer goes out over UDP"
+
+    # The server's reports (RR, REMB) reach the client over TCP, decryptable with its keys.
+    assert client.keys is not None
+    srtp = SrtpContext(client.keys.profile, client.keys.tx_key, client.keys.rx_key)
+    for seq in range(5):
+        worker.core.receive_tcp(srtp.protect(_vp8_packet(seq)), path, 1.0 + seq / 100)
+    assert transport.counters.packets_in == 5, "SRTP over TCP reaches the transport"
+    mark = len(worker.tcp_sent)
+    worker.core.run_timers(transport.next_report + 0.01)
+    reports = [srtp.unprotect_rtcp(p) for p in worker.tcp_sent[mark:] if p[0] >= 128]
+    assert reports, "RTCP goes back over the TCP path"
+    assert worker.udp_sent == []
+
+
+def test_a_connection_stays_with_the_transport_that_bound_it(certificate):
+    worker = TcpWorker(certificate)
+    answers = [
+        worker.core.handle(
+            "publish", {"room": "r", "session": name, "offer": _offer(certificate)}, 1.0
+        )["answer"]
+        for name in ("a", "b")
+    ]
+    (ufrag_a, pwd_a), (ufrag_b, pwd_b) = (sdp.parse(a).ice_credentials() for a in answers)
+    worker.core.receive_tcp(binding_request(f"{ufrag_a}:{REMOTE_UFRAG}", pwd_a), worker.path, 1.0)
+    assert worker.path.transport is worker.core.sessions["a"]
+    worker.tcp_sent.clear()
+    worker.core.receive_tcp(binding_request(f"{ufrag_b}:{REMOTE_UFRAG}", pwd_b), worker.path, 1.0)
+    assert worker.tcp_sent == [], "a check for another transport on a bound connection is dropped"
+    assert worker.path.transport is worker.core.sessions["a"]
+
+
+def test_sends_to_a_closed_connection_are_dropped(certificate):
+    worker = TcpWorker(certificate)
+    worker.core.demux.remove_tcp(worker.path)
+    before = worker.core.demux.dropped
+    worker.core.demux.send_tcp(b"x", worker.path.addr)
+    assert worker.tcp_sent == [] and worker.core.demux.dropped == before + 1
+
+
+# -- a raw TCP client against a running server ------------------------------------------------
+
+
+def _tcp_candidate(answer: str) -> tuple[str, int]:
+    for line in answer.split("\r\n"):
+        parts = line.split()
+        if line.startswith("a=candidate:") and parts[2] == "tcp" and "passive" in parts:
+            return parts[4], int(parts[5])
+    raise AssertionError("no passive TCP candidate in the answer")
+
+
+class FramedSocket:
+    """A blocking TCP client that speaks RFC 4571 frames."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(addr, timeout=5)
+        self.decoder = FrameDecoder(MAX_FRAME)
+        self.queue: list[bytes] = []
+
+    def send(self, packet: bytes) -> None:
+        self.sock.sendall(frame(packet))
+
+    def recv(self, deadline: float) -> bytes:
+        while not self.queue:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            self.queue += self.decoder.feed(data)
+        return self.queue.pop(0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _OverSocket:
+    def __init__(self, conn: FramedSocket) -> None:
+        self.conn = conn
+        self.done = False
+
+    @property
+    def connected(self) -> bool:
+        return self.done
+
+    def receive(self, data: bytes) -> list[bytes]:
+        self.conn.send(data)
+        replies: list[bytes] = []
+        deadline = time.monotonic() + 5
+        try:
+            replies.append(self.conn.recv(deadline))
+            while True:  # a flight may be several records
+                replies.append(self.conn.recv(time.monotonic() + 0.02))
+        except TimeoutError:
+            pass
+        return [r for r in replies if is_dtls(r)]
+
+
+def _raw_tcp_session(base_url: str, token: str, certificate: RTCCertificate) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(
+        base_url + "/whip/tcp-room",
+        data=_offer(certificate).encode(),
+        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        answer = reply.read().decode()
+    ufrag, pwd = sdp.parse(answer).ice_credentials()
+    conn = FramedSocket(_tcp_candidate(answer))
+    try:
+        request_bytes = binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd, use_candidate=True)
+        conn.send(request_bytes)
+        stun_reply = conn.recv(time.monotonic() + 5)
+        assert is_stun(stun_reply)
+        ok = check_binding_response(
+            stun_reply, {stun.parse_message(request_bytes).transaction_id}, pwd
+        )
+        assert ok is not None, "the server answers a signed check over TCP"
+        client = DtlsSession(certificate, sdp.parse(answer).dtls_fingerprints(), role="client")
+        server = _OverSocket(conn)
+        to_server = client.start()
+        for _ in range(10):
+            replies = [r for d in to_server for r in server.receive(d)]
+            to_server = [x for r in replies for x in client.receive(r)]
+            if client.connected and not to_server:
+                break
+        assert client.connected, "DTLS completes over the TCP connection"
+        connected_at = time.monotonic()
+        assert client.keys is not None
+        srtp = SrtpContext(client.keys.profile, client.keys.tx_key, client.keys.rx_key)
+        # RTP over TCP; the server's report on it (RR/REMB) comes back over TCP and decrypts.
+        for seq in range(5):
+            conn.send(srtp.protect(_vp8_packet(seq)))
+        deadline = time.monotonic() + 5
+        rtcp = None
+        while rtcp is None:
+            packet = conn.recv(deadline)
+            if packet[0] >= 128:
+                rtcp = srtp.unprotect_rtcp(packet)
+        return {"connect_s": connected_at - started, "rtcp": rtcp}
+    finally:
+        conn.close()
+
+
+def test_a_raw_tcp_client_publishes_over_ice_tcp(server):
+    """No UDP at all: WHIP offer, then ICE, DTLS and SRTCP over one TCP connection."""
+    certificate = RTCCertificate.generateCertificate()
+    token = server.token("tcp-room", "tcp-client", "participant")
+    result = _raw_tcp_session(server.base_url, token, certificate)
+    assert result["rtcp"][1] in (200, 201, 205, 206), "an RTCP packet, decrypted"
+    print(
+        f"raw ICE-TCP client: WHIP answer to DTLS connected in {result['connect_s'] * 1000:.0f} ms"
+    )
