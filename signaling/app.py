@@ -7,13 +7,15 @@ the media worker that hosts the room, which answers with the SDP answer.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sfu.pool import WorkerHandle, WorkerPool
-from signaling import api, metrics, schema, tokens, webhooks
+from signaling import api, metrics, schema, tokens, turn, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
 from signaling.rooms import NAME_PATTERN, RoomError
@@ -68,6 +70,13 @@ class Server:
         self.conference.add_listener(self.metrics.on_event)
         self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
         self.conference.add_listener(self.webhooks.on_event)
+
+    def ice_servers(self, identity: str) -> list[dict[str, Any]]:
+        """TURN servers with credentials for this identity, valid for [turn] ttl."""
+        return turn.ice_servers(self.config.turn, identity, time.time())
+
+    def ice_links(self, identity: str) -> list[str]:
+        return turn.link_headers(self.ice_servers(identity))
 
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
         self.conference.on_worker_event(worker, event, data)
@@ -126,17 +135,19 @@ async def _read_limited(request: web.Request) -> bytes:
             raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
 
 
-def _created(kind: str, room: str, session: str, answer: str) -> web.Response:
-    return web.Response(
-        status=201,
-        text=answer,
-        content_type="application/sdp",
-        headers={
+def _created(
+    kind: str, room: str, session: str, answer: str, links: list[str] | None = None
+) -> web.Response:
+    headers = CIMultiDict(
+        {
             "Location": f"/{kind}/{room}/{session}",
             "ETag": f'"{session}"',
-            "Access-Control-Expose-Headers": "Location, ETag",
-        },
+            "Access-Control-Expose-Headers": "Location, ETag, Link",
+        }
     )
+    for link in links or ():  # RFC 9725 4.6: the ICE servers, TURN credentials included
+        headers.add("Link", link)
+    return web.Response(status=201, text=answer, content_type="application/sdp", headers=headers)
 
 
 def _room_error(exc: RoomError) -> ApiError:
@@ -158,7 +169,7 @@ async def whip_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whip", "201").inc()
-    return _created("whip", room, session, answer)
+    return _created("whip", room, session, answer, server.ice_links(grant.identity))
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -178,7 +189,7 @@ async def whep_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whep", "201").inc()
-    return _created("whep", room, session, answer)
+    return _created("whep", room, session, answer, server.ice_links(grant.identity))
 
 
 def _session_for(request: web.Request, kind: str) -> tuple[Server, str, tokens.Grant]:
@@ -255,6 +266,23 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def ice_servers(request: web.Request) -> web.Response:
+    """The caller's ICE servers (TURN with fresh credentials) for an access token of any
+    room: what the /ws join answer carries, for clients that connect by WHIP/WHEP."""
+    server = _server(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
+    try:
+        grant = tokens.verify(server.config.auth.secret, token.strip(), server.config.auth.issuer)
+    except tokens.TokenError as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    return web.json_response(
+        {"ice_servers": server.ice_servers(grant.identity)}, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
     workers = [
@@ -301,7 +329,7 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
             response = error_response(exc.status, exc.code, exc.message)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin or ""
-        response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+        response.headers["Access-Control-Expose-Headers"] = "Location, ETag, Link"
     return response
 
 
@@ -321,9 +349,11 @@ def create_app(config: Config) -> web.Application:
         observe_join=server.metrics.observe_join,
         join_limit=config.ws.join_limit,
         forwarded_for=config.ws.forwarded_for,
+        ice_servers=server.ice_servers,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)
+    app.router.add_get("/ice-servers", ice_servers)
     app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)
     app.router.add_post("/whip/{room}", whip_post)
     app.router.add_post("/whep/{room}", whep_post)

@@ -7,12 +7,24 @@ a raw TCP client against a running server (STUN, DTLS and SRTCP over one connect
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
 import socket
 import struct
+import subprocess
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
+import aiohttp
 import pytest
 from aioice import stun
+from aioice.turn import create_turn_endpoint
 from aiortc.rtcdtlstransport import RTCCertificate
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,10 +42,14 @@ from sfu.ice_tcp import (
 )
 from sfu.srtp import SrtpContext
 from sfu.worker import WorkerCore
+from signaling import turn
+from signaling.config import TurnSettings
+from tests.conftest import RunningServer, free_port
 from tests.test_fuzz import OFFER_LINES, REMOTE_UFRAG
 from tests.wire import binding_request, dtls_handshake
 
 FRAMING = settings(max_examples=300, deadline=None)
+TURNSERVER = "/usr/bin/turnserver"
 
 
 # -- framing (RFC 4571) -------------------------------------------------------------------------
@@ -317,8 +333,6 @@ class _OverSocket:
 
 
 def _raw_tcp_session(base_url: str, token: str, certificate: RTCCertificate) -> dict:
-    import urllib.request
-
     request = urllib.request.Request(
         base_url + "/whip/tcp-room",
         data=_offer(certificate).encode(),
@@ -374,3 +388,164 @@ def test_a_raw_tcp_client_publishes_over_ice_tcp(server):
     print(
         f"raw ICE-TCP client: WHIP answer to DTLS connected in {result['connect_s'] * 1000:.0f} ms"
     )
+
+
+# -- TURN: credentials handed out, accepted by coturn -------------------------------------------
+
+TURN_SECRET = "turn-shared-secret-for-tests-only-0123456789"
+
+
+class Coturn:
+    """coturn (Debian's /usr/bin/turnserver) on one address, with use-auth-secret."""
+
+    def __init__(self, tmp: Path, listen: str, relay: str, extra: str = "") -> None:
+        self.port = free_port()
+        self.addr = (listen, self.port)
+        self.conf = tmp / "turnserver.conf"
+        self.conf.write_text(
+            "\n".join(
+                [
+                    f"listening-ip={listen}",
+                    f"listening-port={self.port}",
+                    f"relay-ip={relay}",
+                    "min-port=49152",
+                    "max-port=49500",
+                    "use-auth-secret",
+                    f"static-auth-secret={TURN_SECRET}",
+                    "realm=telebridge.test",
+                    "fingerprint",
+                    "no-tls",
+                    "no-dtls",
+                    "no-cli",
+                    f"userdb={tmp / 'turndb'}",
+                    f"pidfile={tmp / 'turnserver.pid'}",
+                    "log-file=stdout",
+                    "simple-log",
+                    extra,
+                ]
+            )
+            + "\n"
+        )
+        self.log = tmp / "turnserver.log"
+        self.process = subprocess.Popen(
+            [TURNSERVER, "-c", str(self.conf)],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while True:  # ready once its TCP listener accepts
+            try:
+                socket.create_connection(self.addr, timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"turnserver did not start:\n{self.logs()}") from None
+                time.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _turn_config(urls: list[str]) -> str:
+    quoted = ", ".join(f'"{u}"' for u in urls)
+    return f'\n[turn]\nurls = [{quoted}]\nsecret = "{TURN_SECRET}"\nttl = 600\n'
+
+
+async def _join_answer(base_url: str, token: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.ws_connect(base_url + "/ws") as ws:
+        await ws.send_json({"v": 1, "type": "join", "id": 1, "token": token})
+        while True:
+            message = await ws.receive_json(timeout=10)
+            if message.get("id") == 1:
+                assert message["type"] == "response", message
+                return message["data"]
+
+
+def test_clients_get_turn_credentials_by_join_rest_and_whip_links(tmp_path):
+    urls = ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
+    server = RunningServer(tmp_path, extra=_turn_config(urls))
+    try:
+        token = server.token("turn-room", "dr.an", "participant")
+        before = int(time.time())
+        joined = asyncio.run(_join_answer(server.base_url, token))
+        (entry,) = joined["ice_servers"]
+        assert entry["urls"] == urls
+        expiry, _, who = entry["username"].partition(":")
+        assert who == "dr.an"
+        assert before + 600 <= int(expiry) <= int(time.time()) + 600
+        # coturn's check, written out: base64(HMAC-SHA1(static-auth-secret, username)).
+        expected = base64.b64encode(
+            hmac.new(TURN_SECRET.encode(), entry["username"].encode(), hashlib.sha1).digest()
+        ).decode()
+        assert entry["credential"] == expected
+
+        request = urllib.request.Request(
+            server.base_url + "/ice-servers", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.load(reply)["ice_servers"][0]["urls"] == urls
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.base_url + "/ice-servers", timeout=10)
+        assert refused.value.code == 401
+
+        certificate = RTCCertificate.generateCertificate()
+        request = urllib.request.Request(
+            server.base_url + "/whip/turn-room",
+            data=_offer(certificate).encode(),
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {server.token('turn-room', 'whip', 'participant')}",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            links = reply.headers.get_all("Link")
+        assert len(links) == 2
+        for url, link in zip(urls, links, strict=True):
+            assert link.startswith(f'<{url}>; rel="ice-server"; username="')
+            assert 'credential-type="password"' in link
+    finally:
+        server.stop()
+
+
+def test_no_turn_configured_hands_out_nothing(server):
+    joined = asyncio.run(_join_answer(server.base_url, server.token("r", "a", "participant")))
+    assert joined["ice_servers"] == []
+
+
+@pytest.mark.skipif(not os.access(TURNSERVER, os.X_OK), reason=f"{TURNSERVER} (coturn) missing")
+def test_coturn_allocates_with_our_credentials_and_refuses_others(tmp_path):
+    coturn = Coturn(tmp_path, "127.0.0.1", "127.0.0.1")
+    try:
+        settings = TurnSettings(urls=("turn:127.0.0.1?transport=tcp",), secret=TURN_SECRET)
+        (entry,) = turn.ice_servers(settings, "someone", time.time())
+
+        async def allocate(username: str, password: str) -> tuple[str, int]:
+            transport, _ = await create_turn_endpoint(
+                asyncio.DatagramProtocol, coturn.addr, username, password, transport="tcp"
+            )
+            try:
+                relayed: tuple[str, int] = transport.get_extra_info("sockname")
+                return relayed
+            finally:
+                transport.close()
+
+        relayed = asyncio.run(allocate(entry["username"], entry["credential"]))
+        assert relayed[0] == "127.0.0.1" and 49152 <= relayed[1] <= 49500
+        with pytest.raises(stun.TransactionFailed, match="401"):
+            asyncio.run(allocate(entry["username"], entry["credential"][:-4] + "AAA="))
+        expired = f"{int(time.time()) - 10}:someone"
+        with pytest.raises(stun.TransactionFailed, match="401"):
+            asyncio.run(allocate(expired, turn.credential(TURN_SECRET, expired)))
+    finally:
+        coturn.stop()
