@@ -13,9 +13,15 @@ import hashlib
 import hmac
 import json
 import os
+import random
+import re
+import secrets
+import shutil
 import socket
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +50,14 @@ from sfu.srtp import SrtpContext
 from sfu.worker import WorkerCore
 from signaling import turn
 from signaling.config import TurnSettings
+from tests.browser import (
+    CHROMEDRIVER,
+    CHROMIUM_BINARY,
+    CHROMIUM_FLAGS,
+    chromium_available,
+    missing_reason,
+    run_async_js,
+)
 from tests.conftest import RunningServer, free_port
 from tests.test_fuzz import OFFER_LINES, REMOTE_UFRAG
 from tests.wire import binding_request, dtls_handshake
@@ -549,3 +563,257 @@ def test_coturn_allocates_with_our_credentials_and_refuses_others(tmp_path):
             asyncio.run(allocate(expired, turn.credential(TURN_SECRET, expired)))
     finally:
         coturn.stop()
+
+
+# -- Chromium at a site whose UDP is blocked ----------------------------------------------------
+
+NFT_RULES = """
+table inet telebridge_noudp {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname "lo" accept
+    meta l4proto udp counter drop
+  }
+  chain output {
+    type filter hook output priority 0; policy accept;
+    oifname "lo" accept
+    meta l4proto udp counter drop
+  }
+}
+"""
+
+
+def _netns_missing() -> str:
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace and nftables rules"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (apt-get install iproute2 nftables)"
+    if not os.access(TURNSERVER, os.X_OK):
+        return f"needs coturn's {TURNSERVER} (apt-get install coturn)"
+    if not chromium_available():
+        return missing_reason()
+    return ""
+
+
+def _run(*args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=20)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+class UdpBlockedSite:
+    """A network namespace behind a veth pair, with every UDP packet in or out dropped by
+    nftables: a hospital or school network that lets only TCP through."""
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.ns, self.host_if, self.ns_if = f"tb-noudp-{tag}", f"tbh{tag}", f"tbn{tag}"
+        net = f"10.{random.randint(64, 250)}.{random.randint(0, 255)}"
+        self.host_ip, self.ns_ip = f"{net}.1", f"{net}.2"
+        _run("ip", "netns", "add", self.ns)
+        try:
+            _run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            _run("ip", "link", "set", self.ns_if, "netns", self.ns)
+            _run("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            _run("ip", "link", "set", self.host_if, "up")
+            self.exec("ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+            self.exec("ip", "link", "set", self.ns_if, "up")
+            self.exec("ip", "link", "set", "lo", "up")
+            self.exec("nft", "-f", "-", stdin=NFT_RULES)
+        except BaseException:
+            self.close()
+            raise
+
+    def exec(self, *args: str, stdin: str | None = None) -> str:
+        return _run("ip", "netns", "exec", self.ns, *args, stdin=stdin)
+
+    def udp_dropped(self) -> int:
+        """Packets the rules have dropped so far, both directions."""
+        listing = self.exec("nft", "list", "table", "inet", "telebridge_noudp")
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+
+
+class NetnsChromium:
+    """chromedriver, and so Chromium, started inside the namespace; driven from here."""
+
+    def __init__(self, site: UdpBlockedSite, tmp: Path, origin: str) -> None:
+        from selenium import webdriver
+
+        port = random.randint(20000, 40000)
+        self.log = (tmp / "chromedriver.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                site.ns,
+                CHROMEDRIVER,
+                f"--port={port}",
+                f"--allowed-ips={site.host_ip}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.profile = tempfile.mkdtemp(prefix="telebridge-chromium-")
+        url = f"http://{site.ns_ip}:{port}"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(url + "/status", timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.quit()
+                    raise RuntimeError("chromedriver did not start in the namespace") from None
+                time.sleep(0.05)
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM_BINARY
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self.profile}")
+        # getUserMedia wants a secure context; the SFU's origin is plain http on the veth.
+        options.add_argument(f"--unsafely-treat-insecure-origin-as-secure={origin}")
+        try:
+            self.driver = webdriver.Remote(command_executor=url, options=options)
+        except BaseException:
+            self.quit()
+            raise
+
+    def quit(self) -> None:
+        driver = getattr(self, "driver", None)
+        if driver is not None:
+            try:
+                driver.quit()
+            except Exception:
+                pass
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+PUBLISH_AND_VIEW = """
+const [pubToken, viewToken, mode] = arguments;
+const opts = {gatherTimeout: 8000};
+if (mode === "ice-tcp") opts.iceServers = [];  // no TURN: only the SFU's own candidates
+else opts.iceTransportPolicy = "relay";         // everything through coturn
+const until = async (what, check, ms) => {
+  const end = performance.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (performance.now() > end) throw new Error("timed out waiting for " + what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+const selected = async (pc) => {
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  });
+  if (!pair) return null;
+  const l = stats.get(pair.localCandidateId), r = stats.get(pair.remoteCandidateId);
+  return {local: {type: l.candidateType, protocol: l.protocol, relayProtocol: l.relayProtocol || null},
+          remote: {type: r.candidateType, protocol: r.protocol, port: r.port}};
+};
+const t0 = performance.now();
+const pub = await Telebridge.connect("/ws", pubToken, opts);
+const media = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
+await pub.publish({camera: media.getVideoTracks()[0]});
+await until("the publish connection", () => pub.publishPc.connectionState === "connected", 30000);
+const publishMs = performance.now() - t0;
+const t1 = performance.now();
+const viewer = await Telebridge.connect("/ws", viewToken, Object.assign({autoSubscribe: true}, opts));
+const trackId = await until("a remote track", () => [...viewer.remoteTracks.keys()][0], 30000);
+await until("10 decoded frames", async () => {
+  const s = await viewer.remoteTrackStats(trackId);
+  return s && s.framesDecoded >= 10;
+}, 30000);
+const viewMs = performance.now() - t1;
+const result = {publishMs, viewMs, publish: await selected(pub.publishPc),
+                view: await selected(viewer.subscribePc)};
+await viewer.leave();
+await pub.leave();
+media.getTracks().forEach((t) => t.stop());
+return result;
+"""
+
+
+@pytest.fixture(scope="module")
+def blocked_site(tmp_path_factory):
+    """The site, the SFU on the host end of its veth, and coturn beside it (TCP for the
+    site, relaying to the SFU over UDP on the host side)."""
+    reason = _netns_missing()
+    if reason:
+        pytest.skip(reason=reason)
+    tmp = tmp_path_factory.mktemp("blocked-site")
+    site = UdpBlockedSite()
+    coturn = server = browser = None
+    try:
+        coturn = Coturn(tmp, site.host_ip, site.host_ip)
+        server = RunningServer(
+            tmp,
+            host=site.host_ip,
+            extra=_turn_config([f"turn:{site.host_ip}:{coturn.port}?transport=tcp"]),
+        )
+        before = site.udp_dropped()
+        site.exec(  # the block is real: a datagram to the SFU's port is counted and dropped
+            sys.executable,
+            "-c",
+            "import socket\ntry:\n socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+            f".sendto(b'x', ({site.host_ip!r}, {coturn.port}))\n"
+            "except PermissionError:\n pass",  # the output hook's drop says EPERM
+        )
+        assert site.udp_dropped() == before + 1
+        browser = NetnsChromium(site, tmp, server.base_url)
+        browser.driver.get(server.base_url + "/static/whip.html")
+        yield site, server, coturn, browser
+    finally:
+        for part in (browser, server, coturn):
+            if part is not None:
+                (part.quit if isinstance(part, NetnsChromium) else part.stop)()
+        site.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("mode", ["ice-tcp", "turn-tcp"])
+def test_chromium_behind_a_udp_block_publishes_and_views(blocked_site, mode):
+    site, server, coturn, browser = blocked_site
+    dropped_before = site.udp_dropped()
+    room = f"noudp-{mode}"
+    result = run_async_js(
+        browser.driver,
+        PUBLISH_AND_VIEW,
+        server.token(room, "pub", "participant"),
+        server.token(room, "view", "participant"),
+        mode,
+        timeout=90,
+    )
+    for direction in ("publish", "view"):
+        pair = result[direction]
+        assert pair is not None, f"no selected candidate pair on the {direction} connection"
+        if mode == "ice-tcp":
+            assert pair["local"]["protocol"] == "tcp" and pair["remote"]["protocol"] == "tcp", pair
+        else:
+            assert pair["local"]["type"] == "relay" and pair["local"]["relayProtocol"] == "tcp", (
+                pair
+            )
+            assert pair["remote"]["protocol"] == "udp", "coturn relays to the SFU's UDP port"
+    if mode == "ice-tcp":  # with the relay policy Chromium sends no UDP at all
+        assert site.udp_dropped() > dropped_before, "Chromium tried UDP and the site dropped it"
+    print(
+        f"{mode}: join+publish to connected {result['publishMs']:.0f} ms, "
+        f"join+subscribe to 10 decoded frames {result['viewMs']:.0f} ms"
+    )
