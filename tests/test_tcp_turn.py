@@ -817,3 +817,31 @@ def test_chromium_behind_a_udp_block_publishes_and_views(blocked_site, mode):
         f"{mode}: join+publish to connected {result['publishMs']:.0f} ms, "
         f"join+subscribe to 10 decoded frames {result['viewMs']:.0f} ms"
     )
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_turn_and_ice_tcp_configuration_errors_name_the_key(tmp_path):
+    from signaling.config import ConfigError, load
+
+    def config(text: str) -> Path:
+        path = tmp_path / "telebridge.toml"
+        path.write_text(f'[auth]\nsecret = "{"s" * 40}"\n' + text)
+        return path
+
+    with pytest.raises(ConfigError, match="turn: secret or secret_file is required"):
+        load(config('[turn]\nurls = ["turn:192.0.2.1?transport=tcp"]\n'))
+    with pytest.raises(ConfigError, match="is not a turn:, turns:, stun: or stuns: URL"):
+        load(config('[turn]\nurls = ["http://192.0.2.1"]\nsecret = "x"\n'))
+    with pytest.raises(ConfigError, match="tcp_base_port must be 0-65535"):
+        load(config("[media]\ntcp_base_port = 70000\n"))
+    (tmp_path / "turn-secret").write_text("from-a-file\n")
+    loaded = load(
+        config(
+            '[turn]\nurls = ["turns:192.0.2.1:443?transport=tcp"]\nsecret_file = "turn-secret"\n'
+        )
+    )
+    assert loaded.turn.secret == "from-a-file"
+    assert "from-a-file" not in repr(loaded.turn), "the secret stays out of logs"
+    assert load(config("[media]\nice_tcp = false\n")).media.ice_tcp is False
