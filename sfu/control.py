@@ -278,7 +278,7 @@ METHODS: dict[str, Method[Any, Any]] = {
 
 # Events a worker sends unasked, with what their data holds.
 EVENTS: dict[str, str] = {
-    "ready": "index, port, pid, fingerprint: the worker is listening",
+    "ready": "index, port, tcp_port, pid, fingerprint: the worker is listening",
     "connected": "session, srtp_profile: a transport's DTLS is up (plain transports: first packet)",
     "closed": "session, reason: a transport ended",
     "consumer_closed": "session, consumer: a consumer ended (its producer went away)",

@@ -58,6 +58,8 @@ class Negotiator:
         port: int,
         context: TransportContext,
         sender: Callable[[bytes, Address], object],
+        tcp_port: int = 0,
+        tcp_sender: Callable[[bytes, Address], object] | None = None,
     ) -> None:
         self.certificate = certificate
         self.fingerprint = fingerprint
@@ -66,6 +68,8 @@ class Negotiator:
         self.context = context
         self.settings = context.settings
         self.sender = sender
+        self.tcp_port = tcp_port  # the worker's passive ICE-TCP port; 0 offers none
+        self.tcp_sender = tcp_sender
 
     def transport(
         self,
@@ -101,7 +105,16 @@ class Negotiator:
             local_ufrag, local_pwd, remote_ufrag, now, self.settings.consent_timeout
         )
         return WebRtcTransport(
-            session_id, room, identity, ice, dtls, self.sender, self.context, now, extensions
+            session_id,
+            room,
+            identity,
+            ice,
+            dtls,
+            self.sender,
+            self.context,
+            now,
+            extensions,
+            tcp_sender=self.tcp_sender,
         )
 
     def describe(
@@ -121,6 +134,7 @@ class Negotiator:
             session_id=transport.sdp_session_id,
             setup=setup,
             version=version,
+            tcp_port=self.tcp_port,
         )
 
     # -- publishing ---------------------------------------------------------------------------

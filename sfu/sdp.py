@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from sfu.ice_tcp import TCP_PASSIVE_PRIORITY
+
 MAX_SDP_BYTES = 64 * 1024
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -404,9 +406,11 @@ def write_answer(
     session_id: int,
     setup: str = "passive",
     version: int = 2,
+    tcp_port: int = 0,
 ) -> str:
     """An ICE-lite, BUNDLE, rtcp-mux description with one host candidate: an answer
-    (DTLS passive) or, with ``setup="actpass"``, the server's own offer to a subscriber."""
+    (DTLS passive) or, with ``setup="actpass"``, the server's own offer to a subscriber.
+    A ``tcp_port`` adds a passive ICE-TCP host candidate (RFC 6544) on that port."""
     accepted = [s.offer.mid for s in sections if s.codec is not None and s.offer.mid]
     ip_version = "IP6" if ":" in address else "IP4"
     lines = [
@@ -422,7 +426,7 @@ def write_answer(
     for section in sections:
         lines.extend(
             _answer_media(
-                section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup
+                section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup, tcp_port
             )
         )
     return "\r\n".join(lines) + "\r\n"
@@ -437,6 +441,7 @@ def _answer_media(
     port: int,
     ip_version: str,
     setup: str,
+    tcp_port: int = 0,
 ) -> list[str]:
     offer = s.offer
     if s.codec is None:
@@ -495,6 +500,11 @@ def _answer_media(
                 lines.append(f"a=ssrc:{ssrc} cname:{s.cname}")
                 lines.append(f"a=ssrc:{ssrc} msid:{s.stream_id} {s.track_id}")
     lines.append(f"a=candidate:{host_candidate(address, port)}")
+    if tcp_port:
+        lines.append(
+            f"a=candidate:2 1 tcp {TCP_PASSIVE_PRIORITY} {address} {tcp_port}"
+            " typ host tcptype passive generation 0"
+        )
     lines.append("a=end-of-candidates")
     return lines
 

@@ -25,6 +25,7 @@ from sfu.control import ControlError
 from sfu.demux import Demux
 from sfu.dtls import DtlsError, DtlsSession, local_fingerprint
 from sfu.ice import Address, new_credentials
+from sfu.ice_tcp import TcpPath
 from sfu.layers import Preferences
 from sfu.monitor import RoomMonitor
 from sfu.negotiation import Negotiator, parse_offer
@@ -71,6 +72,7 @@ class WorkerCore:
         emit: Emit,
         settings: MediaSettings | None = None,
         open_socket: SocketOpener | None = None,
+        tcp_port: int = 0,
     ) -> None:
         self.settings = settings or MediaSettings()
         self.certificate = certificate
@@ -82,8 +84,16 @@ class WorkerCore:
         self.timers = TimerQueue()
         self.demux = Demux(sender)
         self.context = TransportContext(self.timers, self._on_transport_event, self.settings)
+        self.tcp_port = tcp_port  # the passive ICE-TCP listener's; 0 when there is none
         self.negotiator = Negotiator(
-            certificate, self.fingerprint, address, port, self.context, sender
+            certificate,
+            self.fingerprint,
+            address,
+            port,
+            self.context,
+            sender,
+            tcp_port=tcp_port,
+            tcp_sender=self.demux.send_tcp,
         )
         self.rooms: dict[str, Router] = {}
         self.sessions: dict[str, Transport] = {}
@@ -118,6 +128,10 @@ class WorkerCore:
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """One datagram from the shared UDP port."""
         self.demux.receive(data, addr, now)
+
+    def receive_tcp(self, data: bytes, path: TcpPath, now: float) -> None:
+        """One unframed packet from an ICE-TCP connection."""
+        self.demux.receive_tcp(data, path, now)
 
     def run_timers(self, now: float) -> float:
         """Fire what is due; returns the next deadline (inf when nothing is waiting)."""

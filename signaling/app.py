@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sfu.pool import WorkerHandle, WorkerPool
-from signaling import api, metrics, schema, sdpfrag, tokens, webhooks
+from signaling import api, metrics, schema, sdpfrag, tokens, turn, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
 from signaling.rooms import NAME_PATTERN, RoomError
@@ -74,6 +76,13 @@ class Server:
         self.conference.add_listener(self.metrics.on_event)
         self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
         self.conference.add_listener(self.webhooks.on_event)
+
+    def ice_servers(self, identity: str) -> list[dict[str, Any]]:
+        """TURN servers with credentials for this identity, valid for [turn] ttl."""
+        return turn.ice_servers(self.config.turn, identity, time.time())
+
+    def ice_links(self, identity: str) -> list[str]:
+        return turn.link_headers(self.ice_servers(identity))
 
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
         self.conference.on_worker_event(worker, event, data)
@@ -137,15 +146,26 @@ def _etag(server: Server, session: str) -> str:
     return f'"{server.conference.ice_tags.get(session, session)}"'
 
 
-def _created(server: Server, kind: str, room: str, session: str, answer: str) -> web.Response:
-    headers = {
-        "Location": f"/{kind}/{room}/{session}",
-        "ETag": _etag(server, session),
-        "Accept-Patch": TRICKLE,
-        "Access-Control-Expose-Headers": EXPOSE_HEADERS,
-    }
+def _created(
+    server: Server,
+    kind: str,
+    room: str,
+    session: str,
+    answer: str,
+    links: list[str] | None = None,
+) -> web.Response:
+    headers = CIMultiDict(
+        {
+            "Location": f"/{kind}/{room}/{session}",
+            "ETag": _etag(server, session),
+            "Accept-Patch": TRICKLE,
+            "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+        }
+    )
+    for link in links or ():  # RFC 9725 4.6: the ICE servers, TURN credentials included
+        headers.add("Link", link)
     if kind == "whep":
-        headers["Link"] = f'</whep/{room}/{session}/layer>; rel="{WHEP_LAYER_REL}"'
+        headers.add("Link", f'</whep/{room}/{session}/layer>; rel="{WHEP_LAYER_REL}"')
     return web.Response(status=201, text=answer, content_type="application/sdp", headers=headers)
 
 
@@ -168,7 +188,7 @@ async def whip_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whip", "201").inc()
-    return _created(server, "whip", room, session, answer)
+    return _created(server, "whip", room, session, answer, server.ice_links(grant.identity))
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -188,7 +208,7 @@ async def whep_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whep", "201").inc()
-    return _created(server, "whep", room, session, answer)
+    return _created(server, "whep", room, session, answer, server.ice_links(grant.identity))
 
 
 def _session_for(request: web.Request, kind: str) -> tuple[Server, str, tokens.Grant]:
@@ -326,6 +346,23 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def ice_servers(request: web.Request) -> web.Response:
+    """The caller's ICE servers (TURN with fresh credentials) for an access token of any
+    room: what the /ws join answer carries, for clients that connect by WHIP/WHEP."""
+    server = _server(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
+    try:
+        grant = tokens.verify(server.config.auth.secret, token.strip(), server.config.auth.issuer)
+    except tokens.TokenError as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    return web.json_response(
+        {"ice_servers": server.ice_servers(grant.identity)}, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
     workers = [
@@ -401,9 +438,11 @@ def create_app(config: Config) -> web.Application:
         observe_join=server.metrics.observe_join,
         join_limit=config.ws.join_limit,
         forwarded_for=config.ws.forwarded_for,
+        ice_servers=server.ice_servers,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)
+    app.router.add_get("/ice-servers", ice_servers)
     app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)
     app.router.add_post("/whip/{room}", whip_post)
     app.router.add_post("/whep/{room}", whep_post)

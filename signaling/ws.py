@@ -91,8 +91,10 @@ class Hub:
         observe_join: Callable[[float], None] | None = None,
         join_limit: int = JOINS_PER_WINDOW,
         forwarded_for: bool = False,
+        ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.conference = conference
+        self.ice_servers = ice_servers  # identity -> RTCIceServer dicts (signaling/turn.py)
         self.secret = secret
         self.issuer = issuer
         self.observe_join = observe_join
@@ -417,4 +419,7 @@ class Connection:
             "tracks": [t.as_dict() for t in room.tracks.values()],
             "resume": participant.resume_key,
             "protocol": schema.VERSION,
+            "ice_servers": (
+                self.hub.ice_servers(participant.identity) if self.hub.ice_servers else []
+            ),
         }

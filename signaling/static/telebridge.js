@@ -60,6 +60,8 @@
     gatherTimeout: 2000,
     resumeDelay: 250,
     WebSocket: null, // a WebSocket constructor (tests)
+    iceServers: null, // RTCIceServer[]; null: the join answer's ice_servers (TURN from [turn])
+    iceTransportPolicy: null, // "relay" sends everything through TURN
   };
 
   class TelebridgeError extends Error {
@@ -322,6 +324,8 @@
       this.me = Object.assign({}, data.participant || {});
       this.room = Object.assign({}, data.room || {});
       this._resumeKey = data.resume || null;
+      // TURN servers with fresh credentials (a resume brings new ones).
+      if (Array.isArray(data.ice_servers)) this.iceServers = data.ice_servers;
       this.participants = new Map();
       for (const p of data.participants || []) if (p && p.identity) this.participants.set(p.identity, Object.assign({}, p));
       if (this.me.identity) {
@@ -338,6 +342,14 @@
 
     get identity() {
       return this.me ? this.me.identity : null;
+    }
+
+    // RTCConfiguration for both connections: the join answer's ICE servers unless
+    // options.iceServers says otherwise; options.iceTransportPolicy "relay" forces TURN.
+    _pcConfig() {
+      const config = { iceServers: this.options.iceServers || this.iceServers || [] };
+      if (this.options.iceTransportPolicy) config.iceTransportPolicy = this.options.iceTransportPolicy;
+      return config;
     }
 
     get role() {
@@ -677,7 +689,7 @@
       if (this.connectionState !== "joined") throw new TelebridgeError("not_connected", "not joined");
       const first = !this.publishPc;
       if (first) {
-        this.publishPc = new RTCPeerConnection({ iceServers: [] });
+        this.publishPc = new RTCPeerConnection(this._pcConfig());
         this.localStream = new MediaStream();
         this.publishPc.addEventListener("connectionstatechange", () => this._emit("update", { reason: "publish_state" }));
         this._watchIce("publish", this.publishPc);
@@ -820,7 +832,7 @@
 
     _ensureSubscribePc() {
       if (this.subscribePc) return this.subscribePc;
-      const pc = new RTCPeerConnection({ iceServers: [] });
+      const pc = new RTCPeerConnection(this._pcConfig());
       pc.addEventListener("track", (event) => {
         const mid = event.transceiver && event.transceiver.mid;
         if (mid !== null && mid !== undefined && event.streams && event.streams[0]) {
