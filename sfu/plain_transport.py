@@ -89,8 +89,9 @@ class PlainTransport(Transport):
         if twcc_offset >= 0:
             self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
             U16.pack_into(buf, twcc_offset, twcc)
-            if self._sent_hooks:
-                self._sent(twcc, len(buf), now)
+            on_sent = self._on_sent
+            if on_sent is not None:
+                on_sent(twcc, len(buf), now)
         try:
             self.socket.sendto(buf, remote)
         except OSError:  # the peer's socket is gone or full: a datagram lost, not a crash
