@@ -86,6 +86,9 @@ class PlainTransport(Transport):
         remote = self.remote
         if remote is None or self.closed:
             return
+        pacer = self.pacer
+        if pacer is not None and not pacer.admit(buf, twcc_offset, now):
+            return  # queued (sent later through here) or dropped
         if twcc_offset >= 0:
             self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
             U16.pack_into(buf, twcc_offset, twcc)

@@ -92,6 +92,7 @@ class RecvStream:
             if is_keyframe(self.codec_name, packet.payload):
                 packet.keyframe = True
                 self.keyframes.on_keyframe(now)
+                self.buffer.on_keyframe(packet.seq)  # type: ignore[union-attr]
             self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
         self.producer.forward(self, packet, now)
 

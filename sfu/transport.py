@@ -24,6 +24,7 @@ from sfu import rtcp
 from sfu.bwe import BandwidthEstimator
 from sfu.consumer import Consumer, random_ssrc
 from sfu.feedback import FeedbackUnit, Remb, TwccReceiver, standard_units
+from sfu.pacer import Pacer
 from sfu.producer import Producer
 from sfu.rtp import RtpError, parse_rtp, read_map, unwrap_rtx
 from sfu.settings import MediaSettings
@@ -138,6 +139,10 @@ class Transport(ABC):
             self._hook(unit)
         self.twcc_receiver = next(u for u in self.units if isinstance(u, TwccReceiver))
         self.remb = next(u for u in self.units if isinstance(u, Remb))
+        self.pacer: Pacer | None = None
+        if context.settings.pacing:
+            self.pacer = Pacer(self)
+            self.add_unit(self.pacer)
 
     def _hook(self, unit: FeedbackUnit) -> None:
         for packet_type in unit.handles:

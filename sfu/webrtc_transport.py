@@ -130,6 +130,9 @@ class WebRtcTransport(Transport):
     def send_rtp(self, buf: bytearray, twcc_offset: int, now: float) -> None:
         """Stamp, protect, send. SrtpContext.protect is inlined here: a Python call per
         forwarded copy is a measurable share of the fan-out (docs/design.md)."""
+        pacer = self.pacer
+        if pacer is not None and not pacer.admit(buf, twcc_offset, now):
+            return  # queued (sent later through here) or dropped
         if twcc_offset >= 0:
             self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
             U16.pack_into(buf, twcc_offset, twcc)
