@@ -119,30 +119,25 @@ class TwccSender(FeedbackUnit):
 
     def __init__(self, transport: object) -> None:
         super().__init__(transport)  # type: ignore[arg-type]
-        # Plain lists: a list store is about 3x cheaper than an array's, and on_sent runs
-        # for every forwarded copy.
-        self._seqs: list[int] = [-1] * SENT_HISTORY
-        self._times: list[float] = [0.0] * SENT_HISTORY
-        self._sizes: list[int] = [0] * SENT_HISTORY
+        # One list of (seq, sent at, size): one store per forwarded copy into one slot (three
+        # parallel lists touched three cache lines per copy, measurably slower at 100 viewers).
+        self._sent: list[tuple[int, float, int] | None] = [None] * SENT_HISTORY
         self.feedback_received = 0
 
     def on_sent(self, twcc_seq: int, size: int, now: float) -> None:
-        i = twcc_seq & 1023  # SENT_HISTORY - 1, a constant: one lookup less per packet
-        self._seqs[i] = twcc_seq
-        self._times[i] = now
-        self._sizes[i] = size
+        self._sent[twcc_seq & 1023] = (twcc_seq, now, size)  # 1023: SENT_HISTORY - 1
 
     def on_rtcp(self, packet: rtcp.TransportFeedback, now: float) -> None:
         self.feedback_received += 1
         results: list[PacketResult] = []
-        seqs, times, sizes = self._seqs, self._times, self._sizes
+        sent = self._sent
         mask = SENT_HISTORY - 1
         seq = packet.base_seq
         for arrived in packet.arrivals:
-            i = seq & mask
-            if seqs[i] == seq:
-                seqs[i] = -1  # each packet counts once, even if reported again
-                results.append((times[i], sizes[i], arrived))
+            record = sent[seq & mask]
+            if record is not None and record[0] == seq:
+                sent[seq & mask] = None  # each packet counts once, even if reported again
+                results.append((record[1], record[2], arrived))
             seq = (seq + 1) & 0xFFFF
         bandwidth = self.transport.bandwidth
         bandwidth.on_bytes_sent(self.transport.bytes_out, now)
