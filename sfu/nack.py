@@ -303,13 +303,14 @@ class RetransmissionBuffer:
     The stored object is opaque: callers keep whatever per-packet object they forward.
     """
 
-    __slots__ = ("size", "max_age", "_mask", "_seqs", "_packets", "_times")
+    __slots__ = ("size", "max_age", "keyframe_seq", "_mask", "_seqs", "_packets", "_times")
 
     def __init__(self, size: int = 1024, max_age: float = 2.0) -> None:
         if size <= 0 or size & (size - 1) or size > _SEQ_MOD:
             raise ValueError(f"size must be a power of two <= 65536, got {size}")
         self.size = size
         self.max_age = max_age
+        self.keyframe_seq = -1  # the newest keyframe's first packet (what came before is moot)
         self._mask = size - 1
         self._seqs: list[int] = [-1] * size
         self._packets: list[object | None] = [None] * size
@@ -339,8 +340,26 @@ class RetransmissionBuffer:
             return None
         return self._packets[i]
 
+    def stored_at(self, seq: int) -> float | None:
+        """When ``seq`` was stored, if it still is."""
+        i = seq & _SEQ_MASK & self._mask
+        return self._times[i] if self._seqs[i] == seq & _SEQ_MASK else None
+
+    def on_keyframe(self, seq: int) -> None:
+        """A keyframe starts at ``seq``; an older one arriving late moves nothing."""
+        seq &= _SEQ_MASK
+        old = self.keyframe_seq
+        if old < 0 or ((seq - old + _HALF) & _SEQ_MASK) - _HALF > 0:
+            self.keyframe_seq = seq
+
+    def before_keyframe(self, seq: int) -> bool:
+        """``seq`` precedes the newest keyframe: a receiver that has it does not need it."""
+        key = self.keyframe_seq
+        return key >= 0 and ((seq - key + _HALF) & _SEQ_MASK) - _HALF < 0
+
     def clear(self) -> None:
         """Drop every stored packet (e.g. on SSRC change), releasing references."""
+        self.keyframe_seq = -1
         size = self.size
         self._seqs = [-1] * size
         self._packets = [None] * size

@@ -164,9 +164,8 @@ class Negotiator:
             if codec is None or section.mid is None:
                 answer.codec = sdp.choose_codec(section) if section in bundled else None
                 continue
-            feedback = [
-                fb for fb in sdp.negotiate_feedback(section.kind, codec) if fb[0] != "transport-cc"
-            ]
+            # transport-cc where offered (sfu.feedback.twcc answers it); REMB stays the cap.
+            feedback = sdp.negotiate_feedback(section.kind, codec)
             use_nack = ("nack", "") in feedback
             answer.direction = "recvonly"
             answer.feedback = feedback

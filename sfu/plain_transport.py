@@ -86,11 +86,15 @@ class PlainTransport(Transport):
         remote = self.remote
         if remote is None or self.closed:
             return
+        pacer = self.pacer
+        if pacer is not None and not pacer.admit(buf, twcc_offset, now):
+            return  # queued (sent later through here) or dropped
         if twcc_offset >= 0:
             self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
             U16.pack_into(buf, twcc_offset, twcc)
-            if self._sent_hooks:
-                self._sent(twcc, len(buf), now)
+            on_sent = self._on_sent
+            if on_sent is not None:
+                on_sent(twcc, len(buf), now)
         try:
             self.socket.sendto(buf, remote)
         except OSError:  # the peer's socket is gone or full: a datagram lost, not a crash

@@ -1,8 +1,10 @@
 """RTCP: parsing compound packets, building reports and feedback, receive statistics.
 
 Parsing and packet classes come from aiortc.rtp; this module adds what an SFU needs on
-top: RFC 3550 receiver statistics for the publisher's streams, NTP time, and the few
-feedback messages we send (PLI, FIR, REMB, NACK).
+top: RFC 3550 receiver statistics for the publisher's streams, NTP time, the few
+feedback messages we send (PLI, FIR, REMB, NACK), and transport-wide congestion control
+feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01), which aiortc does not parse:
+:func:`parse_compound` returns a :class:`TransportFeedback` for it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ __all__ = [
     "RtcpSdesPacket",
     "RtcpSrPacket",
     "ReceiveStats",
+    "TransportFeedback",
+    "build_transport_feedback",
+    "parse_transport_feedback",
     "nack_seqs",
     "ntp_now",
     "parse_compound",
@@ -59,11 +64,220 @@ class RtcpError(ValueError):
     """A compound RTCP packet that does not parse."""
 
 
-def parse_compound(data: bytes) -> list[AnyRtcpPacket]:
+RTCP_RTPFB = 205
+RTCP_RTPFB_TWCC = 15  # transport-wide congestion control feedback
+
+
+def parse_compound(data: bytes) -> list[AnyRtcpPacket | TransportFeedback]:
+    """Every packet of a compound (or reduced-size) RTCP packet; raises RtcpError."""
+    if RTCP_RTPFB not in data:  # a byte scan: most compounds have no transport-cc
+        return _parse_aiortc(data)
+    out: list[AnyRtcpPacket | TransportFeedback] = []
+    pos = 0
+    start = 0  # the run of packets aiortc parses, flushed at each transport-cc packet
+    size = len(data)
+    while pos < size:
+        if pos + 4 > size:
+            raise RtcpError("RTCP packet shorter than its header")
+        first, packet_type, length = _RTCP_HEADER.unpack_from(data, pos)
+        end = pos + 4 + 4 * length
+        if end > size:
+            raise RtcpError("RTCP packet is truncated")
+        if packet_type == RTCP_RTPFB and first & 0x1F == RTCP_RTPFB_TWCC:
+            if first >> 6 != 2:
+                raise RtcpError("RTCP packet has invalid version")
+            if start < pos:
+                out.extend(_parse_aiortc(data[start:pos]))
+            payload = data[pos + 4 : end]
+            if first & 0x20:
+                if not payload or not payload[-1] or payload[-1] > len(payload):
+                    raise RtcpError("RTCP packet padding length is invalid")
+                payload = payload[: -payload[-1]]
+            out.append(parse_transport_feedback(payload))
+            start = end
+        pos = end
+    if start < size:
+        out.extend(_parse_aiortc(data[start:]))
+    return out
+
+
+def _parse_aiortc(data: bytes) -> list[AnyRtcpPacket | TransportFeedback]:
     try:
-        return RtcpPacket.parse(data)
+        return list(RtcpPacket.parse(data))
     except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
         raise RtcpError(str(exc)) from None
+
+
+_RTCP_HEADER = struct.Struct("!BBH")
+_TWCC_HEADER = struct.Struct("!IIHHI")
+_U16 = struct.Struct("!H")
+_I16 = struct.Struct("!h")
+TWCC_TICK = 0.000250  # receive deltas are in multiples of 250 microseconds
+TWCC_REFERENCE = 0.064  # the reference time is in multiples of 64 ms
+MAX_TWCC_STATUS = 0xFFFF
+
+
+class TransportFeedback:
+    """One transport-cc feedback packet, parsed.
+
+    ``arrivals`` holds, for each transport-wide sequence number from ``base_seq`` on (16-bit,
+    wrapped), the arrival time in seconds on the receiver's clock (the 24-bit reference time
+    plus the deltas, so only differences mean anything), or None for a packet not received.
+    """
+
+    __slots__ = ("ssrc", "media_ssrc", "base_seq", "reference_time", "fb_count", "arrivals")
+
+    def __init__(
+        self,
+        ssrc: int,
+        media_ssrc: int,
+        base_seq: int,
+        reference_time: int,
+        fb_count: int,
+        arrivals: list[float | None],
+    ) -> None:
+        self.ssrc = ssrc
+        self.media_ssrc = media_ssrc
+        self.base_seq = base_seq
+        self.reference_time = reference_time  # 24-bit, in units of 64 ms
+        self.fb_count = fb_count
+        self.arrivals = arrivals
+
+    def __repr__(self) -> str:
+        received = sum(1 for a in self.arrivals if a is not None)
+        return (
+            f"<TransportFeedback #{self.fb_count} seq {self.base_seq}+{len(self.arrivals)}"
+            f" received {received}>"
+        )
+
+
+def parse_transport_feedback(payload: bytes) -> TransportFeedback:
+    """The body of an RTPFB FMT=15 packet (after the 4-byte header, padding removed)."""
+    size = len(payload)
+    if size < 16:
+        raise RtcpError("transport-cc feedback shorter than its fixed part")
+    ssrc, media_ssrc, base_seq, count, ref_and_count = _TWCC_HEADER.unpack_from(payload, 0)
+    reference = ref_and_count >> 8
+    pos = 16
+    symbols: list[int] = []
+    while len(symbols) < count:
+        if pos + 2 > size:
+            raise RtcpError("transport-cc feedback: packet chunks truncated")
+        chunk = _U16.unpack_from(payload, pos)[0]
+        pos += 2
+        left = count - len(symbols)
+        if not chunk & 0x8000:  # run length chunk: one symbol, 13-bit run
+            run = chunk & 0x1FFF
+            if run == 0:
+                raise RtcpError("transport-cc feedback: empty run length chunk")
+            symbols.extend([(chunk >> 13) & 0x3] * min(run, left))
+        elif not chunk & 0x4000:  # status vector, 14 one-bit symbols
+            symbols.extend([(chunk >> shift) & 1 for shift in range(13, 13 - min(14, left), -1)])
+        else:  # status vector, 7 two-bit symbols
+            symbols.extend([(chunk >> shift) & 3 for shift in range(12, 12 - 2 * min(7, left), -2)])
+    arrivals: list[float | None] = []
+    ticks = (reference - (1 << 24) if reference & 0x800000 else reference) * 256  # 64 ms
+    for symbol in symbols:
+        if symbol == 0:
+            arrivals.append(None)
+            continue
+        if symbol == 1:
+            if pos + 1 > size:
+                raise RtcpError("transport-cc feedback: receive deltas truncated")
+            ticks += payload[pos]
+            pos += 1
+        elif symbol == 2:
+            if pos + 2 > size:
+                raise RtcpError("transport-cc feedback: receive deltas truncated")
+            ticks += _I16.unpack_from(payload, pos)[0]
+            pos += 2
+        else:
+            raise RtcpError("transport-cc feedback: reserved status symbol")
+        arrivals.append(ticks * TWCC_TICK)
+    return TransportFeedback(ssrc, media_ssrc, base_seq, reference, ref_and_count & 0xFF, arrivals)
+
+
+def build_transport_feedback(
+    sender_ssrc: int,
+    media_ssrc: int,
+    base_seq: int,
+    fb_count: int,
+    arrivals: list[int | None],
+) -> bytes:
+    """An RTPFB FMT=15 packet for consecutive sequence numbers from ``base_seq``.
+
+    ``arrivals`` are receive times in 250 us ticks on our clock (None: not received). The
+    first received packet sets the reference time; each later delta must fit 16 signed bits
+    (8.19 s), which the caller guarantees by splitting feedback at longer gaps.
+    """
+    if not arrivals or len(arrivals) > MAX_TWCC_STATUS:
+        raise ValueError("transport-cc feedback needs 1..65535 packet statuses")
+    first = next((a for a in arrivals if a is not None), 0)
+    reference = first // 256  # 64 ms units
+    previous = reference * 256
+    symbols: list[int] = []
+    deltas = bytearray()
+    for arrival in arrivals:
+        if arrival is None:
+            symbols.append(0)
+            continue
+        delta = arrival - previous
+        previous = arrival
+        if 0 <= delta <= 0xFF:
+            symbols.append(1)
+            deltas.append(delta)
+        elif -0x8000 <= delta <= 0x7FFF:
+            symbols.append(2)
+            deltas += _I16.pack(delta)
+        else:
+            raise ValueError(f"transport-cc receive delta {delta} ticks does not fit 16 bits")
+    body = bytearray(
+        _TWCC_HEADER.pack(
+            sender_ssrc,
+            media_ssrc,
+            base_seq & 0xFFFF,
+            len(arrivals),
+            ((reference & 0xFFFFFF) << 8) | (fb_count & 0xFF),
+        )
+    )
+    body += _chunks(symbols)
+    body += deltas
+    padding = -len(body) % 4
+    first_byte = 0x80 | RTCP_RTPFB_TWCC
+    if padding:
+        first_byte |= 0x20
+        body += bytes(padding - 1) + bytes((padding,))
+    return _RTCP_HEADER.pack(first_byte, RTCP_RTPFB, len(body) // 4) + bytes(body)
+
+
+def _chunks(symbols: list[int]) -> bytes:
+    """Packet status chunks: runs of 7 or more as run length chunks, the rest as vectors
+    (one-bit when they hold only "not received"/"small delta", else two-bit)."""
+    out = bytearray()
+    i = 0
+    n = len(symbols)
+    while i < n:
+        symbol = symbols[i]
+        run = 1
+        while i + run < n and run < 0x1FFF and symbols[i + run] == symbol:
+            run += 1
+        if run >= 7:
+            out += _U16.pack((symbol << 13) | run)
+            i += run
+            continue
+        window = symbols[i : i + 14]
+        if max(window) <= 1:
+            chunk = 0x8000
+            for k, s in enumerate(window):
+                chunk |= s << (13 - k)
+            i += 14
+        else:
+            chunk = 0xC000
+            for k, s in enumerate(symbols[i : i + 7]):
+                chunk |= s << (12 - 2 * k)
+            i += 7
+        out += _U16.pack(chunk)
+    return bytes(out)
 
 
 def nack_seqs(packet: RtcpRtpfbPacket) -> list[int]:

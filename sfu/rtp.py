@@ -25,9 +25,10 @@ SEQ_TS_SSRC = struct.Struct("!HII")
 U16 = struct.Struct("!H")
 
 # Small integer codes for the extensions we read from publishers.
-EXT_NONE, EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_ORIENTATION = range(6)
+EXT_NONE, EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_ORIENTATION, EXT_TWCC = range(7)
 _READ_CODES = {
     URI_MID: EXT_MID,
+    URI_TWCC: EXT_TWCC,
     URI_RID: EXT_RID,
     URI_RRID: EXT_RRID,
     URI_AUDIO_LEVEL: EXT_AUDIO_LEVEL,
@@ -65,6 +66,7 @@ class RtpPacket:
         "rrid",
         "audio_level",
         "orientation",
+        "twcc",
         "keyframe",
         "size",
     )
@@ -81,6 +83,7 @@ class RtpPacket:
         self.rrid: bytes | None = None
         self.audio_level = -1
         self.orientation = -1
+        self.twcc = -1  # the publisher's transport-wide sequence number, if it sent one
         self.keyframe = False
         self.size = 0
 
@@ -134,6 +137,8 @@ def _store(packet: RtpPacket, code: int, value: bytes) -> None:
         packet.audio_level = value[0]
     elif code == EXT_ORIENTATION:
         packet.orientation = value[0]
+    elif code == EXT_TWCC and len(value) == 2:
+        packet.twcc = (value[0] << 8) | value[1]
 
 
 def _read_one_byte(packet: RtpPacket, data: bytes, pos: int, end: int, ext_map: bytes) -> None:

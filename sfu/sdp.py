@@ -24,8 +24,8 @@ URI_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
 
 # Extensions a publisher may send us and that we read.
 PUBLISH_EXTENSIONS = {
-    "audio": (URI_MID, URI_AUDIO_LEVEL),
-    "video": (URI_MID, URI_RID, URI_RRID, URI_VIDEO_ORIENTATION),
+    "audio": (URI_MID, URI_AUDIO_LEVEL, URI_TWCC),
+    "video": (URI_MID, URI_RID, URI_RRID, URI_VIDEO_ORIENTATION, URI_TWCC),
 }
 # Extensions we write toward a viewer when it offers them.
 VIEW_EXTENSIONS = {

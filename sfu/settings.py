@@ -47,6 +47,9 @@ class MediaSettings:
     """Seconds between RTCP reports (RR and REMB to publishers, SR to viewers)."""
     log_level: str = "INFO"
     """The worker's log level; set from ``[logging] level``."""
+    pacing: bool = False
+    """Hold each viewer's sending to ~1.25x its bandwidth estimate (sfu/pacer.py): audio
+    first, then video (briefly queued), retransmissions dropped first when over budget."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -104,6 +104,7 @@ class RecvStream:
             if is_keyframe(self.codec_name, packet.payload):
                 packet.keyframe = True
                 self.keyframes.on_keyframe(now)
+                self.buffer.on_keyframe(packet.seq)  # type: ignore[union-attr]
                 size = keyframe_size(self.codec_name, packet.payload)
                 if size is not None:
                     self.width, self.height = size

@@ -21,9 +21,11 @@ from math import inf
 from typing import Any
 
 from sfu import rtcp
+from sfu.bwe import BandwidthEstimator
 from sfu.consumer import Consumer, random_ssrc
-from sfu.feedback import FeedbackUnit, Remb, standard_units
+from sfu.feedback import FeedbackUnit, Remb, TwccReceiver, standard_units
 from sfu.layers import LayerControl
+from sfu.pacer import Pacer
 from sfu.producer import Producer
 from sfu.rtp import RtpError, parse_rtp, read_map, unwrap_rtx
 from sfu.settings import MediaSettings
@@ -127,11 +129,23 @@ class Transport(ABC):
         self.quality = "excellent"
         self.report_interval = context.settings.report_interval
         self.next_report = inf
+        # What the path to the peer carries (transport-cc feedback, REMB, receiver reports):
+        # read bandwidth.estimate_bps, .send_rate_bps, .loss, .rtt.
+        self.bandwidth = BandwidthEstimator()
         self.units: list[FeedbackUnit] = standard_units(self, context.settings.publisher_bitrate)
         self._rtcp_handlers: dict[type, list[Callable[[Any, float], None]]] = {}
         self._sent_hooks: list[Callable[[int, int, float], None]] = []
+        # send_rtp calls this per packet with a transport-wide sequence number: the one hook
+        # itself when there is one (a Python call less per forwarded copy), else _sent.
+        self._on_sent: Callable[[int, int, float], None] | None = None
         for unit in self.units:
             self._hook(unit)
+        self.twcc_receiver = next(u for u in self.units if isinstance(u, TwccReceiver))
+        self.remb = next(u for u in self.units if isinstance(u, Remb))
+        self.pacer: Pacer | None = None
+        if context.settings.pacing:
+            self.pacer = Pacer(self)
+            self.add_unit(self.pacer)
         self.layers = LayerControl(self)
         self.add_unit(self.layers)
 
@@ -140,6 +154,7 @@ class Transport(ABC):
             self._rtcp_handlers.setdefault(packet_type, []).append(unit.on_rtcp)
         if type(unit).on_sent is not FeedbackUnit.on_sent:
             self._sent_hooks.append(unit.on_sent)
+            self._on_sent = self._sent_hooks[0] if len(self._sent_hooks) == 1 else self._sent
 
     def add_unit(self, unit: FeedbackUnit) -> None:
         """Another feedback feature on this transport (transport-cc, say)."""
@@ -163,7 +178,11 @@ class Transport(ABC):
 
     def available_bitrate(self, now: float) -> float | None:
         """What the link to this peer can carry (bits/s), or None when nothing tells:
-        the receiver's REMB, if it sent one in the last few seconds."""
+        the transport-cc estimate while the receiver sends feedback, else its REMB if it
+        sent one in the last few seconds."""
+        if now - self.bandwidth.last_feedback < REMB_FRESH:
+            self.estimate_source = "twcc"
+            return float(self.bandwidth.estimate_bps)
         for unit in self.units:
             if isinstance(unit, Remb) and unit.estimate is not None:
                 if now - unit.estimate_at < REMB_FRESH:
@@ -253,6 +272,8 @@ class Transport(ABC):
         counters = self.counters
         counters.packets_in += 1
         counters.bytes_in += size
+        if packet.twcc >= 0:  # before any drop: padding probes count for the estimate too
+            self.twcc_receiver.on_received(packet.twcc, packet.ssrc, now)
         stream = self.streams_by_ssrc.get(packet.ssrc)
         if stream is not None:
             stream.receive(packet, now)

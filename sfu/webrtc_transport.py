@@ -147,11 +147,15 @@ class WebRtcTransport(Transport):
     def send_rtp(self, buf: bytearray, twcc_offset: int, now: float) -> None:
         """Stamp, protect, send. SrtpContext.protect is inlined here: a Python call per
         forwarded copy is a measurable share of the fan-out (docs/design.md)."""
+        pacer = self.pacer
+        if pacer is not None and not pacer.admit(buf, twcc_offset, now):
+            return  # queued (sent later through here) or dropped
         if twcc_offset >= 0:
             self.twcc_seq = twcc = (self.twcc_seq + 1) & 0xFFFF
             U16.pack_into(buf, twcc_offset, twcc)
-            if self._sent_hooks:
-                self._sent(twcc, len(buf), now)
+            on_sent = self._on_sent
+            if on_sent is not None:
+                on_sent(twcc, len(buf), now)
         size = len(buf)
         view = self._tx_view
         if view is None or size > MAX_PACKET:

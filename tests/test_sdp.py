@@ -156,8 +156,10 @@ def test_publish_answer_to_chromium_offer(core):
         assert "a=rtcp-rsize" in section
         assert f"a=fingerprint:sha-256 {core.fingerprint[1]}" in section
         assert "a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid" in section
-        assert not any("transport-cc" in line for line in section), (
-            "publishers get REMB, not transport-cc"
+        # transport-cc feedback (our estimate of their uplink) with REMB as the cap.
+        assert (
+            "a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+            in section
         )
         assert not any(line.startswith("a=ssrc") for line in section), (
             "a receive-only answer has no SSRCs"
@@ -172,10 +174,14 @@ def test_publish_answer_to_chromium_offer(core):
     assert "a=fmtp:97 apt=96" in video
     assert {line for line in video if line.startswith("a=rtcp-fb:")} == {
         "a=rtcp-fb:96 goog-remb",
+        "a=rtcp-fb:96 transport-cc",
         "a=rtcp-fb:96 ccm fir",
         "a=rtcp-fb:96 nack",
         "a=rtcp-fb:96 nack pli",
     }
+    assert [line for line in audio if line.startswith("a=rtcp-fb:")] == [
+        "a=rtcp-fb:111 transport-cc"
+    ]
     video_ext = {line for line in video if line.startswith("a=extmap:")}
     assert "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in video_ext
     assert "a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id" in video_ext

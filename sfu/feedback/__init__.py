@@ -11,6 +11,7 @@ from sfu.feedback.nack_responder import NackResponder
 from sfu.feedback.receiver_reports import ReceiverReports
 from sfu.feedback.remb import Remb
 from sfu.feedback.sender_reports import SenderReports
+from sfu.feedback.twcc import TwccReceiver, TwccSender
 
 if TYPE_CHECKING:
     from sfu.transport import Transport
@@ -25,6 +26,8 @@ def standard_units(transport: Transport, publisher_bitrate: int) -> list[Feedbac
         NackRequester(transport),
         NackResponder(transport),
         KeyframeRequests(transport),
+        TwccReceiver(transport),
+        TwccSender(transport),
     ]
 
 
@@ -36,5 +39,7 @@ __all__ = [
     "ReceiverReports",
     "Remb",
     "SenderReports",
+    "TwccReceiver",
+    "TwccSender",
     "standard_units",
 ]

@@ -2,8 +2,13 @@
 receiver that only does REMB tells us.
 
 Toward a publisher: ``bitrate`` for the whole connection, covering every SSRC of every encoding
-(Chromium raises its upper simulcast layers only on feedback that covers them all).
-From a receiver: its estimate is kept as ``estimate`` for bandwidth-driven layer choice.
+(Chromium raises its upper simulcast layers only on feedback that covers them all). It starts
+at the configured ``publisher_bitrate``; :meth:`Remb.set_limit` changes it at run time (to what
+the publisher's viewers need, say) and tells the publisher at once. With transport-cc
+negotiated too, Chromium's own estimate rises from our transport-cc feedback and this stays
+its cap.
+From a receiver: its estimate is kept as ``estimate`` and handed to ``transport.bandwidth``
+(the estimate itself when the receiver sends no transport-cc feedback, else a cap).
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class Remb(FeedbackUnit):
             return  # another application-layer feedback, or a malformed REMB
         self.estimate = bitrate
         self.estimate_at = now
+        self.transport.bandwidth.on_remb(bitrate, now)
+
+    def set_limit(self, bps: int) -> None:
+        """The bitrate the publisher may send from now on (all its tracks together); sent
+        at once when it changes, then with every report."""
+        bps = max(int(bps), 0)
+        if bps == self.bitrate:
+            return
+        self.bitrate = bps
+        for packet in self.report(self.transport.now):
+            self.transport.send_rtcp(packet)
 
     def report(self, now: float) -> list[bytes]:
         video = [

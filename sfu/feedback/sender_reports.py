@@ -28,6 +28,9 @@ class SenderReports(FeedbackUnit):
 
     def on_rtcp(self, packet: RtcpSrPacket | RtcpRrPacket, now: float) -> None:
         consumers = self.transport.consumers_by_ssrc
+        bandwidth = self.transport.bandwidth
+        lost = 0
+        blocks = 0
         for block in packet.reports:
             consumer = consumers.get(block.ssrc)
             if consumer is None:
@@ -37,9 +40,15 @@ class SenderReports(FeedbackUnit):
             if sent_at is not None:
                 value = now - sent_at - block.dlsr / 65536.0
                 rtt = max(value, 0.0)
+                bandwidth.on_rtt(rtt)
             consumer.on_receiver_report(block, rtt)
+            lost += block.fraction_lost
+            blocks += 1
+        if blocks:
+            bandwidth.on_loss_report(lost / blocks / 256, now)
 
     def report(self, now: float) -> list[bytes]:
+        self.transport.bandwidth.on_bytes_sent(self.transport.bytes_out, now)
         out = []
         for consumer in self.transport.consumers:
             for info in consumer.sender_reports(now):

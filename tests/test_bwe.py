@@ -1,0 +1,144 @@
+"""The send-side estimator (sfu/bwe.py) against a simulated bottleneck, on a numeric clock.
+
+The sender is elastic (it sends what the estimate allows, as a paced source with padding
+would), the link is a FIFO queue drained at rate R with a bounded queue (tail drop) and
+20 ms of propagation, and the receiver reports arrivals every 50 ms as transport-cc does.
+What a viewer would feel is checked: the estimate settles near R and mostly below it, falls
+within a second or two when R halves, climbs back when R is restored, and follows loss
+alone on a path that never queues.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sfu.bwe import INITIAL_BPS, BandwidthEstimator
+
+PACKET = 1200
+FPS = 30
+
+
+class Bottleneck:
+    """A link of ``rate`` bits per second with a queue of at most ``max_queue`` seconds."""
+
+    def __init__(self, rate: float, delay: float = 0.02, max_queue: float = 0.3) -> None:
+        self.rate = rate
+        self.delay = delay
+        self.max_queue = max_queue
+        self.loss = 0.0
+        self.free_at = 0.0
+        self.rng = random.Random(7)
+
+    def send(self, sent: float, size: int) -> float | None:
+        start = max(sent, self.free_at)
+        if start - sent > self.max_queue or self.rng.random() < self.loss:
+            return None
+        self.free_at = start + size * 8 / self.rate
+        return self.free_at + self.delay
+
+
+def drive(
+    bwe: BandwidthEstimator, link: Bottleneck, start: float, end: float
+) -> list[tuple[float, int]]:
+    """Send frames at the estimate, report every 50 ms; the estimate every 50 ms."""
+    pending: list[tuple[float, int, float | None]] = []
+    samples = []
+    step = 0
+    t = start
+    while t < end:
+        if step % 33 == 0:  # a frame
+            count = max(1, round(bwe.estimate_bps / FPS / (8 * PACKET)))
+            pending += [(t, PACKET, link.send(t, PACKET)) for _ in range(count)]
+        if step % 50 == 0:
+            arrived = [i for i, p in enumerate(pending) if p[2] is not None and p[2] <= t]
+            if arrived:
+                batch, pending[: arrived[-1] + 1] = pending[: arrived[-1] + 1], []
+                bwe.on_packets(batch, t + link.delay)
+            samples.append((t, bwe.estimate_bps))
+        step += 1
+        t = start + step / 1000
+    return samples
+
+
+def between(samples: list[tuple[float, int]], t0: float, t1: float) -> list[int]:
+    return [e for t, e in samples if t0 <= t < t1]
+
+
+def test_the_estimate_settles_below_a_bottleneck_falls_when_it_halves_and_recovers():
+    bwe = BandwidthEstimator()
+    link = Bottleneck(2_000_000)
+    samples = drive(bwe, link, 0.0, 40.0)
+    settled = between(samples, 25.0, 40.0)
+    mean = sum(settled) / len(settled)
+    assert 0.75 * 2e6 <= mean <= 1.0 * 2e6, mean
+    assert max(settled) <= 1.2 * 2e6
+    assert bwe.decreases > 0
+
+    link.rate = 1_000_000  # the path halves
+    samples = drive(bwe, link, 40.0, 60.0)
+    assert max(between(samples, 41.5, 60.0)) <= 1.2e6, "down within 1.5 s"
+    late = between(samples, 50.0, 60.0)
+    assert 0.7e6 <= sum(late) / len(late) <= 1.0e6
+
+    link.rate = 2_000_000  # and is restored
+    samples = drive(bwe, link, 60.0, 85.0)
+    late = between(samples, 75.0, 85.0)
+    assert sum(late) / len(late) >= 0.75 * 2e6
+
+
+def test_without_congestion_the_estimate_grows_from_its_start():
+    bwe = BandwidthEstimator()
+    samples = drive(bwe, Bottleneck(50_000_000), 0.0, 10.0)
+    assert samples[0][1] == INITIAL_BPS
+    assert samples[-1][1] >= 1.8 * INITIAL_BPS, "8%/s for 10 s"
+    assert bwe.decreases == 0
+
+
+def test_loss_alone_lowers_the_estimate_and_small_loss_holds_it():
+    bwe = BandwidthEstimator()
+    link = Bottleneck(100_000_000)  # never queues: the delay signal stays flat
+    drive(bwe, link, 0.0, 5.0)
+    before = bwe.estimate_bps
+    link.loss = 0.25
+    drive(bwe, link, 5.0, 10.0)
+    assert bwe.estimate_bps < 0.5 * before
+    assert 0.15 < bwe.loss < 0.4
+    link.loss = 0.05  # between 2% and 10%: hold
+    low = bwe.estimate_bps
+    drive(bwe, link, 10.0, 15.0)
+    assert 0.9 * low <= bwe.estimate_bps <= 1.1 * low
+    link.loss = 0.0  # gone: it climbs again
+    drive(bwe, link, 15.0, 25.0)
+    assert bwe.estimate_bps > 1.5 * low
+
+
+def test_receiver_reports_carry_loss_when_there_is_no_transport_cc():
+    bwe = BandwidthEstimator()
+    bwe.on_remb(1_500_000, 1.0)
+    assert bwe.estimate_bps == 1_500_000, "a REMB-only receiver's estimate is the estimate"
+    for second in range(2, 6):
+        bwe.on_loss_report(0.3, float(second))
+    assert bwe.estimate_bps <= 1_500_000 * 0.85**4 + 1, "each report with 30% loss: -15%"
+    assert bwe.loss == 0.3
+
+
+def test_remb_caps_a_transport_cc_estimate():
+    bwe = BandwidthEstimator()
+    drive(bwe, Bottleneck(50_000_000), 0.0, 3.0)
+    bwe.on_remb(200_000, 3.0)
+    assert bwe.estimate_bps == 200_000
+
+
+def test_the_send_rate_is_measured_from_the_byte_count():
+    bwe = BandwidthEstimator()
+    for i in range(11):
+        bwe.on_bytes_sent(i * 125_000, i * 0.5)  # 2 Mbps
+    assert abs(bwe.send_rate_bps - 2_000_000) < 1
+
+
+def test_bad_feedback_never_raises():
+    bwe = BandwidthEstimator()
+    bwe.on_packets([], 1.0)
+    bwe.on_packets([(1.0, 100, None)] * 50, 1.0)  # everything lost
+    bwe.on_packets([(2.0, 100, 5.0), (1.0, 100, 0.0), (1.0, 100, -1e9)], 2.0)  # reordered
+    assert bwe.min_bps <= bwe.estimate_bps <= bwe.max_bps
