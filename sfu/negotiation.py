@@ -110,6 +110,7 @@ class Negotiator:
         sections: list[sdp.AnswerSection],
         setup: str = "passive",
         version: int = 2,
+        group: bool = True,
     ) -> str:
         return sdp.write_answer(
             sections,
@@ -121,6 +122,7 @@ class Negotiator:
             session_id=transport.sdp_session_id,
             setup=setup,
             version=version,
+            group=group,
         )
 
     # -- publishing ---------------------------------------------------------------------------
