@@ -130,6 +130,7 @@ def _media_lines(
     fingerprint: str,
     ssrcs: tuple[int, int | None] | None = None,
     cname: str = "",
+    simulcast: list[tuple[int, int]] | None = None,
 ) -> list[str]:
     if kind == "video":
         lines = [f"m=video {port} UDP/TLS/RTP/SAVPF {VIDEO_PT} {RTX_PT}"]
@@ -165,7 +166,17 @@ def _media_lines(
             f"a=rtpmap:{AUDIO_PT} opus/48000/2",
             f"a=fmtp:{AUDIO_PT} minptime=10;useinbandfec=1",
         ]
-    if ssrcs is not None:
+    if simulcast and kind == "video":
+        stream = f"load-{cname}"
+        lines.append(f"a=msid:{stream} {kind}-{cname}")
+        lines.append("a=ssrc-group:SIM " + " ".join(str(m) for m, _ in simulcast))
+        for pair in simulcast:
+            lines.append(f"a=ssrc-group:FID {pair[0]} {pair[1]}")
+        for pair in simulcast:
+            for one in pair:
+                lines.append(f"a=ssrc:{one} cname:{cname}")
+                lines.append(f"a=ssrc:{one} msid:{stream} {kind}-{cname}")
+    elif ssrcs is not None:
         media, rtx = ssrcs
         stream = f"load-{cname}"
         lines.append(f"a=msid:{stream} {kind}-{cname}")
@@ -187,7 +198,10 @@ def build_offer(
     direction: str,
     ssrcs: dict[str, tuple[int, int | None]] | None = None,
     cname: str = "",
+    simulcast: list[tuple[int, int]] | None = None,
 ) -> str:
+    """A BUNDLE offer of one video and one audio section; ``simulcast`` lists (media,
+    RTX) SSRC pairs, lowest encoding first, announced as ``a=ssrc-group:SIM``."""
     lines = [
         "v=0",
         f"o=- {random.getrandbits(62)} 2 IN IP4 127.0.0.1",
@@ -199,7 +213,7 @@ def build_offer(
     for mid, kind in (("0", "video"), ("1", "audio")):
         section_ssrcs = ssrcs.get(kind) if ssrcs else None
         lines += _media_lines(
-            kind, mid, port, direction, ufrag, pwd, fingerprint, section_ssrcs, cname
+            kind, mid, port, direction, ufrag, pwd, fingerprint, section_ssrcs, cname, simulcast
         )
     return "\r\n".join(lines) + "\r\n"
 
@@ -488,14 +502,20 @@ class Clip:
 
 
 def make_clip(
-    rate: float, seconds: float = 4.0, fps: int = 30, width: int = 640, height: int = 360
+    rate: float,
+    seconds: float = 4.0,
+    fps: int = 30,
+    width: int = 640,
+    height: int = 360,
+    bitrate: int | None = None,
 ) -> Clip:
     """Encode ``seconds`` of a moving test picture with aiortc's VP8 encoder at the bitrate
     that fills ``rate`` packets/s at ``fps`` (so frames are paced near real time), and one
     second of a tone with its Opus encoder."""
     codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VIDEO_PT)
     encoder: Any = get_encoder(codec)  # aiortc's Vp8Encoder; its private bitrate is set below
-    bitrate = int(min(max(rate / fps * 1150 * 8 * fps, 300_000), 20_000_000))
+    if bitrate is None:
+        bitrate = int(min(max(rate / fps * 1150 * 8 * fps, 300_000), 20_000_000))
     # aiortc caps target_bitrate at 1.5 Mbps; a load test wants more packets per frame.
     if hasattr(encoder, "_Vp8Encoder__target_bitrate"):
         encoder._Vp8Encoder__target_bitrate = bitrate
@@ -508,8 +528,8 @@ def make_clip(
     time_base = fractions.Fraction(1, 90000)
     for index in range(max(1, int(seconds * fps))):
         image = base.copy()
-        x = (index * 8) % width
-        image[:, x : x + 40, :] = (40, 200, 255)
+        x = (index * 8 * width // 640) % width
+        image[:, x : x + max(4, width // 16), :] = (40, 200, 255)
         h, w = height // 3, width // 3
         image[h : 2 * h, w : 2 * w, :] = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
@@ -779,6 +799,180 @@ class SyntheticPublisher(_Peer):
         if self._task is not None:
             self._task.cancel()
         super().close()
+
+
+class _Layer:
+    """One simulcast encoding of :class:`SimulcastPublisher`: its clip and RTP state."""
+
+    def __init__(self, clip: Clip) -> None:
+        self.clip = clip
+        self.ssrc = random.randint(1, 0xFFFFFFFE)
+        self.rtx_ssrc = random.randint(1, 0xFFFFFFFE)
+        self.seq = random.randint(0, 0x7FFF)
+        self.rtx_seq = random.randint(0, 0x7FFF)
+        self.picture_id = random.randint(0, 0x7FFF)
+        self.frame_index = 0
+        self.keyframe_due = True
+        self.last_keyframe = 0.0
+        self.sent = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.plis = 0
+        self.history: list[tuple[int, int, bool, bytes] | None] = [None] * 1024
+
+
+class SimulcastPublisher(SyntheticPublisher):
+    """A WHIP publisher sending several encodings of one picture (``clips``, lowest
+    first), announced with ``a=ssrc-group:SIM`` as a browser's simulcast is, each a
+    whole frame every 1/``fps`` s with its own SSRC, RTX, picture ids and keyframes
+    (every ``keyframe_interval`` s and on a PLI or FIR naming it)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        room: str,
+        token: str,
+        clips: list[Clip],
+        fps: int = 15,
+        keyframe_interval: float = 4.0,
+        audio: bool = True,
+        certificate: RTCCertificate | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, room, token, clips[-1], 0.0, keyframe_interval, audio, certificate
+        )
+        self.fps = fps
+        self.layers = [_Layer(clip) for clip in clips]
+        self.frames_sent = 0
+
+    def offer(self) -> str:
+        ssrcs: dict[str, tuple[int, int | None]] = {}
+        if self.audio:
+            ssrcs["audio"] = (self.audio_ssrc, None)
+        text = build_offer(
+            self.port,
+            self.ufrag,
+            self.pwd,
+            self.local_fingerprint,
+            "sendonly",
+            ssrcs,
+            self.cname,
+            simulcast=[(layer.ssrc, layer.rtx_ssrc) for layer in self.layers],
+        )
+        if not self.audio:
+            text = re.sub(r"m=audio.*", "", text, flags=re.S).replace(
+                "a=group:BUNDLE 0 1", "a=group:BUNDLE 0"
+            )
+        return text
+
+    def _send_frame(self, layer: _Layer, now: float) -> None:
+        frames = layer.clip.video
+        if (
+            layer.keyframe_due
+            or now - layer.last_keyframe >= self.keyframe_interval
+            or layer.frame_index >= len(frames)
+        ):
+            layer.frame_index = 0
+        if layer.frame_index == 0:
+            layer.keyframe_due = False
+            layer.last_keyframe = now
+            layer.keyframes += 1
+        ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
+        layer.picture_id = (layer.picture_id + 1) & 0x7FFF
+        packets = frames[layer.frame_index]
+        layer.frame_index += 1
+        for index, original in enumerate(packets):
+            payload = bytearray(original)
+            if len(payload) > 3 and payload[0] & 0x80 and payload[1] & 0x80 and payload[2] & 0x80:
+                payload[2] = 0x80 | (layer.picture_id >> 8)
+                payload[3] = layer.picture_id & 0xFF
+            marker = index == len(packets) - 1
+            layer.seq = (layer.seq + 1) & 0xFFFF
+            layer.history[layer.seq & 1023] = (layer.seq, ts, marker, bytes(payload))
+            plain = self._packet(
+                VIDEO_PT, marker, layer.seq, ts, layer.ssrc, self.video_ext, bytes(payload)
+            )
+            layer.bytes += self._send(plain)
+            layer.sent += 1
+            self.video_sent += 1
+
+    def _send_reports(self, now: float) -> None:
+        ntp = ntp_now()
+        video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
+        compound = b"".join(
+            sender_report(layer.ssrc, ntp, video_ts, layer.sent, layer.bytes)
+            for layer in self.layers
+        )
+        if self.audio:
+            compound += sender_report(
+                self.audio_ssrc, ntp, self.audio_ts, self.audio_sent, self.audio_bytes
+            )
+        assert self.srtp is not None and self.transport is not None
+        self.transport.sendto(self.srtp.protect_rtcp(compound), self.remote)
+
+    async def _send_loop(self) -> None:
+        self.send_start = time.monotonic()
+        next_report = self.send_start + 1.0
+        while not self.closed and self.failed is None:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            elapsed = now - self.send_start
+            for _ in range(min(int(elapsed * self.fps) + 1 - self.frames_sent, 5)):
+                self.frames_sent += 1
+                for layer in self.layers:
+                    if layer.clip.video:
+                        self._send_frame(layer, now)
+            if self.audio:
+                for _ in range(min(int(elapsed * 50) - self.audio_sent + 1, 10)):
+                    self._send_audio()
+            if now >= next_report:
+                next_report = now + 1.0
+                self._send_reports(now)
+
+    def _layer(self, ssrc: int) -> _Layer | None:
+        return next((layer for layer in self.layers if layer.ssrc == ssrc), None)
+
+    def on_srtp(self, data: bytes) -> None:
+        if not is_rtcp(data) or self.srtp is None:
+            return
+        try:
+            packets = parse_compound(self.srtp.unprotect_rtcp(data))
+        except (SrtpError, RtcpError):
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                named = packet.media_ssrc if packet.fmt == RTCP_PSFB_PLI else None
+                if named is None and len(packet.fci) >= 4:
+                    named = int.from_bytes(packet.fci[:4], "big")
+                layer = self._layer(named or 0)
+                if layer is not None:
+                    layer.plis += 1
+                    layer.keyframe_due = True
+                    self.plis += 1
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                layer = self._layer(packet.media_ssrc)
+                if layer is not None:
+                    self.nacks += 1
+                    self._resend(layer, nack_seqs(packet))
+
+    def _resend(self, layer: _Layer, seqs: list[int]) -> None:
+        for seq in seqs:
+            entry = layer.history[seq & 1023]
+            if entry is None or entry[0] != seq:
+                continue
+            _, ts, marker, payload = entry
+            layer.rtx_seq = (layer.rtx_seq + 1) & 0xFFFF
+            plain = self._packet(
+                RTX_PT,
+                marker,
+                layer.rtx_seq,
+                ts,
+                layer.rtx_ssrc,
+                self.video_ext,
+                U16.pack(seq) + payload,
+            )
+            self._send(plain)
+            self.rtx_sent += 1
 
 
 # -- a load run ---------------------------------------------------------------------------

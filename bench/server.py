@@ -20,9 +20,9 @@ from signaling import tokens
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: the server runs from it
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -37,23 +37,26 @@ class RunningServer:
         consent_timeout: float = 30,
         dev_tokens: bool = True,
         extra: str = "",
+        host: str = "127.0.0.1",
     ) -> None:
+        """``host``: the address HTTP and media listen on (a test's veth, say); ``extra``:
+        more [media] keys, or whole tables after them."""
         self.secret = secrets.token_urlsafe(48)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port(host)
+        self.base_url = f"http://{host}:{self.port}"
         self.config = tmp / "telebridge.toml"
         self.config.write_text(
             f"""
 [server]
-host = "127.0.0.1"
+host = "{host}"
 port = {self.port}
 dev_tokens = {"true" if dev_tokens else "false"}
 [auth]
 secret = "{self.secret}"
 [media]
 workers = {workers}
-listen = "127.0.0.1"
-announce = "127.0.0.1"
+listen = "{host}"
+announce = "{host}"
 base_port = 0
 consent_timeout = {consent_timeout}
 {extra}

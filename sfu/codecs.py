@@ -14,7 +14,7 @@ this module does not know (VP9/AV1 are not parsed yet).
 
 from __future__ import annotations
 
-__all__ = ["is_frame_start", "is_keyframe"]
+__all__ = ["is_frame_start", "is_keyframe", "keyframe_size", "vp8_picture_ids"]
 
 # H.264 NAL unit types (RFC 6184 §5.4 and ITU-T H.264 table 7-1).
 _H264_IDR = 5
@@ -38,6 +38,152 @@ def is_keyframe(codec: str, payload: bytes | memoryview) -> bool:
     except (IndexError, ValueError, TypeError):  # pragma: no cover - defensive
         return False
     return False
+
+
+def keyframe_size(codec: str, payload: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) a keyframe packet announces, or None: the VP8 keyframe header
+    (RFC 6386 section 9.1) or an H.264 SPS (alone or in a STAP-A). Read once per keyframe
+    so a viewer's ``max_height`` can be matched to a simulcast layer."""
+    try:
+        if codec == "vp8":
+            off = _vp8_partition_start(payload)
+            if off < 0 or len(payload) < off + 10 or not _vp8_is_keyframe(payload):
+                return None
+            width = (payload[off + 6] | payload[off + 7] << 8) & 0x3FFF
+            height = (payload[off + 8] | payload[off + 9] << 8) & 0x3FFF
+            return (width, height) if width and height else None
+        if codec == "h264":
+            return _h264_sps_size(payload)
+    except (IndexError, ValueError, TypeError):
+        return None
+    return None
+
+
+class _Bits:
+    """An H.264 RBSP bit reader (emulation-prevention bytes removed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data.replace(b"\x00\x00\x03", b"\x00\x00")
+        self.pos = 0
+
+    def bit(self) -> int:
+        byte = self.data[self.pos >> 3]  # IndexError past the end: the caller gives up
+        value = (byte >> (7 - (self.pos & 7))) & 1
+        self.pos += 1
+        return value
+
+    def bits(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            value = value << 1 | self.bit()
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.bit() == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.bits(zeros)
+
+    def se(self) -> int:
+        value = self.ue()
+        return (value + 1) // 2 if value & 1 else -(value // 2)
+
+
+def _h264_sps_size(payload: bytes | memoryview) -> tuple[int, int] | None:
+    data = bytes(payload)
+    nal_type = data[0] & 0x1F
+    if nal_type == _H264_STAP_A:
+        off = 1
+        while off + 2 < len(data):
+            size = data[off] << 8 | data[off + 1]
+            inner = data[off + 2 : off + 2 + size]
+            if inner and inner[0] & 0x1F == _H264_SPS:
+                return _sps_dimensions(inner[1:])
+            off += 2 + size
+        return None
+    if nal_type == _H264_SPS:
+        return _sps_dimensions(data[1:])
+    return None
+
+
+def _sps_dimensions(rbsp: bytes) -> tuple[int, int] | None:
+    """Width and height from a sequence parameter set (H.264 section 7.3.2.1.1)."""
+    r = _Bits(rbsp)
+    profile = r.bits(8)
+    r.bits(16)  # constraint flags, level
+    r.ue()  # seq_parameter_set_id
+    chroma_format = 1
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        chroma_format = r.ue()
+        if chroma_format == 3:
+            r.bit()  # separate_colour_plane_flag
+        r.ue()  # bit_depth_luma
+        r.ue()  # bit_depth_chroma
+        r.bit()  # qpprime_y_zero_transform_bypass
+        if r.bit():  # seq_scaling_matrix_present
+            for index in range(8 if chroma_format != 3 else 12):
+                if r.bit():
+                    last, next_scale = 8, 8
+                    for _ in range(16 if index < 6 else 64):
+                        if next_scale:
+                            next_scale = (last + r.se()) % 256
+                        last = next_scale or last
+    r.ue()  # log2_max_frame_num
+    poc_type = r.ue()
+    if poc_type == 0:
+        r.ue()
+    elif poc_type == 1:
+        r.bit()
+        r.se()
+        r.se()
+        for _ in range(min(r.ue(), 255)):
+            r.se()
+    r.ue()  # max_num_ref_frames
+    r.bit()  # gaps_in_frame_num_allowed
+    width_mbs = r.ue() + 1
+    height_units = r.ue() + 1
+    frame_mbs_only = r.bit()
+    if not frame_mbs_only:
+        r.bit()  # mb_adaptive_frame_field
+    r.bit()  # direct_8x8_inference
+    width = width_mbs * 16
+    height = height_units * 16 * (2 - frame_mbs_only)
+    if r.bit():  # frame_cropping
+        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+        crop_x = 2 if chroma_format in (1, 2) else 1
+        crop_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
+        width -= (left + right) * crop_x
+        height -= (top + bottom) * crop_y
+    return (width, height) if 0 < width <= 16384 and 0 < height <= 16384 else None
+
+
+def vp8_picture_ids(payload: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+    """Where a VP8 payload descriptor (RFC 7741 section 4.2) keeps its PictureID and
+    TL0PICIDX, and their values: (pid_offset, pid, tl0_offset, tl0); an offset is -1
+    when the field is absent. A 7-bit PictureID is reported with pid < 0x80 and its
+    offset's byte has the M bit clear. Never raises."""
+    n = len(payload)
+    if n < 3 or not payload[0] & 0x80:
+        return -1, 0, -1, 0
+    ext = payload[1]
+    off = 2
+    pid_offset, pid = -1, 0
+    if ext & 0x80:
+        pid_offset = off
+        if payload[off] & 0x80:
+            if off + 1 >= n:
+                return -1, 0, -1, 0
+            pid = (payload[off] & 0x7F) << 8 | payload[off + 1]
+            off += 2
+        else:
+            pid = payload[off]
+            off += 1
+    tl0_offset, tl0 = -1, 0
+    if ext & 0x40 and off < n:
+        tl0_offset, tl0 = off, payload[off]
+    return pid_offset, pid, tl0_offset, tl0
 
 
 def is_frame_start(codec: str, payload: bytes | memoryview) -> bool:

@@ -20,12 +20,16 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, NamedTuple
 
 from sfu import rtcp
+from sfu.codecs import vp8_picture_ids
 from sfu.rtp import SEQ_TS_SSRC, ExtensionLayout, RtpPacket, abs_send_time, patch, template
 
 if TYPE_CHECKING:
     from sfu.producer import Producer
     from sfu.streams import RecvStream
     from sfu.transport import Transport
+
+
+_PADDING_SOURCE = RtpPacket(0, 0, 0, 0, 0, b"")  # what a padding packet's extensions read
 
 
 def random_ssrc() -> int:
@@ -214,6 +218,19 @@ class SimpleConsumer(Consumer):
         self.waiting_keyframe = True
         self.stream.attach(self)
         self.stream.request_keyframe(now)
+        if self.kind == "video":
+            self.transport.layers.consumer_started(now)
+
+    def suspend(self) -> None:
+        """Stop sending (the viewer's link cannot carry this video) until :meth:`resume`;
+        the receiver sees a pause, then continuous numbering from a keyframe."""
+        if self.active:
+            self.active = False
+            self.stream.detach(self)
+
+    def resume(self, now: float) -> None:
+        if not self.active:
+            self.activate(now)
 
     def close(self) -> None:
         if self.closed:
@@ -253,9 +270,32 @@ class SimpleConsumer(Consumer):
             else:
                 buf = template(packet, block)
                 patch(buf, packet.marker | self.pt, out_seq, ts, self.ssrc)
+            self.rewrite_payload(buf, len(buf) - len(packet.payload), False)
             self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
             sent += 1
         return sent
+
+    def send_padding(self, size: int, now: float) -> int:
+        """One padding-only packet of about ``size`` bytes on the RTX stream (a probe:
+        it raises the viewer's bandwidth estimate before a layer goes up). Receivers
+        drop it after counting it; returns the bytes sent (0 without RTX)."""
+        if self.rtx_pt is None or self.rtx_ssrc is None or self.last_seq < 0:
+            return 0
+        padding = max(1, min(size, 255))
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        block, twcc_offset = self.layout.block(_PADDING_SOURCE, abs_send_time(now))
+        buf = bytearray(12)
+        buf[0] = 0xB0 if block else 0xA0  # version 2, padding, (extension)
+        buf += block
+        buf += bytes(padding - 1)
+        buf.append(padding)
+        patch(buf, self.rtx_pt, self.rtx_seq, self.last_ts, self.rtx_ssrc)
+        self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
+        return len(buf)
+
+    def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
+        """Codec fields a viewer must see continuous (a simulcast consumer's VP8 ids);
+        ``fresh`` when the packet is sent for the first time."""
 
     def request_keyframe(self, media_ssrc: int, now: float) -> None:
         self.stream.request_keyframe(now)
@@ -278,7 +318,16 @@ class SimulcastConsumer(SimpleConsumer):
     the producer moves the consumer over at that keyframe (:meth:`switch`). Which layer a
     link can carry (bandwidth estimation) decides ``preferred`` from above."""
 
-    __slots__ = ("preferred", "target")
+    __slots__ = (
+        "preferred",
+        "target",
+        "announced",
+        "vp8",
+        "pid_shift",
+        "tl0_shift",
+        "last_pid",
+        "last_tl0",
+    )
 
     def __init__(
         self,
@@ -295,6 +344,14 @@ class SimulcastConsumer(SimpleConsumer):
         top = len(producer.streams) - 1
         self.preferred = top if preferred is None else max(0, min(preferred, top))
         self.target: RecvStream | None = None
+        self.announced: RecvStream | None = None
+        # VP8 PictureID and TL0PICIDX run on per encoding; the viewer's decoder must see
+        # them continue across a switch, as it sees sequence numbers and timestamps.
+        self.vp8 = producer.codec.name == "vp8"
+        self.pid_shift = 0
+        self.tl0_shift = 0
+        self.last_pid = -1
+        self.last_tl0 = -1
         super().__init__(
             consumer_id,
             producer,
@@ -340,9 +397,65 @@ class SimulcastConsumer(SimpleConsumer):
             wanted.attach(self)
         wanted.request_keyframe(now)
 
+    def start(self, packet: RtpPacket, now: float) -> None:
+        super().start(packet, now)
+        if self.vp8:
+            _pos, pid, _tl0_pos, tl0 = vp8_picture_ids(packet.payload)
+            if self.last_pid >= 0:
+                self.pid_shift = (self.last_pid + 1 - pid) & 0x7FFF
+            if self.last_tl0 >= 0:
+                self.tl0_shift = (self.last_tl0 + 1 - tl0) & 0xFF
+        if self.stream is not self.announced:
+            self.announced = stream = self.stream
+            self.transport.on_event(
+                "layer",
+                {
+                    "session": self.transport.session_id,
+                    "consumer": self.id,
+                    "producer": self.producer.id,
+                    "layer": stream.index,
+                    "rid": stream.rid,
+                    "width": stream.width,
+                    "height": stream.height,
+                    "estimate": self.transport.layers.estimate,
+                },
+            )
+
     def switch(self, stream: RecvStream, packet: RtpPacket, now: float) -> None:
         self.target = None
         super().switch(stream, packet, now)
+
+    def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
+        if self.vp8:
+            self.rewrite_payload(buf, len(buf) - len(packet.payload), True)
+        super().send(packet, buf, twcc_offset, now)
+
+    def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
+        if not self.vp8:
+            return
+        pid_pos, pid, tl0_pos, tl0 = vp8_picture_ids(memoryview(buf)[offset:])
+        if pid_pos >= 0:
+            pos = offset + pid_pos
+            if buf[pos] & 0x80:
+                pid = (pid + self.pid_shift) & 0x7FFF
+                buf[pos] = 0x80 | pid >> 8
+                buf[pos + 1] = pid & 0xFF
+            else:
+                pid = (pid + self.pid_shift) & 0x7F
+                buf[pos] = pid
+            if fresh:
+                self.last_pid = pid
+        if tl0_pos >= 0:
+            tl0 = (tl0 + self.tl0_shift) & 0xFF
+            buf[offset + tl0_pos] = tl0
+            if fresh:
+                self.last_tl0 = tl0
+
+    def suspend(self) -> None:
+        if self.target is not None:
+            self.target.detach(self)
+            self.target = None
+        super().suspend()
 
     def close(self) -> None:
         if self.target is not None:

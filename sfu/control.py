@@ -88,8 +88,12 @@ class WantedConsumer(TypedDict):
 
 
 class SubscriberOfferParams(TypedDict):
+    """``ice_restart``: the offer carries new ICE credentials (the client asked for an ICE
+    restart, e.g. its network changed); the offer is new even if the tracks are not."""
+
     session: str
     consumers: list[WantedConsumer]
+    ice_restart: NotRequired[bool]
 
 
 class SubscriberOfferResult(TypedDict):
@@ -109,8 +113,37 @@ class ProducerPauseParams(TypedDict):
     paused: bool
 
 
+class PreferencesParams(TypedDict):
+    """A viewer's wishes for every video track of its session: the tallest picture it
+    wants, the highest layer (0 lowest), or one encoding by rid (or index)."""
+
+    session: str
+    max_height: NotRequired[int | None]
+    max_layer: NotRequired[int | None]
+    encoding: NotRequired[str | None]
+
+
 class ProducerParams(TypedDict):
     producer: str
+
+
+class IceRestartParams(TypedDict):
+    """A client-offered session's peer sent ICE credentials (WHIP/WHEP PATCH). ``ufrag``
+    is the peer's ice-ufrag: the current one means a trickle (nothing changes), another
+    one an ICE restart."""
+
+    session: str
+    ufrag: str
+
+
+class IceRestartResult(TypedDict):
+    """The server's credentials after the request and its host candidate (the value of
+    an ``a=candidate:`` line)."""
+
+    restarted: bool
+    ufrag: str
+    pwd: str
+    candidate: str
 
 
 class CloseParams(TypedDict):
@@ -204,7 +237,16 @@ SUBSCRIBER_OFFER = Method(
 SUBSCRIBER_ANSWER = Method(
     "subscriber_answer", SubscriberAnswerParams, Empty, "the client's answer to an offer"
 )
+ICE_RESTART = Method(
+    "ice_restart",
+    IceRestartParams,
+    IceRestartResult,
+    "new ICE credentials on a client-offered session (trickle when unchanged)",
+)
 PRODUCER_PAUSE = Method("producer_pause", ProducerPauseParams, Empty, "mute or unmute a producer")
+PREFERENCES = Method(
+    "preferences", PreferencesParams, Empty, "a viewer's layer wishes (caps its layer choice)"
+)
 PRODUCER_CLOSE = Method("producer_close", ProducerParams, Empty, "end a producer and its consumers")
 CLOSE = Method("close", CloseParams, Empty, "end a session (any transport)")
 PLAIN_TRANSPORT = Method(
@@ -222,8 +264,10 @@ METHODS: dict[str, Method[Any, Any]] = {
         SUBSCRIBER,
         SUBSCRIBER_OFFER,
         SUBSCRIBER_ANSWER,
+        ICE_RESTART,
         PRODUCER_PAUSE,
         PRODUCER_CLOSE,
+        PREFERENCES,
         CLOSE,
         PLAIN_TRANSPORT,
         CONSUME,
@@ -234,13 +278,19 @@ METHODS: dict[str, Method[Any, Any]] = {
 
 # Events a worker sends unasked, with what their data holds.
 EVENTS: dict[str, str] = {
-    "ready": "index, port, pid, fingerprint: the worker is listening",
+    "ready": "index, port, tcp_port, pid, fingerprint: the worker is listening",
     "connected": "session, srtp_profile: a transport's DTLS is up (plain transports: first packet)",
     "closed": "session, reason: a transport ended",
     "consumer_closed": "session, consumer: a consumer ended (its producer went away)",
     "producer_closed": "session, producer: a producer ended",
     "active_speaker": "room, producer, level: the loudest audio producer changed",
     "quality": "session, quality, loss, rtt: a connection's quality band changed",
+    "layer": "session, consumer, producer, layer, rid, width, height, estimate: a viewer's "
+    "simulcast layer changed (at a keyframe of the new layer)",
+    "layers": "session, producer, active, rids: which encodings a simulcast publisher should "
+    "send (False: nobody watches it)",
+    "video_paused": "session, consumer, producer, paused, estimate: a viewer's link cannot carry "
+    "audio and the lowest video layer, so its video paused (or resumed)",
 }
 
 # -- validation -----------------------------------------------------------------------------------

@@ -135,6 +135,8 @@ class IceLiteSession:
         "local_ufrag",
         "local_pwd",
         "remote_ufrag",
+        "previous",
+        "ufrags",
         "consent_timeout",
         "selected",
         "validated",
@@ -153,24 +155,62 @@ class IceLiteSession:
         self.local_ufrag = local_ufrag
         self.local_pwd = local_pwd
         self.remote_ufrag = remote_ufrag
+        # After an ICE restart, the credentials in use before it (local ufrag, pwd, remote
+        # ufrag) answer checks until the peer's first check with the new ones: media and
+        # consent keep going on the old pair while the new one is being set up.
+        self.previous: tuple[str, str, str] | None = None
+        self.ufrags = [local_ufrag]  # local ufrags the demux may route here (pruned by it)
         self.consent_timeout = consent_timeout
         self.selected: Address | None = None
         self.validated: set[Address] = set()
         self.last_consent = now
         self.created = now
 
+    def restart(self, local_ufrag: str, local_pwd: str, remote_ufrag: str) -> None:
+        """ICE restart (RFC 8445 section 9): new local credentials, and the peer's new ufrag
+        ("" when it is learned later, from the answer to a server's offer). The selected
+        address stays until the peer nominates another: DTLS and SRTP are not touched."""
+        if self.previous is None:  # two restarts before any new check: keep the proven ones
+            self.previous = (self.local_ufrag, self.local_pwd, self.remote_ufrag)
+        self.local_ufrag = local_ufrag
+        self.local_pwd = local_pwd
+        self.remote_ufrag = remote_ufrag
+        self.ufrags.append(local_ufrag)
+
+    def accepts(self, local_ufrag: str) -> bool:
+        """Whether checks naming this local ufrag are still answered."""
+        return local_ufrag == self.local_ufrag or (
+            self.previous is not None and local_ufrag == self.previous[0]
+        )
+
     def handle_request(
-        self, message: stun.Message, remote_ufrag: str, addr: Address, now: float
+        self,
+        message: stun.Message,
+        remote_ufrag: str,
+        addr: Address,
+        now: float,
+        local_ufrag: str | None = None,
     ) -> bytes | None:
         """Check one binding request; return the response to send, or None to drop it.
 
         A check that fails MESSAGE-INTEGRITY or names another remote ufrag is dropped
         without an answer: an attacker learns nothing and costs us one HMAC.
+        ``local_ufrag`` is the one the check names (the current one when None).
         """
-        if remote_ufrag != self.remote_ufrag:
+        current = local_ufrag is None or local_ufrag == self.local_ufrag
+        if current:
+            expected_remote, pwd = self.remote_ufrag, self.local_pwd
+        elif self.previous is not None and local_ufrag == self.previous[0]:
+            expected_remote, pwd = self.previous[2], self.previous[1]
+        else:
             return None
-        if not message.check_message_integrity(self.local_pwd.encode()):
+        if remote_ufrag != expected_remote or not expected_remote:
             return None
+        if not message.check_message_integrity(pwd.encode()):
+            return None
+        if current and self.previous is not None:
+            logger.info("ice %s: restart completed, old credentials retired", self.local_ufrag)
+            self.previous = None
         self.validated.add(addr)
         self.last_consent = now
         if "USE-CANDIDATE" in message.attributes and self.selected != addr:
@@ -188,7 +228,7 @@ class IceLiteSession:
             transaction_id=message.transaction_id,
         )
         response.attributes["XOR-MAPPED-ADDRESS"] = addr
-        response.add_message_integrity(self.local_pwd.encode())
+        response.add_message_integrity(pwd.encode())
         return bytes(response)
 
     def media_received(self, addr: Address, now: float) -> bool:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 SPEAKER_INTERVAL = 0.5  # seconds between active-speaker decisions
 SPEAKER_THRESHOLD = 60  # an average level under this (louder than -60 dBov) is speech
 QUALITY_INTERVAL = 2.0
+LAYER_INTERVAL = 1.0
+UNUSED_LAYER_PAUSE = 4.0  # seconds nobody needs an encoding before the publisher pauses it
 
 
 def quality_band(loss: float, rtt: float | None) -> str:
@@ -42,12 +44,13 @@ class RoomMonitor:
         self.speakers: dict[str, str] = {}  # room -> producer id of its active speaker
         self.next_speaker_check = 0.0
         self.next_quality_check = 0.0
+        self.next_layer_check = 0.0
 
     def forget(self, room: str) -> None:
         self.speakers.pop(room, None)
 
     def next_deadline(self) -> float:
-        return min(self.next_speaker_check, self.next_quality_check)
+        return min(self.next_speaker_check, self.next_quality_check, self.next_layer_check)
 
     def on_timer(self, now: float) -> None:
         if now >= self.next_speaker_check:
@@ -56,6 +59,39 @@ class RoomMonitor:
         if now >= self.next_quality_check:
             self.next_quality_check = now + QUALITY_INTERVAL
             self.quality()
+        if now >= self.next_layer_check:
+            self.next_layer_check = now + LAYER_INTERVAL
+            self.layer_demand(now)
+
+    def layer_demand(self, now: float) -> None:
+        """Tell a simulcast publisher which encodings to send: one nobody has needed for
+        :data:`UNUSED_LAYER_PAUSE` s is paused (the lead's uplink is often the thinnest
+        link of all), and resumed as soon as a viewer wants it."""
+        for router in self.rooms.values():
+            for producer in router.producers.values():
+                if not producer.simulcast or producer.closed:
+                    continue
+                wanted = producer.layer_demand()
+                active = list(producer.layers_active)
+                for index, needed in enumerate(wanted):
+                    if needed:
+                        producer.unneeded_since[index] = -1.0
+                        active[index] = True
+                    elif producer.unneeded_since[index] < 0:
+                        producer.unneeded_since[index] = now
+                    elif now - producer.unneeded_since[index] >= UNUSED_LAYER_PAUSE:
+                        active[index] = False
+                if active != producer.layers_active:
+                    producer.layers_active = active
+                    self.emit(
+                        "layers",
+                        {
+                            "session": producer.transport.session_id,
+                            "producer": producer.id,
+                            "active": active,
+                            "rids": [s.rid for s in producer.streams],
+                        },
+                    )
 
     def active_speakers(self) -> None:
         """The loudest audio producer of each room over the last interval, if it speaks."""

@@ -58,6 +58,8 @@ class Negotiator:
         port: int,
         context: TransportContext,
         sender: Callable[[bytes, Address], object],
+        tcp_port: int = 0,
+        tcp_sender: Callable[[bytes, Address], object] | None = None,
     ) -> None:
         self.certificate = certificate
         self.fingerprint = fingerprint
@@ -66,6 +68,8 @@ class Negotiator:
         self.context = context
         self.settings = context.settings
         self.sender = sender
+        self.tcp_port = tcp_port  # the worker's passive ICE-TCP port; 0 offers none
+        self.tcp_sender = tcp_sender
 
     def transport(
         self,
@@ -101,7 +105,16 @@ class Negotiator:
             local_ufrag, local_pwd, remote_ufrag, now, self.settings.consent_timeout
         )
         return WebRtcTransport(
-            session_id, room, identity, ice, dtls, self.sender, self.context, now, extensions
+            session_id,
+            room,
+            identity,
+            ice,
+            dtls,
+            self.sender,
+            self.context,
+            now,
+            extensions,
+            tcp_sender=self.tcp_sender,
         )
 
     def describe(
@@ -123,6 +136,7 @@ class Negotiator:
             setup=setup,
             version=version,
             group=group,
+            tcp_port=self.tcp_port,
         )
 
     # -- publishing ---------------------------------------------------------------------------
@@ -164,6 +178,8 @@ class Negotiator:
                 for uri, ext_id in section.extensions.items()
                 if uri in sdp.PUBLISH_EXTENSIONS[section.kind]
             }
+            if section.kind == "video" and sdp.URI_RID in answer.extensions:
+                answer.recv_rids = section.send_rids()
             if previous is not None:
                 plan.kept.append(previous)
                 continue
@@ -250,12 +266,17 @@ def encodings_of(section: sdp.MediaSection) -> list[Encoding]:
     """The encodings a sending section announces, lowest first.
 
     ``a=ssrc-group:SIM`` lists the simulcast SSRCs (each may have an FID group for its
-    RTX); otherwise a single signalled SSRC, or none (the SSRC is learned from the first
-    packets, by MID). Rid-based simulcast is negotiated with ``a=rid``/``a=simulcast``,
-    which the answer does not offer yet, so such a publisher sends one encoding."""
+    RTX); ``a=simulcast:send`` names rid encodings, whose SSRCs are learned from the
+    rtp-stream-id extension of their first packets (and RTX from repaired-rtp-stream-id);
+    otherwise a single signalled SSRC, or none (the SSRC is learned from the first
+    packets, by MID). Both simulcast forms list the lowest encoding first, as
+    telebridge.js and Chromium's own simulcast do."""
     for semantics, ssrcs in section.ssrc_groups:
         if semantics == "SIM" and len(ssrcs) > 1:
             return [Encoding(ssrc=ssrc, rtx_ssrc=section.rtx_ssrc_of(ssrc)) for ssrc in ssrcs]
+    rids = section.send_rids()
+    if section.kind == "video" and rids and sdp.URI_RID in section.extensions:
+        return [Encoding(rid=rid) for rid in rids]
     primaries = section.primary_ssrcs()
     if len(primaries) == 1 and not section.rids:
         return [Encoding(ssrc=primaries[0], rtx_ssrc=section.rtx_ssrc_of(primaries[0]))]

@@ -6,7 +6,9 @@ Logs go to stderr. When the control process goes away (stdin closes), the worker
 
 This layer moves bytes and arms one timer: datagrams from the shared UDP port and from
 plain transports' sockets go straight into the core; ``loop.call_at`` is armed at the
-core's earliest deadline and re-armed whenever that moves earlier.
+core's earliest deadline and re-armed whenever that moves earlier. With ``ice_tcp`` the
+worker also accepts ICE-TCP connections on one TCP port (:class:`IceTcpProtocol`), whose
+unframed packets go into the core the same way.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import sys
 import time
 from collections.abc import Callable
 from math import inf
-from typing import Any
+from typing import Any, cast
 
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu import channel
 from sfu.control import ControlError
+from sfu.ice_tcp import FramingError, TcpAddress, TcpPath, frame
 from sfu.plain_transport import PlainAddress, PlainSocket
 from sfu.settings import MediaSettings
 from sfu.worker import WorkerCore
@@ -34,6 +37,9 @@ from sfu.worker import WorkerCore
 logger = logging.getLogger("sfu.process")
 
 SOCKET_BUFFER = 4 << 20  # a burst of keyframe packets to many viewers must not overflow
+TCP_QUEUE_LIMIT = 1 << 20  # bytes queued on one ICE-TCP connection before packets are dropped
+TCP_IDLE_CHECK = 10.0  # seconds a connection may carry no passing check / outlive its transport
+MAX_TCP_CONNECTIONS = 4096  # per worker; more are closed at once
 
 
 class Clock:
@@ -170,6 +176,114 @@ class LoopSocket:
                 pass
 
 
+class TcpListener:
+    """The worker's ICE-TCP port: its connections and the core they feed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
+        self.loop = loop
+        self.clock = clock
+        self.core: WorkerCore | None = None
+        self.connections: set[IceTcpProtocol] = set()
+        self.errors = 0
+
+    def protocol(self) -> IceTcpProtocol:
+        return IceTcpProtocol(self)
+
+    def close_all(self) -> None:
+        for connection in list(self.connections):
+            connection.close()
+
+
+class IceTcpProtocol(asyncio.Protocol):
+    """One accepted ICE-TCP connection (RFC 6544 passive side): unframe what arrives into
+    the core, frame what the core sends. Closed when it is refused (a framing error, too
+    many connections), when no check has passed on it within TCP_IDLE_CHECK seconds, and
+    soon after the transport it carries closes."""
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.path: TcpPath | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.dropped = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        listener = self.listener
+        core = listener.core
+        peer = transport.get_extra_info("peername")
+        if core is None or len(listener.connections) >= MAX_TCP_CONNECTIONS or not peer:
+            transport.close()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.path = TcpPath(TcpAddress(peer[0], peer[1]), self.send, listener.loop.time())
+        core.demux.add_tcp(self.path)
+        listener.connections.add(self)
+        self.timer = listener.loop.call_later(TCP_IDLE_CHECK, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        path = self.path
+        core = self.listener.core
+        if path is None or core is None:
+            return
+        try:
+            packets = path.decoder.feed(data)
+        except FramingError as exc:
+            logger.info("ice-tcp %r: %s; closing", path.addr, exc)
+            self.close()
+            return
+        now = self.listener.loop.time()
+        for packet in packets:
+            try:
+                core.receive_tcp(packet, path, now)
+            except Exception:  # one bad packet must never stop the worker
+                self.listener.errors += 1
+                if self.listener.errors < 20 or self.listener.errors % 1000 == 0:
+                    logger.exception("worker: error handling an ICE-TCP packet from %r", path.addr)
+        self.listener.clock.rearm()
+
+    def send(self, packet: bytes) -> None:
+        """Frame and queue one packet; drop it when the peer is not reading (media copes
+        with loss better than with a queue that grows without end)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > TCP_QUEUE_LIMIT:
+            self.dropped += 1
+            return
+        transport.write(frame(packet))
+
+    def _check(self) -> None:
+        self.timer = None
+        path = self.path
+        if path is None:
+            return
+        bound = path.transport
+        if bound is None or bound.closed:
+            logger.debug("ice-tcp %r: no live transport; closing", path.addr)
+            self.close()
+            return
+        self.timer = self.listener.loop.call_later(TCP_IDLE_CHECK, self._check)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.listener.connections.discard(self)
+        core = self.listener.core
+        if self.path is not None and core is not None:
+            core.demux.remove_tcp(self.path)
+
+
 class ControlLink:
     """Framed JSON over stdin/stdout."""
 
@@ -207,6 +321,16 @@ async def run(args: argparse.Namespace) -> None:
     except OSError:
         pass
 
+    listener = TcpListener(loop, clock)
+    tcp_server: asyncio.AbstractServer | None = None
+    tcp_port = 0
+    if settings.ice_tcp:
+        wanted = settings.tcp_base_port + args.index if settings.tcp_base_port else 0
+        tcp_server = await loop.create_server(
+            listener.protocol, host=settings.listen, port=wanted, reuse_address=True
+        )
+        tcp_port = tcp_server.sockets[0].getsockname()[1]
+
     def open_socket(
         unix: bool, bind: str, on_datagram: Callable[[bytes, Any, float], None]
     ) -> PlainSocket:
@@ -220,8 +344,10 @@ async def run(args: argparse.Namespace) -> None:
         emit,
         settings,
         open_socket,
+        tcp_port=tcp_port,
     )
     protocol.core = core
+    listener.core = core
     clock.core = core
     clock.rearm()
 
@@ -231,16 +357,18 @@ async def run(args: argparse.Namespace) -> None:
             "data": {
                 "index": args.index,
                 "port": core.port,
+                "tcp_port": tcp_port,
                 "pid": os.getpid(),
                 "fingerprint": core.fingerprint[1],
             },
         }
     )
     logger.info(
-        "worker %d listening on %s:%d (announcing %s)",
+        "worker %d listening on %s:%d%s (announcing %s)",
         args.index,
         settings.listen,
         core.port,
+        f", ICE-TCP {tcp_port}" if tcp_port else "",
         settings.announced,
     )
 
@@ -259,6 +387,9 @@ async def run(args: argparse.Namespace) -> None:
         clock.stop()
         core.close_all("worker shutting down")
         udp.close()
+        if tcp_server is not None:
+            tcp_server.close()
+            listener.close_all()
 
 
 def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, Any]:

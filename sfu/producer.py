@@ -53,6 +53,8 @@ class Producer:
             for index, encoding in enumerate(encodings or [Encoding()])
         ]
         self.consumers: list[Consumer] = []
+        self.layers_active = [True] * len(self.streams)  # as last told to the publisher
+        self.unneeded_since = [-1.0] * len(self.streams)
         self.paused = False
         self.closed = False
         self.level_sum = 0
@@ -132,7 +134,9 @@ class Producer:
         return None
 
     def _stream_for(self, rid: bytes | None) -> RecvStream | None:
-        if rid is None:
+        if rid is None or (len(self.streams) == 1 and self.streams[0].rid is None):
+            # A single encoding takes its packets with or without a rid (one rid alone
+            # is not simulcast, and the answer does not name it).
             return self.streams[0] if len(self.streams) == 1 else None
         name = rid.decode("ascii", "replace")
         for stream in self.streams:
@@ -151,6 +155,26 @@ class Producer:
             for stream in self.streams:
                 stream.restart_consumers()
             self.request_keyframe(now)
+
+    def layer_demand(self) -> list[bool]:
+        """Which encodings someone needs: a consumer's current, target or wished-for
+        layer, every layer for a pipe, and always the lowest (a new or struggling viewer
+        starts there without waiting for the publisher)."""
+        wanted = [False] * len(self.streams)
+        wanted[0] = True
+        if any(stream.pipes for stream in self.streams):
+            return [True] * len(self.streams)
+        for consumer in self.consumers:
+            current = getattr(consumer, "stream", None)
+            if current is not None:
+                wanted[current.index] = True
+            preferred = getattr(consumer, "preferred", None)
+            if preferred is not None:
+                wanted[preferred] = True
+            target = getattr(consumer, "target", None)
+            if target is not None:
+                wanted[target.index] = True
+        return wanted
 
     def request_keyframe(self, now: float) -> None:
         for stream in self.streams:

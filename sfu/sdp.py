@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from sfu.ice_tcp import TCP_PASSIVE_PRIORITY
+
 MAX_SDP_BYTES = 64 * 1024
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -117,6 +119,25 @@ class MediaSection:
             if semantics == "FID" and len(ssrcs) == 2 and ssrcs[0] == media_ssrc:
                 return ssrcs[1]
         return None
+
+    def send_rids(self) -> list[str]:
+        """The rids of a rid-simulcast sender in ``a=simulcast:send`` order (RFC 8853),
+        alternatives and paused ("~") marks dropped; without ``a=simulcast``, the
+        ``a=rid ... send`` lines in order. One rid alone is not simulcast."""
+        declared = [rid for rid, direction in self.rids if direction == "send"]
+        order: list[str] = []
+        if self.simulcast:
+            words = self.simulcast.split()
+            for direction, streams in zip(words[::2], words[1::2], strict=False):
+                if direction != "send":
+                    continue
+                for alternatives in streams.split(";"):
+                    rid = alternatives.split(",")[0].lstrip("~")
+                    if rid in declared and rid not in order:
+                        order.append(rid)
+        else:
+            order = declared
+        return order if len(order) > 1 else []
 
     def primary_ssrcs(self) -> list[int]:
         """SSRCs that carry media (not the RTX half of an FID group)."""
@@ -440,6 +461,7 @@ class AnswerSection:
     cname: str = "telebridge"
     stream_id: str = "-"
     track_id: str = "-"
+    recv_rids: list[str] = field(default_factory=list)  # rid simulcast we accept
 
 
 def negotiate_feedback(kind: str, codec: Codec) -> list[tuple[str, str]]:
@@ -459,9 +481,11 @@ def write_answer(
     setup: str = "passive",
     version: int = 2,
     group: bool = True,
+    tcp_port: int = 0,
 ) -> str:
     """An ICE-lite, BUNDLE, rtcp-mux description with one host candidate: an answer
     (DTLS passive) or, with ``setup="actpass"``, the server's own offer to a subscriber.
+    A ``tcp_port`` adds a passive ICE-TCP host candidate (RFC 6544) on that port.
 
     ``group`` False answers an offer that had no BUNDLE group (one section): RFC 8843 7.3
     lets an answer hold a group only if its offer asked for one. Every accepted section
@@ -483,7 +507,7 @@ def write_answer(
     for section in sections:
         lines.extend(
             _answer_media(
-                section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup
+                section, ice_ufrag, ice_pwd, fingerprint, address, port, ip_version, setup, tcp_port
             )
         )
     return "\r\n".join(lines) + "\r\n"
@@ -498,6 +522,7 @@ def _answer_media(
     port: int,
     ip_version: str,
     setup: str,
+    tcp_port: int = 0,
 ) -> list[str]:
     offer = s.offer
     if s.codec is None:
@@ -544,6 +569,9 @@ def _answer_media(
     if s.use_rtx and codec.rtx_payload_type is not None:
         lines.append(f"a=rtpmap:{codec.rtx_payload_type} rtx/{codec.clock_rate}")
         lines.append(f"a=fmtp:{codec.rtx_payload_type} apt={codec.payload_type}")
+    if s.recv_rids:
+        lines.extend(f"a=rid:{rid} recv" for rid in s.recv_rids)
+        lines.append("a=simulcast:recv " + ";".join(s.recv_rids))
     if s.send_ssrc is not None:
         lines.append(f"a=msid:{s.stream_id} {s.track_id}")
         if s.send_rtx_ssrc is not None:
@@ -552,6 +580,16 @@ def _answer_media(
             if ssrc is not None:
                 lines.append(f"a=ssrc:{ssrc} cname:{s.cname}")
                 lines.append(f"a=ssrc:{ssrc} msid:{s.stream_id} {s.track_id}")
-    lines.append(f"a=candidate:1 1 udp 2130706431 {address} {port} typ host generation 0")
+    lines.append(f"a=candidate:{host_candidate(address, port)}")
+    if tcp_port:
+        lines.append(
+            f"a=candidate:2 1 tcp {TCP_PASSIVE_PRIORITY} {address} {tcp_port}"
+            " typ host tcptype passive generation 0"
+        )
     lines.append("a=end-of-candidates")
     return lines
+
+
+def host_candidate(address: str, port: int) -> str:
+    """The server's one candidate, as the value of an ``a=candidate:`` line."""
+    return f"1 1 udp 2130706431 {address} {port} typ host generation 0"

@@ -32,6 +32,11 @@ class MediaSettings:
     """Address written into SDP candidates; empty means the listen address."""
     base_port: int = 0
     """Worker i binds base_port + i; 0 gives each worker an ephemeral port."""
+    ice_tcp: bool = True
+    """Each worker also listens for ICE-TCP (RFC 6544 passive candidates), for clients whose
+    UDP is blocked; the answer then carries a TCP candidate below the UDP one."""
+    tcp_base_port: int = 0
+    """Worker i's ICE-TCP port is tcp_base_port + i; 0 gives each worker an ephemeral one."""
     publisher_bitrate: int = 2_500_000
     """Bits per second a publisher's connection is told (REMB) it may send."""
     consent_timeout: float = 30.0
@@ -49,6 +54,10 @@ class MediaSettings:
             raise SettingsError("workers must be at least 1")
         if not 0 <= self.base_port <= 65535:
             raise SettingsError("base_port must be 0-65535")
+        if not 0 <= self.tcp_base_port <= 65535:
+            raise SettingsError("tcp_base_port must be 0-65535")
+        if self.tcp_base_port and self.tcp_base_port + self.workers - 1 > 65535:
+            raise SettingsError("tcp_base_port + workers - 1 must be at most 65535")
         for name in (
             "publisher_bitrate",
             "consent_timeout",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sfu import rtcp
-from sfu.codecs import is_keyframe
+from sfu.codecs import is_keyframe, keyframe_size
 from sfu.keyframe import KeyFrameRequester
 from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp import ExtensionLayout, RtpPacket
@@ -53,6 +53,12 @@ class RecvStream:
         "last_packet_at",
         "codec_name",
         "is_video",
+        "width",
+        "height",
+        "rate_bytes",
+        "rate_at",
+        "rate",
+        "peak_bitrate",
     )
 
     def __init__(
@@ -80,6 +86,12 @@ class RecvStream:
         self.groups: list[tuple[ExtensionLayout, list[SimpleConsumer]]] = []
         self.pipes: list[PipeConsumer] = []
         self.last_packet_at = -1.0
+        self.width = 0  # from the last keyframe
+        self.height = 0
+        self.rate_bytes = 0
+        self.rate_at = -1.0
+        self.rate = 0.0
+        self.peak_bitrate = 0.0  # the highest rate measured: a paused layer's cost
 
     def receive(self, packet: RtpPacket, now: float) -> None:
         """One packet of this stream (an original, or an unwrapped retransmission)."""
@@ -92,6 +104,9 @@ class RecvStream:
             if is_keyframe(self.codec_name, packet.payload):
                 packet.keyframe = True
                 self.keyframes.on_keyframe(now)
+                size = keyframe_size(self.codec_name, packet.payload)
+                if size is not None:
+                    self.width, self.height = size
             self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
         self.producer.forward(self, packet, now)
 
@@ -123,6 +138,20 @@ class RecvStream:
             deadline = self.keyframes.next_deadline()
             if deadline is not None:
                 self.producer.transport.wake(deadline)
+
+    def bitrate(self, now: float) -> float:
+        """Bits per second received, measured over at least the last second (read by
+        the viewers' layer choice; the counting is the receive statistics' own)."""
+        if not self.active(now):
+            return 0.0
+        elapsed = now - self.rate_at
+        if self.rate_at < 0 or elapsed > 5.0:
+            self.rate_at, self.rate_bytes = now, self.stats.bytes
+        elif elapsed >= 1.0:
+            self.rate = (self.stats.bytes - self.rate_bytes) * 8 / elapsed
+            self.rate_at, self.rate_bytes = now, self.stats.bytes
+            self.peak_bitrate = max(self.peak_bitrate * 0.98, self.rate)
+        return self.rate
 
     def active(self, now: float) -> bool:
         return self.last_packet_at >= 0 and now - self.last_packet_at < INACTIVE_AFTER

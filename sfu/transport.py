@@ -22,7 +22,8 @@ from typing import Any
 
 from sfu import rtcp
 from sfu.consumer import Consumer, random_ssrc
-from sfu.feedback import FeedbackUnit, standard_units
+from sfu.feedback import FeedbackUnit, Remb, standard_units
+from sfu.layers import LayerControl
 from sfu.producer import Producer
 from sfu.rtp import RtpError, parse_rtp, read_map, unwrap_rtx
 from sfu.settings import MediaSettings
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 MAX_LEARNED_SSRCS = 16  # SSRCs an unsignalled publisher may introduce on one transport
 RTCP_MTU = 1200
+REMB_FRESH = 5.0  # seconds a receiver's REMB stands as the link's estimate
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -119,6 +121,7 @@ class Transport(ABC):
         self.packets_out = 0  # outside counters: one attribute less per packet
         self.bytes_out = 0
         self.twcc_seq = 0
+        self.estimate_source: str | None = None  # what available_bitrate last read
         self.closed = False
         self.close_when_idle = False  # a WHEP viewer ends with its source
         self.quality = "excellent"
@@ -129,6 +132,8 @@ class Transport(ABC):
         self._sent_hooks: list[Callable[[int, int, float], None]] = []
         for unit in self.units:
             self._hook(unit)
+        self.layers = LayerControl(self)
+        self.add_unit(self.layers)
 
     def _hook(self, unit: FeedbackUnit) -> None:
         for packet_type in unit.handles:
@@ -155,6 +160,17 @@ class Transport(ABC):
     @abstractmethod
     def _send_rtcp_packet(self, data: bytes) -> bool:
         """Send one plain compound RTCP packet (protecting it if the transport encrypts)."""
+
+    def available_bitrate(self, now: float) -> float | None:
+        """What the link to this peer can carry (bits/s), or None when nothing tells:
+        the receiver's REMB, if it sent one in the last few seconds."""
+        for unit in self.units:
+            if isinstance(unit, Remb) and unit.estimate is not None:
+                if now - unit.estimate_at < REMB_FRESH:
+                    self.estimate_source = "remb"
+                    return float(unit.estimate)
+        self.estimate_source = None
+        return None
 
     def _sent(self, twcc: int, size: int, now: float) -> None:
         for hook in self._sent_hooks:

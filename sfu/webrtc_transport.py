@@ -16,6 +16,7 @@ from aioice import stun
 
 from sfu.dtls import DtlsError, DtlsSession, is_dtls
 from sfu.ice import Address, IceLiteSession
+from sfu.ice_tcp import TcpAddress
 from sfu.rtp import U16, is_rtcp
 from sfu.srtp import MAX_PACKET, SrtpContext, SrtpError, srtp_protect
 from sfu.transport import Transport, TransportContext
@@ -37,12 +38,15 @@ class WebRtcTransport(Transport):
         context: TransportContext,
         now: float,
         extensions: dict[str, int] | None = None,
+        tcp_sender: Any = None,
     ) -> None:
         super().__init__(session_id, room, identity, context, now, extensions)
         self.ice = ice
         self.dtls = dtls
         self.srtp: SrtpContext | None = None
-        self.sender = sender  # the worker socket's sendto(data, addr)
+        self.udp_sender = sender  # the worker socket's sendto(data, addr)
+        self.tcp_sender = tcp_sender  # Demux.send_tcp: frames onto an ICE-TCP connection
+        self.sender = sender  # the one for self.addr's path
         self.addr: Address | None = None
         # SrtpContext.protect inlined into send_rtp (one Python call less per forwarded copy).
         self._tx: Any = None
@@ -60,12 +64,25 @@ class WebRtcTransport(Transport):
 
     # -- input --------------------------------------------------------------------------------
     def handle_stun(
-        self, message: stun.Message, remote_ufrag: str, addr: Address, now: float
+        self,
+        message: stun.Message,
+        remote_ufrag: str,
+        addr: Address,
+        now: float,
+        local_ufrag: str | None = None,
     ) -> bytes | None:
-        response = self.ice.handle_request(message, remote_ufrag, addr, now)
+        response = self.ice.handle_request(message, remote_ufrag, addr, now, local_ufrag)
         if response is not None and self.ice.selected is not None:
-            self.addr = self.ice.selected
+            self._use(self.ice.selected)
         return response
+
+    def _use(self, addr: Address) -> None:
+        """Send to ``addr`` from now on, over its path: UDP, or an ICE-TCP connection."""
+        self.addr = addr
+        if type(addr) is TcpAddress and self.tcp_sender is not None:
+            self.sender = self.tcp_sender
+        else:
+            self.sender = self.udp_sender
 
     def set_remote(self, remote_ufrag: str, dtls: DtlsSession) -> None:
         """A server-offered connection learns the client's ICE ufrag and certificate from
@@ -79,7 +96,7 @@ class WebRtcTransport(Transport):
         if self.closed:
             return
         if self.addr is None:
-            self.addr = addr  # DTLS before USE-CANDIDATE: answer where it came from
+            self._use(addr)  # DTLS before USE-CANDIDATE: answer where it came from
         first = data[0]
         if 127 < first < 192:
             srtp = self.srtp

@@ -24,7 +24,9 @@ from sfu.consumer import PipeConsumer, SimpleConsumer, consumer_for
 from sfu.control import ControlError
 from sfu.demux import Demux
 from sfu.dtls import DtlsError, DtlsSession, local_fingerprint
-from sfu.ice import Address
+from sfu.ice import Address, new_credentials
+from sfu.ice_tcp import TcpPath
+from sfu.layers import Preferences
 from sfu.monitor import RoomMonitor
 from sfu.negotiation import Negotiator, parse_offer
 from sfu.plain_transport import PlainAddress, PlainTransport, SocketOpener
@@ -70,6 +72,7 @@ class WorkerCore:
         emit: Emit,
         settings: MediaSettings | None = None,
         open_socket: SocketOpener | None = None,
+        tcp_port: int = 0,
     ) -> None:
         self.settings = settings or MediaSettings()
         self.certificate = certificate
@@ -81,8 +84,16 @@ class WorkerCore:
         self.timers = TimerQueue()
         self.demux = Demux(sender)
         self.context = TransportContext(self.timers, self._on_transport_event, self.settings)
+        self.tcp_port = tcp_port  # the passive ICE-TCP listener's; 0 when there is none
         self.negotiator = Negotiator(
-            certificate, self.fingerprint, address, port, self.context, sender
+            certificate,
+            self.fingerprint,
+            address,
+            port,
+            self.context,
+            sender,
+            tcp_port=tcp_port,
+            tcp_sender=self.demux.send_tcp,
         )
         self.rooms: dict[str, Router] = {}
         self.sessions: dict[str, Transport] = {}
@@ -99,8 +110,10 @@ class WorkerCore:
             control.SUBSCRIBER.name: self.subscriber,
             control.SUBSCRIBER_OFFER.name: self.subscriber_offer,
             control.SUBSCRIBER_ANSWER.name: self.subscriber_answer,
+            control.ICE_RESTART.name: self.ice_restart,
             control.PRODUCER_PAUSE.name: self.producer_pause,
             control.PRODUCER_CLOSE.name: self.producer_close,
+            control.PREFERENCES.name: self.preferences,
             control.CLOSE.name: self.close,
             control.PLAIN_TRANSPORT.name: self.plain_transport,
             control.CONSUME.name: self.consume,
@@ -115,6 +128,10 @@ class WorkerCore:
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """One datagram from the shared UDP port."""
         self.demux.receive(data, addr, now)
+
+    def receive_tcp(self, data: bytes, path: TcpPath, now: float) -> None:
+        """One unframed packet from an ICE-TCP connection."""
+        self.demux.receive_tcp(data, path, now)
 
     def run_timers(self, now: float) -> float:
         """Fire what is due; returns the next deadline (inf when nothing is waiting)."""
@@ -175,12 +192,11 @@ class WorkerCore:
         if params.get("renegotiate"):
             transport = self._webrtc(session_id)
             try:
-                if offer.ice_credentials()[0] != transport.ice.remote_ufrag:
-                    raise ControlError(
-                        "bad_sdp", "ICE restart is not supported; start a new connection"
-                    )
+                remote_ufrag = offer.ice_credentials()[0]
             except sdp.SdpError as exc:
                 raise ControlError("bad_sdp", str(exc)) from None
+            if remote_ufrag != transport.ice.remote_ufrag:
+                self._restart_ice(transport, remote_ufrag)  # the answer carries the new ones
         else:
             self._new_session_id(session_id)
             transport = self.negotiator.transport(
@@ -259,6 +275,19 @@ class WorkerCore:
         self._producer(params["producer"]).close()
         return {}
 
+    def preferences(self, params: control.PreferencesParams, now: float) -> control.Empty:
+        transport = self.sessions.get(params["session"])
+        if transport is None:
+            raise ControlError("not_found", f"no session {params['session']}")
+        current = transport.layers.preferences
+        wishes = Preferences(
+            params.get("max_height", current.max_height),
+            params.get("max_layer", current.max_layer),
+            params.get("encoding", current.encoding),
+        )
+        transport.layers.set_preferences(wishes, now)
+        return {}
+
     # -- viewing (WHEP) -----------------------------------------------------------------------------
     def view(self, params: control.ViewParams, now: float) -> control.ViewResult:
         """A client-offered receive connection for the given producers of its room."""
@@ -295,6 +324,34 @@ class WorkerCore:
         return {
             "answer": self.negotiator.describe(transport, answers, group=bool(offer.bundle)),
             "tracks": [{"id": c.id, "kind": c.kind, "producer": c.producer.id} for c in consumers],
+        }
+
+    # -- ICE restart ------------------------------------------------------------------------------
+    def _restart_ice(self, transport: WebRtcTransport, remote_ufrag: str) -> None:
+        """New local credentials on a live transport; DTLS, SRTP and media are untouched."""
+        ufrag, pwd = new_credentials()
+        while self.demux.ufrag_taken(ufrag):
+            ufrag, pwd = new_credentials()
+        transport.ice.restart(ufrag, pwd, remote_ufrag)
+        self.demux.sync(transport)
+        logger.info("session %s (%s): ICE restart", transport.session_id, transport.identity)
+
+    def ice_restart(self, params: control.IceRestartParams, now: float) -> control.IceRestartResult:
+        """A WHIP/WHEP client's ICE credentials: unchanged is a trickle, changed a restart."""
+        transport = self._webrtc(params["session"])
+        if transport.subscriber is not None:
+            raise ControlError("bad_request", "a subscribe connection restarts by a new offer")
+        ufrag = params["ufrag"]
+        if not ufrag:
+            raise ControlError("bad_request", "ufrag must not be empty")
+        restarted = ufrag != transport.ice.remote_ufrag
+        if restarted:
+            self._restart_ice(transport, ufrag)
+        return {
+            "restarted": restarted,
+            "ufrag": transport.ice.local_ufrag,
+            "pwd": transport.ice.local_pwd,
+            "candidate": sdp.host_candidate(self.address, self.port),
         }
 
     # -- the protocol's server-offered subscribe connection ------------------------------------------
@@ -334,6 +391,11 @@ class WorkerCore:
             changed = subscriber.update(wanted)
         except OfferError as exc:
             raise ControlError("bad_request", str(exc)) from None
+        if params.get("ice_restart") and transport.dtls is not None:
+            self._restart_ice(transport, "")  # the client's new ufrag comes in its answer
+            if not changed:
+                subscriber.version += 1  # a new offer: only its answer is taken
+                changed = True
         offer = self.negotiator.describe(
             transport, subscriber.offer_sections(), setup="actpass", version=subscriber.version
         )
@@ -357,6 +419,10 @@ class WorkerCore:
                     ufrag,
                     DtlsSession(self.certificate, answer.dtls_fingerprints(), transport.session_id),
                 )
+            else:
+                ufrag, _pwd = answer.ice_credentials()
+                if ufrag != transport.ice.remote_ufrag:
+                    transport.ice.remote_ufrag = ufrag  # the answer to an ICE-restart offer
             subscriber.apply_answer(answer, params["version"], now)
         except (sdp.SdpError, OfferError, DtlsError) as exc:
             raise ControlError("bad_sdp", str(exc)) from None

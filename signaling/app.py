@@ -6,14 +6,17 @@ the media worker that hosts the room, which answers with the SDP answer.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sfu.pool import WorkerHandle, WorkerPool
-from signaling import api, metrics, schema, tokens, webhooks
+from signaling import api, metrics, schema, sdpfrag, tokens, turn, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
 from signaling.rooms import NAME_PATTERN, RoomError
@@ -24,6 +27,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 NAME = NAME_PATTERN
 MAX_SDP = 64 * 1024
+WHEP_LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
 # Room errors as WHIP/WHEP statuses.
 ROOM_ERROR_STATUS = {
     "bad_sdp": 400,
@@ -36,6 +40,10 @@ ROOM_ERROR_STATUS = {
     "unavailable": 503,
     "internal": 500,
 }
+
+TRICKLE = "application/trickle-ice-sdpfrag"
+# What a browser's WHIP/WHEP client must be allowed to read of our responses.
+EXPOSE_HEADERS = "Location, Link, ETag, Accept-Patch"
 
 CONFIG_KEY = web.AppKey("config", Config)
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
@@ -68,6 +76,13 @@ class Server:
         self.conference.add_listener(self.metrics.on_event)
         self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
         self.conference.add_listener(self.webhooks.on_event)
+
+    def ice_servers(self, identity: str) -> list[dict[str, Any]]:
+        """TURN servers with credentials for this identity, valid for [turn] ttl."""
+        return turn.ice_servers(self.config.turn, identity, time.time())
+
+    def ice_links(self, identity: str) -> list[str]:
+        return turn.link_headers(self.ice_servers(identity))
 
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
         self.conference.on_worker_event(worker, event, data)
@@ -126,17 +141,32 @@ async def _read_limited(request: web.Request) -> bytes:
             raise ApiError(413, "too_large", f"SDP offers are limited to {MAX_SDP} bytes")
 
 
-def _created(kind: str, room: str, session: str, answer: str) -> web.Response:
-    return web.Response(
-        status=201,
-        text=answer,
-        content_type="application/sdp",
-        headers={
+def _etag(server: Server, session: str) -> str:
+    """The session's entity tag names its ICE session: the server's current ice-ufrag."""
+    return f'"{server.conference.ice_tags.get(session, session)}"'
+
+
+def _created(
+    server: Server,
+    kind: str,
+    room: str,
+    session: str,
+    answer: str,
+    links: list[str] | None = None,
+) -> web.Response:
+    headers = CIMultiDict(
+        {
             "Location": f"/{kind}/{room}/{session}",
-            "ETag": f'"{session}"',
-            "Access-Control-Expose-Headers": "Location, ETag",
-        },
+            "ETag": _etag(server, session),
+            "Accept-Patch": TRICKLE,
+            "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+        }
     )
+    for link in links or ():  # RFC 9725 4.6: the ICE servers, TURN credentials included
+        headers.add("Link", link)
+    if kind == "whep":
+        headers.add("Link", f'</whep/{room}/{session}/layer>; rel="{WHEP_LAYER_REL}"')
+    return web.Response(status=201, text=answer, content_type="application/sdp", headers=headers)
 
 
 def _room_error(exc: RoomError) -> ApiError:
@@ -158,7 +188,7 @@ async def whip_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whip", "201").inc()
-    return _created("whip", room, session, answer)
+    return _created(server, "whip", room, session, answer, server.ice_links(grant.identity))
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -178,7 +208,7 @@ async def whep_post(request: web.Request) -> web.Response:
     except RoomError as exc:
         raise _room_error(exc) from None
     server.metrics.requests.labels("whep", "201").inc()
-    return _created("whep", room, session, answer)
+    return _created(server, "whep", room, session, answer, server.ice_links(grant.identity))
 
 
 def _session_for(request: web.Request, kind: str) -> tuple[Server, str, tokens.Grant]:
@@ -205,19 +235,80 @@ async def session_delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _if_match(request: web.Request, etag: str) -> None:
+    """RFC 9110 section 13.1.1: ``*`` or a list of tags, one of which must be ours (weak
+    tags compare by their opaque part); no If-Match at all is accepted."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return
+    tags = [t.strip() for t in header.split(",") if t.strip()]
+    if "*" in tags or any(t.removeprefix("W/") == etag for t in tags):
+        return
+    raise ApiError(412, "precondition_failed", "If-Match does not name this ICE session")
+
+
 async def session_patch(request: web.Request) -> web.Response:
-    """Trickle ICE fragments are accepted and not needed: an ICE-lite server learns the
-    client's address from its checks. ICE restarts are not supported (422)."""
+    """RFC 9725 section 4.3: a fragment with the session's current ICE credentials (or
+    none) is a trickle: an ICE-lite server learns the client's addresses from its checks,
+    so 204 and nothing to do. New credentials are an ICE restart: 200 with the server's
+    new credentials and candidate; media keeps flowing on the old pair meanwhile."""
     kind = request.match_info["kind"]
-    _session_for(request, kind)  # authorises the caller for this session
+    server, session, _grant = _session_for(request, kind)
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != "application/trickle-ice-sdpfrag":
-        raise ApiError(415, "unsupported_media_type", "PATCH takes application/trickle-ice-sdpfrag")
-    body = (await _read_limited(request)).decode("utf-8", "replace")
-    if "a=ice-ufrag:" in body or "a=ice-pwd:" in body:
-        raise ApiError(
-            422, "ice_restart_unsupported", "ICE restart is not supported; start a new session"
-        )
+    if content_type != TRICKLE:
+        raise ApiError(415, "unsupported_media_type", f"PATCH takes {TRICKLE}")
+    _if_match(request, _etag(server, session))
+    try:
+        fragment = sdpfrag.parse((await _read_limited(request)).decode("utf-8"))
+    except (UnicodeDecodeError, sdpfrag.FragmentError) as exc:
+        raise ApiError(400, "bad_request", f"bad fragment: {exc}") from None
+    if fragment.ufrag is None:
+        return web.Response(status=204, headers={"ETag": _etag(server, session)})
+    try:
+        result = await server.conference.ice_restart(session, fragment.ufrag)
+    except RoomError as exc:
+        raise _room_error(exc) from None
+    headers = {"ETag": _etag(server, session), "Access-Control-Expose-Headers": EXPOSE_HEADERS}
+    if not result.get("restarted"):
+        return web.Response(status=204, headers=headers)
+    body = sdpfrag.write(
+        str(result["ufrag"]),
+        str(result["pwd"]),
+        str(result["candidate"]),
+        fragment.mids[0] if fragment.mids else "0",
+        *fragment.media[:1],
+    )
+    return web.Response(status=200, body=body.encode(), content_type=TRICKLE, headers=headers)
+
+
+async def session_layer(request: web.Request) -> web.Response:
+    """WHEP's layer extension: the viewer picks an encoding (``encodingId``, the rid, or
+    its index for SSRC simulcast) or a ceiling (``maxSpatialLayerId``, ``maxHeight``)
+    for its video; ``{}`` gives the choice back to the server. Answered 204."""
+    server, session, _grant = _session_for(request, "whep")
+    try:
+        body = json.loads(await _read_limited(request) or b"{}")
+    except ValueError:
+        raise ApiError(400, "bad_request", "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    wishes: dict[str, Any] = {"encoding": None, "max_layer": None, "max_height": None}
+    encoding = body.get("encodingId", body.get("spatialLayerId"))
+    if encoding is not None:
+        if not isinstance(encoding, (str, int)) or isinstance(encoding, bool):
+            raise ApiError(400, "bad_request", "encodingId must be a string")
+        wishes["encoding"] = str(encoding)[:32]
+    for field, key in (("maxSpatialLayerId", "max_layer"), ("maxHeight", "max_height")):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 8192:
+            raise ApiError(400, "bad_request", f"{field} must be an integer 0-8192")
+        wishes[key] = value
+    owner = server.conference.session_owner(session)
+    if owner is None:
+        raise ApiError(404, "not_found", "no such session")
+    await server.conference.set_preferences(owner[0], owner[1], wishes, sessions=[session])
     return web.Response(status=204)
 
 
@@ -255,6 +346,23 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def ice_servers(request: web.Request) -> web.Response:
+    """The caller's ICE servers (TURN with fresh credentials) for an access token of any
+    room: what the /ws join answer carries, for clients that connect by WHIP/WHEP."""
+    server = _server(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
+    try:
+        grant = tokens.verify(server.config.auth.secret, token.strip(), server.config.auth.issuer)
+    except tokens.TokenError as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    return web.json_response(
+        {"ice_servers": server.ice_servers(grant.identity)}, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
     workers = [
@@ -279,15 +387,24 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
     allowed = origin is not None and (
         "*" in server.config.server.cors_origins or origin in server.config.server.cors_origins
     )
-    if request.method == "OPTIONS" and allowed:
+    parts = request.path.split("/")
+    endpoint = parts[1] if len(parts) > 1 else ""
+    if request.method == "OPTIONS" and (allowed or endpoint in ("whip", "whep")):
+        # A CORS preflight, or a WHIP/WHEP client asking what the resource takes.
         response: web.StreamResponse = web.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
+        if endpoint in ("whip", "whep"):
+            response.headers["Allow"] = (
+                "OPTIONS, POST" if len(parts) == 3 else "OPTIONS, PATCH, DELETE"
+            )
+            response.headers["Accept-Post" if len(parts) == 3 else "Accept-Patch"] = (
+                "application/sdp" if len(parts) == 3 else TRICKLE
+            )
     else:
         try:
             response = await handler(request)
         except ApiError as exc:
-            endpoint = request.path.split("/")[1] if request.path.count("/") else ""
             if endpoint in ("whip", "whep"):
                 server.metrics.requests.labels(endpoint, str(exc.status)).inc()
             logger.info(
@@ -301,7 +418,7 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
             response = error_response(exc.status, exc.code, exc.message)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin or ""
-        response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
     return response
 
 
@@ -321,14 +438,17 @@ def create_app(config: Config) -> web.Application:
         observe_join=server.metrics.observe_join,
         join_limit=config.ws.join_limit,
         forwarded_for=config.ws.forwarded_for,
+        ice_servers=server.ice_servers,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)
+    app.router.add_get("/ice-servers", ice_servers)
     app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)
     app.router.add_post("/whip/{room}", whip_post)
     app.router.add_post("/whep/{room}", whep_post)
     app.router.add_delete("/{kind:whip|whep}/{room}/{session}", session_delete)
     app.router.add_patch("/{kind:whip|whep}/{room}/{session}", session_patch)
+    app.router.add_post("/whep/{room}/{session}/layer", session_layer)
 
     async def start_workers(app: web.Application) -> None:
         await server.pool.start()

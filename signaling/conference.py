@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool
-from signaling.rooms import SOURCES, Participant, Room, RoomError, RoomOptions, Track
+from signaling.rooms import LAYERS, SOURCES, Participant, Room, RoomError, RoomOptions, Track
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, dict[str, Any], str | None], None]
+
+# The reason sfu/pool.py gives the sessions of a media worker that died.
+WORKER_EXITED = "media worker exited"
+
+_ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+
+
+def ice_ufrag(sdp: str) -> str:
+    """The first a=ice-ufrag of a description ("" without one)."""
+    match = _ICE_UFRAG.search(sdp)
+    return match.group(1) if match else ""
 
 
 class Conference:
@@ -31,6 +43,9 @@ class Conference:
         # media session id -> (room, identity, "publish" | "subscribe")
         self.media_sessions: dict[str, tuple[str, str, str]] = {}
         self._offer_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # WHIP/WHEP session id -> the server's current ice-ufrag: the session's ETag (it
+        # names the ICE session, RFC 9725 section 4.3) until an ICE restart replaces it.
+        self.ice_tags: dict[str, str] = {}
         self._janitor: asyncio.Task[None] | None = None
 
     # -- events -------------------------------------------------------------------------------
@@ -124,6 +139,7 @@ class Conference:
         ):
             if session is not None:
                 self.media_sessions.pop(session, None)
+                self.ice_tags.pop(session, None)
                 await self._request(
                     room.name, "close", {"session": session, "reason": reason}, quiet=True
                 )
@@ -243,6 +259,7 @@ class Conference:
             for track in old_tracks:
                 await self._remove_track(room, track, close_producer=False)
             self.media_sessions.pop(previous, None)
+            self.ice_tags.pop(previous, None)
             await self._request(
                 room.name,
                 "close",
@@ -251,6 +268,7 @@ class Conference:
             )
         session = participant.publish_session
         assert session is not None
+        self.ice_tags[session] = ice_ufrag(answer)
         return session, answer
 
     async def whep(
@@ -287,7 +305,21 @@ class Conference:
                 await self._drop(room, identity, "whep_failed")
             raise
         participant.view_sessions.add(session)
+        self.ice_tags[session] = ice_ufrag(str(result["answer"]))
         return session, str(result["answer"])
+
+    async def ice_restart(self, session: str, ufrag: str) -> dict[str, Any]:
+        """A WHIP/WHEP client's ICE credentials (its PATCH): the worker's ``ice_restart``
+        result; the session's ICE tag follows a restart."""
+        owner = self.session_owner(session)
+        if owner is None:
+            raise RoomError("not_found", "no such session")
+        room, participant, _kind = owner
+        result = await self._request(room.name, "ice_restart", {"session": session, "ufrag": ufrag})
+        if result.get("restarted"):
+            self.ice_tags[session] = str(result["ufrag"])
+            logger.info("room %s: %s restarted ICE (%s)", room.name, participant.identity, session)
+        return result
 
     @staticmethod
     def _lead(room: Room) -> Participant | None:
@@ -315,6 +347,7 @@ class Conference:
             return
         room, participant, kind = owner
         self.media_sessions.pop(session, None)
+        self.ice_tags.pop(session, None)
         await self._request(room.name, "close", {"session": session, "reason": reason}, quiet=True)
         await self._media_session_closed(room, participant, kind, session, reason)
 
@@ -375,17 +408,50 @@ class Conference:
             room.track(track_id)
         participant.subscriptions.update(track_ids)
 
+    async def set_preferences(
+        self,
+        room: Room,
+        participant: Participant,
+        wishes: dict[str, Any],
+        sessions: list[str] | None = None,
+    ) -> None:
+        """A viewer's layer wishes (``max_height``, ``max_layer`` as "low"/"medium"/"high"
+        or 0.., ``encoding``) for every video it receives, now and in later connections;
+        or, given ``sessions``, for those media sessions only (one WHEP viewer)."""
+        if sessions is None:
+            participant.preferences.update(wishes)
+            wishes = participant.preferences
+            sessions = [participant.subscribe_session or "", *sorted(participant.view_sessions)]
+        for session in sessions:
+            if session:
+                await self._apply_preferences(room, session, wishes)
+
+    async def _apply_preferences(self, room: Room, session: str, wishes: dict[str, Any]) -> None:
+        params: dict[str, Any] = {"session": session}
+        if "max_height" in wishes:
+            params["max_height"] = wishes["max_height"]
+        if "max_layer" in wishes:
+            layer = wishes["max_layer"]
+            params["max_layer"] = LAYERS.index(layer) if layer in LAYERS else layer
+        if "encoding" in wishes:
+            params["encoding"] = wishes["encoding"]
+        await self._request(room.name, "preferences", params, quiet=True)
+
     def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:
         participant.subscriptions.difference_update(track_ids)
 
-    async def renegotiate(self, room: Room, participant: Participant) -> None:
-        """Send the participant a new offer for its current subscriptions (server-driven)."""
+    async def renegotiate(
+        self, room: Room, participant: Participant, ice_restart: bool = False
+    ) -> None:
+        """Send the participant a new offer for its current subscriptions (server-driven);
+        with ``ice_restart`` the offer carries new ICE credentials (the client asked: its
+        network changed) and is sent even if the subscriptions did not change."""
         lock = self._offer_locks.setdefault((room.name, participant.identity), asyncio.Lock())
         async with lock:
             if participant.identity not in room.participants:
                 return
             if participant.subscribe_session is None:
-                if not participant.subscriptions:
+                if not participant.subscriptions or ice_restart:
                     return
                 session = secrets.token_urlsafe(12)
                 self.media_sessions[session] = (room.name, participant.identity, "subscribe")
@@ -399,17 +465,21 @@ class Conference:
                     self.media_sessions.pop(session, None)
                     raise
                 participant.subscribe_session = session
+                if participant.preferences:
+                    await self._apply_preferences(room, session, participant.preferences)
             consumers = [
                 {"producer": room.tracks[t].producer_id, "stream": room.tracks[t].owner, "track": t}
                 for t in sorted(participant.subscriptions)
                 if t in room.tracks
             ]
+            params: dict[str, Any] = {
+                "session": participant.subscribe_session,
+                "consumers": consumers,
+            }
+            if ice_restart:
+                params["ice_restart"] = True
             try:
-                result = await self._request(
-                    room.name,
-                    "subscriber_offer",
-                    {"session": participant.subscribe_session, "consumers": consumers},
-                )
+                result = await self._request(room.name, "subscriber_offer", params)
             except RoomError as exc:
                 if exc.code != "not_found":
                     raise
@@ -515,8 +585,30 @@ class Conference:
                         "rtt": data.get("rtt"),
                     },
                 )
+        elif event == "layers":
+            track = room.tracks.get(str(data.get("producer", "")))
+            if track is not None:
+                rids = data.get("rids") or []
+                flags = data.get("active") or []
+                active = [
+                    rid if rid is not None else str(index)
+                    for index, (rid, on) in enumerate(zip(rids, flags, strict=False))
+                    if on
+                ]
+                self.emit(
+                    "layers", room.name, {"track": track.id, "active": active}, target=identity
+                )
+        elif event in ("layer", "video_paused"):
+            track = room.tracks.get(str(data.get("producer", "")))
+            info = {k: v for k, v in data.items() if k not in ("session", "consumer", "producer")}
+            info["identity"] = identity
+            info["track"] = track.id if track is not None else None
+            self.emit(event, room.name, info, target=identity)
         elif event == "closed":
             self.media_sessions.pop(session, None)
+            self.ice_tags.pop(session, None)
+            if data.get("reason") == WORKER_EXITED and participant.via == "ws":
+                self._media_lost(room, participant, kind)
             asyncio.ensure_future(
                 self._media_session_closed(
                     room, participant, kind, session, str(data.get("reason"))
@@ -527,6 +619,27 @@ class Conference:
             if track is not None:
                 asyncio.ensure_future(self._remove_track(room, track, close_producer=False))
         return True
+
+    def _media_lost(self, room: Room, participant: Participant, kind: str) -> None:
+        """Tell a /ws client that one of its connections died with its media worker, and
+        what it carried, before the room forgets it (every session of the worker is
+        reported in one synchronous pass, so the room is still intact here). The client
+        opens a new connection: it publishes ``tracks`` again, or subscribes again to the
+        tracks of ``tracks``' owners and sources once they are published anew."""
+        if kind == "publish":
+            tracks = room.tracks_of(participant.identity)
+        else:
+            tracks = [room.tracks[t] for t in sorted(participant.subscriptions) if t in room.tracks]
+        self.emit(
+            "media_lost",
+            room.name,
+            {
+                "connection": kind,
+                "reason": WORKER_EXITED,
+                "tracks": [t.as_dict() for t in tracks],
+            },
+            target=participant.identity,
+        )
 
     async def _media_session_closed(
         self, room: Room, participant: Participant, kind: str, session: str, reason: str
@@ -539,11 +652,11 @@ class Conference:
             for track in room.tracks_of(participant.identity):
                 await self._remove_track(room, track, close_producer=False)
             if participant.via == "whip":  # the session was its presence in the room
-                await self._drop(room, participant.identity, "left")
+                await self._drop(room, participant.identity, _left_reason(reason))
         elif kind == "view":
             participant.view_sessions.discard(session)
             if participant.via == "whep" and not participant.view_sessions:
-                await self._drop(room, participant.identity, "left")
+                await self._drop(room, participant.identity, _left_reason(reason))
         elif kind == "subscribe" and participant.subscribe_session == session:
             participant.subscribe_session = None
             if participant.quality != "lost":
@@ -585,3 +698,8 @@ class Conference:
             if not room.ended and not room.participants and room.empty_since is not None:
                 if wall - room.empty_since > room.options.empty_timeout:
                     await self.end_room(room.name, None, "empty_timeout")
+
+
+def _left_reason(closed: str) -> str:
+    """participant_left's reason for a WHIP/WHEP client whose session closed."""
+    return "media_lost" if closed == WORKER_EXITED else "left"

@@ -182,6 +182,34 @@ class WsSettings:
             raise SettingsError("resume_grace must be positive")
 
 
+TURN_URL = re.compile(r"^(turns?|stuns?):[^\s\"<>,;]+\Z")
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """``[turn]``: a TURN relay (coturn with ``use-auth-secret``) that clients are told about,
+    each with its own credentials valid for ``ttl`` seconds (signaling/turn.py)."""
+
+    urls: tuple[str, ...] = ()
+    """Relay URLs, e.g. "turn:turn.example.org:3478?transport=udp",
+    "turns:turn.example.org:443?transport=tcp"; none means no TURN is handed out."""
+    secret: str = field(default="", repr=False)
+    """coturn's static-auth-secret, inline; after ``load``, the one in use (inline or the
+    file's)."""
+    secret_file: str = ""
+    """Read when there is no inline secret; relative to the config."""
+    ttl: int = 6 * 3600
+    """Seconds a handed-out credential stays valid; a call longer than this keeps its
+    allocation (coturn checks it when the allocation is made and refreshed)."""
+
+    def __post_init__(self) -> None:
+        for url in self.urls:
+            if not TURN_URL.match(url):
+                raise SettingsError(f"urls: {url!r} is not a turn:, turns:, stun: or stuns: URL")
+        if not self.ttl > 0:
+            raise SettingsError("ttl must be positive")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration: one frozen dataclass per TOML table, whose field defaults
@@ -195,6 +223,7 @@ class Config:
     api: ApiSettings = ApiSettings()
     webhooks: tuple[WebhookConfig, ...] = ()
     ws: WsSettings = WsSettings()
+    turn: TurnSettings = TurnSettings()
     source: Path | None = None
     """The file it was read from; None for the built-in defaults."""
 
@@ -235,6 +264,26 @@ def _create_secret(path: Path, what: str) -> str:
     return value
 
 
+def _turn_secret(turn: TurnSettings, base: Path, where: str) -> str:
+    """coturn's shared secret, inline or from ``secret_file``; required once urls are set."""
+    if not turn.urls:
+        return turn.secret
+    if turn.secret:
+        return turn.secret
+    if not turn.secret_file:
+        raise ConfigError(f"{where}: secret or secret_file is required when urls are set")
+    path = Path(turn.secret_file)
+    if not path.is_absolute():
+        path = base / path
+    try:
+        value = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
+    if not value:
+        raise ConfigError(f"{where}: {path} is empty")
+    return value
+
+
 def _file_secret(entry: ApiKey | WebhookConfig, base: Path, where: str) -> str:
     """``secret`` inline, else ``secret_file`` (relative to the config), read as is."""
     if entry.secret:
@@ -259,7 +308,7 @@ def _array(cls: type[Any], value: Any, table: str) -> tuple[Any, ...]:
     return tuple(from_mapping(cls, entry, table, i) for i, entry in enumerate(value))
 
 
-TABLES = ("server", "auth", "media", "logging", "api", "webhooks", "ws")
+TABLES = ("server", "auth", "media", "logging", "api", "webhooks", "ws", "turn")
 
 
 def _table(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -315,6 +364,7 @@ def load(path: str | Path | None) -> Config:
             ),
             webhooks=_array(WebhookConfig, data.get("webhooks", []), "webhooks"),
             ws=from_mapping(WsSettings, _table(data, "ws", source), "ws"),
+            turn=from_mapping(TurnSettings, _table(data, "turn", source), "turn"),
             source=source,
         )
     except SettingsError as exc:
@@ -343,5 +393,8 @@ def _with_secrets(config: Config, base: Path) -> Config:
         webhooks=tuple(
             dataclasses.replace(h, secret=_file_secret(h, base, f"{source}: webhooks[{i}]"))
             for i, h in enumerate(config.webhooks)
+        ),
+        turn=dataclasses.replace(
+            config.turn, secret=_turn_secret(config.turn, base, f"{source}: turn")
         ),
     )

@@ -19,6 +19,7 @@ ROLES = ("lead", "participant", "observer")
 VIAS = ("ws", "whip", "whep")
 PUBLISH_ROLES = ("lead", "participant")
 SOURCES = ("camera", "microphone", "screen")
+LAYERS = ("low", "medium", "high")  # max_layer names, lowest first (simulcast encodings)
 # Room names and identities: also safe as SDP msid tokens and in URLs.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -68,6 +68,7 @@ MESSAGES: dict[str, dict[str, Any]] = {
     "answer": _message(["sdp", "version"], sdp=_SDP, version={"type": "integer", "minimum": 1}),
     "mute": _message(["track", "muted"], track=_TRACK_ID, muted={"type": "boolean"}),
     "raise_hand": _message(["raised"], raised={"type": "boolean"}),
+    "restart_ice": _message([]),
     "preferences": _message(
         [],
         max_height={"type": "integer", "minimum": 90, "maximum": 4320},

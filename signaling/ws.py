@@ -91,8 +91,10 @@ class Hub:
         observe_join: Callable[[float], None] | None = None,
         join_limit: int = JOINS_PER_WINDOW,
         forwarded_for: bool = False,
+        ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.conference = conference
+        self.ice_servers = ice_servers  # identity -> RTCIceServer dicts (signaling/turn.py)
         self.secret = secret
         self.issuer = issuer
         self.observe_join = observe_join
@@ -327,6 +329,11 @@ class Connection:
             # The offer follows the response, from the conference, as an event.
             asyncio.get_running_loop().call_soon(self._renegotiate, room, participant)
             return {}
+        if kind == "restart_ice":
+            # The subscribe connection's offer with new ICE credentials follows as an event
+            # (the publish connection restarts by the client's own offer, with publish).
+            asyncio.get_running_loop().call_soon(self._renegotiate, room, participant, True)
+            return {}
         if kind == "answer":
             await conference.answer(room, participant, message["sdp"], message["version"])
             return {}
@@ -337,9 +344,10 @@ class Connection:
             conference.raise_hand(room, participant, message["raised"])
             return {}
         if kind == "preferences":
-            participant.preferences.update(
-                {k: message[k] for k in ("max_height", "max_layer") if k in message}
-            )
+            wishes: dict[str, Any] = {
+                k: message[k] for k in ("max_height", "max_layer") if k in message
+            }
+            await conference.set_preferences(room, participant, wishes)
             return {}
         if kind == "set_role":
             await conference.set_role(room.name, message["identity"], message["role"], participant)
@@ -357,10 +365,10 @@ class Connection:
             return {}
         raise RoomError("unknown_type", kind)  # pragma: no cover - the schema lists every type
 
-    def _renegotiate(self, room: Room, participant: Participant) -> None:
+    def _renegotiate(self, room: Room, participant: Participant, ice_restart: bool = False) -> None:
         async def run() -> None:
             try:
-                await self.hub.conference.renegotiate(room, participant)
+                await self.hub.conference.renegotiate(room, participant, ice_restart)
             except RoomError as exc:
                 self.error(None, exc.code, f"renegotiation failed: {exc.message}")
 
@@ -411,4 +419,7 @@ class Connection:
             "tracks": [t.as_dict() for t in room.tracks.values()],
             "resume": participant.resume_key,
             "protocol": schema.VERSION,
+            "ice_servers": (
+                self.hub.ice_servers(participant.identity) if self.hub.ice_servers else []
+            ),
         }

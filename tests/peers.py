@@ -86,7 +86,7 @@ class WhipError(Exception):
 
 async def _post_offer(
     http: aiohttp.ClientSession, url: str, token: str | None, sdp: str
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     headers = {"Content-Type": "application/sdp"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -94,7 +94,7 @@ async def _post_offer(
         body = await response.text()
         if response.status != 201:
             raise WhipError(response.status, body)
-        return body, response.headers["Location"]
+        return body, response.headers["Location"], response.headers.get("Link", "")
 
 
 async def _gathered(pc: RTCPeerConnection) -> None:
@@ -144,7 +144,7 @@ class WhipPublisher:
         if audio:
             self.pc.addTransceiver(SineAudioTrack(), direction="sendonly")
         await _gathered(self.pc)
-        self.answer, self.location = await _post_offer(
+        self.answer, self.location, self.link = await _post_offer(
             self.http, self.url, self.token, self.pc.localDescription.sdp
         )
         await self.pc.setRemoteDescription(
@@ -180,6 +180,7 @@ class WhepViewer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.http = aiohttp.ClientSession()
         self.location: str | None = None
+        self.link = ""  # the answer's Link header (WHEP extensions)
         self.answer = ""
         self.video_frames = 0
         self.audio_frames = 0
@@ -212,7 +213,7 @@ class WhepViewer:
         self.pc.addTransceiver("audio", direction="recvonly")
         await _gathered(self.pc)
         self.started_at = time.monotonic()
-        self.answer, self.location = await _post_offer(
+        self.answer, self.location, self.link = await _post_offer(
             self.http, self.url, self.token, self.pc.localDescription.sdp
         )
         await self.pc.setRemoteDescription(
@@ -284,3 +285,60 @@ async def start_whip_publisher(
         await publisher.close(delete=False)
         raise
     return publisher
+
+
+# -- ICE restart (aiortc has no restartIce: the client half is done on its aioice agent) ----
+
+TRICKLE = "application/trickle-ice-sdpfrag"
+
+
+def ice_agent(pc: RTCPeerConnection) -> aioice.Connection:
+    """The aioice agent under an aiortc connection (one BUNDLE transport)."""
+    transport = pc.getTransceivers()[0].receiver.transport.transport
+    return transport.iceGatherer._connection  # type: ignore[no-any-return]
+
+
+async def patch_fragment(
+    peer: WhipPublisher | WhepViewer, fragment: str, if_match: str | None = "*"
+) -> tuple[int, str, Any]:
+    """PATCH the peer's session resource with an sdpfrag: (status, body, headers)."""
+    assert peer.location is not None
+    headers = {"Authorization": f"Bearer {peer.token}", "Content-Type": TRICKLE}
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    async with peer.http.patch(
+        peer.base_url + peer.location, data=fragment, headers=headers
+    ) as response:
+        return response.status, await response.text(), response.headers.copy()
+
+
+async def restart_ice(peer: WhipPublisher | WhepViewer) -> tuple[str, str]:
+    """What a browser does on pc.restartIce() with WHIP/WHEP (RFC 9725 section 4.3.2):
+    new local credentials PATCHed to the session, the server's new ones from the answer
+    fragment, then a nominating check with the new credentials over the agent's socket.
+    Returns the server's new (ufrag, pwd); raises if the server does not answer."""
+    from aioice import stun as aioice_stun
+
+    from sfu.ice import new_credentials
+    from signaling import sdpfrag
+
+    agent = ice_agent(peer.pc)
+    ufrag, pwd = new_credentials()
+    lines = [f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}", "m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=mid:0"]
+    lines += [f"a=candidate:{c.to_sdp()}" for c in agent.local_candidates]
+    status, body, _headers = await patch_fragment(peer, "\r\n".join(lines) + "\r\n")
+    if status != 200:
+        raise WhipError(status, body)
+    answer = sdpfrag.parse(body)
+    assert answer.ufrag and answer.pwd
+    agent._local_username, agent._local_password = ufrag, pwd
+    agent.remote_username, agent.remote_password = answer.ufrag, answer.pwd
+    pair = next(iter(agent._nominated.values()))
+    request = agent.build_request(pair, nominate=True)
+    try:
+        await pair.protocol.request(
+            request, pair.remote_addr, integrity_key=answer.pwd.encode(), retransmissions=3
+        )
+    except aioice_stun.TransactionError as exc:
+        raise AssertionError(f"no answer to a check with the new credentials: {exc}") from None
+    return answer.ufrag, answer.pwd

@@ -94,6 +94,7 @@ def test_the_protocol_pieces_import_nothing_above_them():
     upper |= {"sfu.worker", "sfu.negotiation", "sfu.demux", "sfu.streams", "sfu.router"}
     for leaf in (
         "sfu.ice",
+        "sfu.ice_tcp",
         "sfu.dtls",
         "sfu.srtp",
         "sfu.rtp",

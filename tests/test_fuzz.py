@@ -21,7 +21,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfu import channel, rtcp, sdp
+from sfu import channel, codecs, rtcp, sdp
 from sfu.control import ControlError
 from sfu.dtls import DtlsSession, is_dtls, local_fingerprint
 from sfu.ice import parse_binding_request
@@ -163,6 +163,25 @@ def _check_rtp(data: bytes) -> RtpPacket | None:
 @given(st.binary(max_size=300))
 def test_rtp_arbitrary_bytes(data):
     _check_rtp(data)
+
+
+@BYTES
+@given(st.sampled_from(["vp8", "h264", "opus"]), st.binary(max_size=200))
+def test_codec_inspection_never_raises(codec, payload):
+    """Keyframe sizes and VP8 ids are read from whatever a publisher sends."""
+    found = codecs.keyframe_size(codec, payload)
+    assert found is None or (0 < found[0] < 1 << 20 and 0 < found[1] < 1 << 20)
+    pid_pos, pid, tl0_pos, tl0 = codecs.vp8_picture_ids(payload)
+    assert -1 <= pid_pos < len(payload) and 0 <= pid <= 0x7FFF
+    assert -1 <= tl0_pos < len(payload) and 0 <= tl0 <= 0xFF
+
+
+@BYTES
+@given(st.binary(min_size=1, max_size=120))
+def test_h264_sps_shaped_payloads_never_raise(rbsp):
+    for head in (b"\x67", b"\x18\x00" + bytes([len(rbsp) + 1]) + b"\x67"):
+        found = codecs.keyframe_size("h264", head + rbsp)
+        assert found is None or (found[0] > 0 and found[1] > 0)
 
 
 @BYTES

@@ -17,6 +17,7 @@ from aioice import stun
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu import ice, sdp
+from sfu.control import ControlError
 from sfu.dtls import DtlsSession, is_dtls, local_fingerprint
 from sfu.ice import (
     CHECK_PRIORITY,
@@ -445,3 +446,77 @@ def test_check_binding_response_accepts_only_signed_answers_to_our_checks():
     error.attributes["ERROR-CODE"] = (487, "Role Conflict")
     error.add_message_integrity(LOCAL_PWD.encode())
     assert check_binding_response(bytes(error), ours, LOCAL_PWD) is None
+
+
+# -- ICE restart -------------------------------------------------------------------------------
+
+MOVED = ("192.0.2.20", 50002)
+
+
+def test_ice_restart_keeps_old_credentials_until_the_peer_uses_the_new_ones():
+    h = Harness()
+    h.core.receive(
+        binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True), PEER, 1.0
+    )
+    transport = h.core.sessions["pub"]
+    trickle = h.core.handle("ice_restart", {"session": "pub", "ufrag": REMOTE_UFRAG}, 2.0)
+    assert trickle["restarted"] is False and trickle["ufrag"] == h.ufrag
+    result = h.core.handle("ice_restart", {"session": "pub", "ufrag": "newPeer"}, 2.0)
+    assert result["restarted"] is True
+    ufrag, pwd = result["ufrag"], result["pwd"]
+    assert ufrag != h.ufrag and pwd != h.pwd and "127.0.0.1 40000 typ host" in result["candidate"]
+    # Until the peer switches, its old checks keep consent (and media) going.
+    h.sent.clear()
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 3.0)
+    assert len(h.sent) == 1 and transport.ice.last_consent == 3.0
+    # The new credentials with the old remote ufrag are refused; with the new one they
+    # answer, nominate the new address, and retire the old credentials.
+    h.sent.clear()
+    h.core.receive(binding_request(f"{ufrag}:{REMOTE_UFRAG}", pwd), MOVED, 4.0)
+    assert h.sent == []
+    request = binding_request(f"{ufrag}:newPeer", pwd, use_candidate=True)
+    h.core.receive(request, MOVED, 4.0)
+    assert_success_response(h.sent[0][0], request, MOVED, pwd)
+    assert transport.addr == MOVED and h.core.demux.by_addr[MOVED] is transport
+    assert h.ufrag not in h.core.demux.by_ufrag and h.core.demux.by_ufrag[ufrag] is transport
+    h.sent.clear()
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 5.0)
+    assert h.sent == [], "the old credentials are retired"
+    # Closing forgets every ufrag and address.
+    h.core.handle("close", {"session": "pub"}, 6.0)
+    assert h.core.demux.by_ufrag == {} and MOVED not in h.core.demux.by_addr
+
+
+def test_two_restarts_before_any_check_keep_the_proven_credentials():
+    h = Harness()
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 1.0)
+    first = h.core.handle("ice_restart", {"session": "pub", "ufrag": "peer2"}, 2.0)
+    second = h.core.handle("ice_restart", {"session": "pub", "ufrag": "peer3"}, 2.0)
+    assert first["ufrag"] not in h.core.demux.by_ufrag, "the unused middle one is dropped"
+    assert set(h.core.demux.by_ufrag) == {h.ufrag, second["ufrag"]}
+    h.sent.clear()
+    h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 3.0)
+    h.core.receive(binding_request(f"{first['ufrag']}:peer2", first["pwd"]), PEER, 3.0)
+    assert len(h.sent) == 1
+
+
+def test_a_renegotiation_with_new_ice_credentials_restarts_ice():
+    h = Harness()
+    offer = OFFER.replace(f"a=ice-ufrag:{REMOTE_UFRAG}", "a=ice-ufrag:renewed")
+    params = {"room": "r", "session": "pub", "offer": offer, "renegotiate": True}
+    result = h.core.handle("publish", params, 1.0)
+    ufrag, pwd = sdp.parse(result["answer"]).ice_credentials()
+    assert ufrag != h.ufrag and pwd != h.pwd
+    h.sent.clear()
+    h.core.receive(binding_request(f"{ufrag}:renewed", pwd), PEER, 2.0)
+    assert len(h.sent) == 1
+
+
+def test_ice_restart_refuses_unknown_sessions_and_empty_ufrags():
+    h = Harness()
+    with pytest.raises(ControlError) as missing:
+        h.core.handle("ice_restart", {"session": "nope", "ufrag": "x"}, 1.0)
+    assert missing.value.code == "not_found"
+    with pytest.raises(ControlError) as empty:
+        h.core.handle("ice_restart", {"session": "pub", "ufrag": ""}, 1.0)
+    assert empty.value.code == "bad_request"

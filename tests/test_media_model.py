@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sfu import rtcp, sdp
+from sfu.codecs import vp8_picture_ids
 from sfu.consumer import PipeConsumer, SimpleConsumer, SimulcastConsumer
 from sfu.feedback import FeedbackUnit
 from sfu.nack import build_nack
@@ -418,3 +419,47 @@ def test_parsed_packets_are_what_the_model_forwards():
         b"0",
         b"h",
     )
+
+
+def vp8(key: bool, picture_id: int, tl0: int) -> bytes:
+    """A VP8 packet with a 15-bit PictureID and TL0PICIDX in its descriptor."""
+    descriptor = bytes([0x90, 0xC0, 0x80 | picture_id >> 8, picture_id & 0xFF, tl0])
+    return descriptor + (VP8_KEY if key else VP8_DELTA)[1:]
+
+
+def test_picture_ids_continue_across_an_encoding_switch():
+    """A decoder tracks VP8 PictureID/TL0PICIDX for its references: the encodings number
+    theirs independently, so a switch must not make them jump."""
+    rig = Rig([Encoding(rid="q"), Encoding(rid="f")])
+    ssrcs = {"q": 0xA0, "f": 0xC0}
+    seqs = {"q": 100, "f": 500}
+    pids = {"q": 20000, "f": 7}  # far apart, as two encoders start anywhere
+    tl0s = {"q": 250, "f": 3}
+
+    def frame(layer: str, key: bool, ts: int, dt: float = 0.0) -> None:
+        seqs[layer] += 1
+        pids[layer] = (pids[layer] + 1) & 0x7FFF
+        tl0s[layer] = (tl0s[layer] + 1) & 0xFF
+        payload = vp8(key, pids[layer], tl0s[layer])
+        rig.send(rtp(ssrcs[layer], seqs[layer], ts, payload, extensions=rid(layer)), dt)
+
+    frame("q", True, 0)
+    frame("f", True, 0)
+    _view, sock, consumer = rig.viewer()
+    rig.publisher_feedback()
+    frame("q", True, 3000, 0.001)
+    frame("f", True, 3000)
+    for i in range(20):
+        frame("q", False, 6000 + i, 0.033)
+        frame("f", False, 6000 + i)
+    consumer.set_preferred(0, rig.now)
+    frame("q", True, 9000, 0.033)
+    frame("f", False, 9000)
+    frame("q", False, 12000, 0.033)
+    seen = [vp8_picture_ids(p.payload) for p in sock.rtp()]
+    out_pids = [pid for _pos, pid, _tl0_pos, _tl0 in seen]
+    out_tl0s = [tl0 for _pos, _pid, _tl0_pos, tl0 in seen]
+    assert len(out_pids) == 23, "f's keyframe and 20 frames, then q's keyframe and a frame"
+    assert all((b - a) & 0x7FFF == 1 for a, b in zip(out_pids, out_pids[1:], strict=False))
+    assert all((b - a) & 0xFF == 1 for a, b in zip(out_tl0s, out_tl0s[1:], strict=False))
+    assert out_pids[0] == pids["f"] - 21 & 0x7FFF, "the first encoding's own ids, untouched"

@@ -207,6 +207,10 @@
     });
     c.on("reconnecting", () => setStatus("Mất kết nối, đang kết nối lại…", "Connection lost, resuming…", "info"));
     c.on("resumed", () => setStatus("Đã kết nối lại", "Reconnected", "ok"));
+    // telebridge.js restarts ICE and republishes by itself; the page only says so.
+    c.on("ice_restart", ({ connection }) => log(`Khởi động lại ICE (${connection})`, `Restarting ICE (${connection})`));
+    c.on("media_lost", () => setStatus("Mất media, đang phát lại…", "Media lost, publishing again…", "info"));
+    c.on("republished", () => setStatus("Đã phát lại", "Publishing again", "ok"));
     c.on("active_speaker", () => {
       speakerEvents += 1;
     });

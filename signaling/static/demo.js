@@ -156,7 +156,16 @@
       watch(session);
       const tracks = [...session.stream.getVideoTracks(), ...session.stream.getAudioTracks()];
       for (const track of tracks) {
-        session.pc.addTransceiver(track, { direction: "sendonly", streams: [session.stream] });
+        const init = { direction: "sendonly", streams: [session.stream] };
+        // The camera as three encodings, lowest first, unless {simulcast: false}.
+        if (track.kind === "video" && opts.simulcast !== false) {
+          init.sendEncodings = [
+            { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+            { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+            { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+          ];
+        }
+        session.pc.addTransceiver(track, init);
       }
       const location = await negotiate(session, `/whip/${encodeURIComponent(room)}`);
       setStatus(`Publishing / Đang phát: ${location}`, "ok");

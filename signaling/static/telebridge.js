@@ -19,6 +19,9 @@
 //   stream}, remote_track_removed {id, owner, kind, track, stream}, local_track_ended {id,
 //   source, track} (unpublished by us, the lead or a demotion: the caller owns the track),
 //   reconnecting {code, reason}, resumed (join answer), closed {code, reason},
+//   ice_restart {connection} (a connection's ICE went disconnected/failed: restarting it),
+//   media_lost (the server's event; the client then republishes its tracks on a new
+//   connection and subscribes again to the lost tracks' owners' sources as they come back),
 //   error (a TelebridgeError nobody waited for).
 // Requests reject with a TelebridgeError: {code, message} (the server's error code, or
 // not_connected, timeout, closed).
@@ -30,11 +33,26 @@
   // track_published events of one publish arrive within a few ms: one subscribe for them all.
   const AUTO_SUBSCRIBE_DELAY_MS = 30;
   const MAX_FRAME = 64 * 1024;
+  // ICE restart: at most one per connection in this interval; retried while still down.
+  const ICE_RESTART_INTERVAL_MS = 2000;
+  // Republishing after a media worker died: its replacement takes a moment to start.
+  const REPUBLISH_ATTEMPTS = 10;
+  const REPUBLISH_DELAY_MS = 1000;
   // Close codes after which we do not try to resume: normal close (leave), policy, frame
   // too large, removed by the lead (4001), replaced by a newer connection of the same
   // identity (4009), a refused or expired token, a full room, an ended room, rate limiting.
   const FINAL_CLOSE_CODES = new Set([1000, 1008, 1009, 4001, 4009, 4401, 4403, 4410, 4429]);
+  // The camera goes out as three encodings, lowest first (the server answers each rid
+  // and gives every viewer the one its link and screen can take). Screens and audio go
+  // out as one. `simulcast: false` in the options sends one encoding.
+  const SIMULCAST = [
+    { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+    { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+    { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+  ];
+
   const DEFAULTS = {
+    simulcast: true,
     name: null,
     autoSubscribe: false,
     resume: true,
@@ -42,6 +60,8 @@
     gatherTimeout: 2000,
     resumeDelay: 250,
     WebSocket: null, // a WebSocket constructor (tests)
+    iceServers: null, // RTCIceServer[]; null: the join answer's ice_servers (TURN from [turn])
+    iceTransportPolicy: null, // "relay" sends everything through TURN
   };
 
   class TelebridgeError extends Error {
@@ -176,6 +196,7 @@
       this.activeSpeaker = null; // identity or null
       this.speaker = null; // the last active_speaker event's data
       this.quality = new Map(); // identity -> connection_quality data
+      this.layers = new Map(); // track id -> our layer event of it (received video)
       this.ended = null; // room_ended data
       this.closeInfo = null; // {code, reason} once closed
 
@@ -202,6 +223,9 @@
       this._streamHints = new Map(); // mid -> event.streams[0].id from ontrack
       this._autoTimer = null;
       this._autoIds = new Set();
+      this._iceRestartAt = { publish: 0, subscribe: 0 };
+      this._iceRetry = { publish: null, subscribe: null };
+      this._lostSubscriptions = []; // [{owner, source}] to subscribe to again (media_lost)
     }
 
     // -- events ------------------------------------------------------------------------------
@@ -300,6 +324,8 @@
       this.me = Object.assign({}, data.participant || {});
       this.room = Object.assign({}, data.room || {});
       this._resumeKey = data.resume || null;
+      // TURN servers with fresh credentials (a resume brings new ones).
+      if (Array.isArray(data.ice_servers)) this.iceServers = data.ice_servers;
       this.participants = new Map();
       for (const p of data.participants || []) if (p && p.identity) this.participants.set(p.identity, Object.assign({}, p));
       if (this.me.identity) {
@@ -316,6 +342,14 @@
 
     get identity() {
       return this.me ? this.me.identity : null;
+    }
+
+    // RTCConfiguration for both connections: the join answer's ICE servers unless
+    // options.iceServers says otherwise; options.iceTransportPolicy "relay" forces TURN.
+    _pcConfig() {
+      const config = { iceServers: this.options.iceServers || this.iceServers || [] };
+      if (this.options.iceTransportPolicy) config.iceTransportPolicy = this.options.iceTransportPolicy;
+      return config;
     }
 
     get role() {
@@ -548,9 +582,15 @@
           }
           break;
         }
-        case "track_published":
+        case "track_published": {
           this.tracks.set(d.track.id, Object.assign({}, d.track));
-          if (this.options.autoSubscribe && d.track.owner !== this.identity) this._autoSubscribe([d.track.id]);
+          const lost = this._lostSubscriptions.findIndex((l) => l.owner === d.track.owner && l.source === d.track.source);
+          if (lost >= 0) this._lostSubscriptions.splice(lost, 1);
+          if ((this.options.autoSubscribe || lost >= 0) && d.track.owner !== this.identity) this._autoSubscribe([d.track.id]);
+          break;
+        }
+        case "media_lost":
+          this._mediaLost(d);
           break;
         case "track_unpublished":
           this._trackGone(d.track);
@@ -572,6 +612,19 @@
         case "connection_quality":
           this.quality.set(d.identity, Object.assign({}, d));
           break;
+        case "layers":
+          // The server says which of our simulcast encodings anyone watches: the rest
+          // are switched off in the encoder, saving our uplink, until someone needs them.
+          this._setActiveLayers(d.track, d.active || []);
+          break;
+        case "layer":
+          // Which encoding of a track we receive, and what the server thinks our link
+          // carries (bits/s; null before it knows).
+          this.layers.set(d.track, Object.assign({}, d));
+          break;
+        case "video_paused":
+          this.layers.set(d.track, Object.assign({}, this.layers.get(d.track) || {}, { paused: !!d.paused, estimate: d.estimate }));
+          break;
         case "room_ended":
           this.ended = Object.assign({}, d);
           this._final = true;
@@ -581,6 +634,29 @@
           break;
         default:
           break;
+      }
+    }
+
+    async _setActiveLayers(trackId, active) {
+      const local = this.localTracks.get(trackId);
+      if (!local || !local.transceiver) return;
+      const sender = local.transceiver.sender;
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length < 2) return;
+      let changed = false;
+      for (const encoding of params.encodings) {
+        const on = active.includes(encoding.rid);
+        if (encoding.active !== on) {
+          encoding.active = on;
+          changed = true;
+        }
+      }
+      if (!changed) return;
+      try {
+        await sender.setParameters(params);
+        this._emit("update", { reason: "layers" });
+      } catch (err) {
+        this._emit("error", new TelebridgeError("layers", `could not change encodings: ${err.message}`));
       }
     }
 
@@ -613,13 +689,18 @@
       if (this.connectionState !== "joined") throw new TelebridgeError("not_connected", "not joined");
       const first = !this.publishPc;
       if (first) {
-        this.publishPc = new RTCPeerConnection({ iceServers: [] });
+        this.publishPc = new RTCPeerConnection(this._pcConfig());
         this.localStream = new MediaStream();
         this.publishPc.addEventListener("connectionstatechange", () => this._emit("update", { reason: "publish_state" }));
+        this._watchIce("publish", this.publishPc);
       }
       const pc = this.publishPc;
       const added = items.map(({ source, track }) => {
-        const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [this.localStream] });
+        const init = { direction: "sendonly", streams: [this.localStream] };
+        if (source === "camera" && track.kind === "video" && this.options.simulcast) {
+          init.sendEncodings = SIMULCAST.map((e) => Object.assign({}, e));
+        }
+        const transceiver = pc.addTransceiver(track, init);
         return { source, track, transceiver };
       });
       try {
@@ -751,7 +832,7 @@
 
     _ensureSubscribePc() {
       if (this.subscribePc) return this.subscribePc;
-      const pc = new RTCPeerConnection({ iceServers: [] });
+      const pc = new RTCPeerConnection(this._pcConfig());
       pc.addEventListener("track", (event) => {
         const mid = event.transceiver && event.transceiver.mid;
         if (mid !== null && mid !== undefined && event.streams && event.streams[0]) {
@@ -759,8 +840,100 @@
         }
       });
       pc.addEventListener("connectionstatechange", () => this._emit("update", { reason: "subscribe_state" }));
+      this._watchIce("subscribe", pc);
       this.subscribePc = pc;
       return pc;
+    }
+
+    // -- ICE restart and lost media --------------------------------------------------------
+    // A connection whose ICE goes disconnected or failed (the site's network changed) is
+    // restarted on the same session: no rejoin, no new DTLS handshake.
+    _watchIce(which, pc) {
+      pc.addEventListener("iceconnectionstatechange", () => {
+        const state = pc.iceConnectionState;
+        if (state === "disconnected" || state === "failed") this._scheduleIceRestart(which, pc, 0);
+        else if (state === "connected" || state === "completed") {
+          clearTimeout(this._iceRetry[which]);
+          this._iceRetry[which] = null;
+        }
+      });
+    }
+
+    _scheduleIceRestart(which, pc, delay) {
+      if (this._iceRetry[which]) return;
+      const wait = Math.max(delay, this._iceRestartAt[which] + ICE_RESTART_INTERVAL_MS - Date.now());
+      this._iceRetry[which] = setTimeout(() => {
+        this._iceRetry[which] = null;
+        const current = which === "publish" ? this.publishPc : this.subscribePc;
+        const down = ["disconnected", "failed"].includes(pc.iceConnectionState);
+        if (current !== pc || !down || this.connectionState !== "joined") return;
+        this.restartIce(which).catch((err) => console.warn("Telebridge: ICE restart failed", which, err));
+        this._scheduleIceRestart(which, pc, ICE_RESTART_INTERVAL_MS); // again if still down
+      }, Math.max(wait, 0));
+    }
+
+    // restartIce("publish" | "subscribe" | undefined for both): new ICE credentials on the
+    // existing connections.  The publish connection sends a new offer (publish with no new
+    // tracks); the subscribe connection asks the server for one (restart_ice).
+    async restartIce(which) {
+      const out = [];
+      if ((!which || which === "publish") && this.publishPc) {
+        this._iceRestartAt.publish = Date.now();
+        this._emit("ice_restart", { connection: "publish" });
+        out.push(
+          this._serial(async () => {
+            const pc = this.publishPc;
+            if (!pc) return;
+            pc.restartIce();
+            await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+            await waitForGathering(pc, this.options.gatherTimeout);
+            const data = await this.request("publish", { sdp: pc.localDescription.sdp, tracks: [] });
+            if (this.publishPc === pc) await pc.setRemoteDescription({ type: "answer", sdp: data.sdp });
+          }),
+        );
+      }
+      if ((!which || which === "subscribe") && this.subscribePc) {
+        this._iceRestartAt.subscribe = Date.now();
+        this._emit("ice_restart", { connection: "subscribe" });
+        out.push(this.request("restart_ice", {}));
+      }
+      await Promise.all(out);
+    }
+
+    // The server's media worker died with our connection(s): open new ones.
+    _mediaLost(d) {
+      if (d.connection === "publish") {
+        const sources = {};
+        for (const [id, local] of [...this.localTracks]) {
+          if (local.track && local.track.readyState !== "ended") sources[local.source] = local.track;
+          this.localTracks.delete(id); // not ended: we publish it again
+        }
+        const pc = this.publishPc;
+        this.publishPc = null;
+        if (pc) pc.close();
+        if (Object.keys(sources).length) this._republish(sources, REPUBLISH_ATTEMPTS);
+      } else if (d.connection === "subscribe") {
+        const pc = this.subscribePc;
+        this.subscribePc = null;
+        if (pc) pc.close();
+        for (const [id, remote] of [...this.remoteTracks]) this._removeRemote(id, remote);
+        for (const t of d.tracks || []) {
+          this.subscribed.delete(t.id);
+          this._lostSubscriptions.push({ owner: t.owner, source: t.source });
+        }
+        this.offerVersion = null;
+      }
+    }
+
+    _republish(sources, attempts) {
+      this.publish(sources).then(
+        (tracks) => this._emit("republished", { tracks }),
+        (err) => {
+          if (attempts > 1 && this.connectionState === "joined" && ["unavailable", "internal", "timeout"].includes(err.code)) {
+            setTimeout(() => this._republish(sources, attempts - 1), REPUBLISH_DELAY_MS);
+          } else this._emit("error", err);
+        },
+      );
     }
 
     // Offers are answered one at a time; when several wait, only the newest is answered
@@ -888,6 +1061,7 @@
   const Telebridge = {
     PROTOCOL_VERSION,
     SOURCES,
+    SIMULCAST,
     Client,
     TelebridgeError,
     connect,

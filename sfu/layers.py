@@ -1,0 +1,460 @@
+"""Which layer of each video track a viewer gets, from its link and its wishes (sans-I/O).
+
+One :class:`LayerControl` per transport. Once a second (and at once when the viewer's
+preferences change) it shares the link's estimated capacity among the transport's video
+consumers: audio first, then the lowest layer of every video track in order, then one
+layer step at a time round the tracks while the budget lasts (:func:`allocate`). A
+viewer's preferences cap each track (``max_height``, ``max_layer`` or one fixed
+encoding). The moves follow the anchors' lessons (../shared/ANCHORS.md):
+
+* down at once when the link no longer carries the current choice; up only with
+  :data:`UP_HEADROOM` to spare and not within :data:`HOLD_AFTER_DOWN` of a downgrade, so
+  a link at the edge does not flap;
+* the switch itself waits for a keyframe of the new layer (the consumer and the
+  producer do that, with a coalesced, throttled keyframe request per layer);
+* when even audio plus the lowest layer does not fit, video pauses for this viewer
+  (an event says so) and resumes when the link has room again.
+
+Bandwidth estimation is the transport's (:meth:`Transport.available_bitrate`); without
+an estimate every track gets its cap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from math import inf
+from typing import TYPE_CHECKING
+
+from sfu.consumer import SimpleConsumer, SimulcastConsumer
+from sfu.feedback.base import FeedbackUnit
+
+if TYPE_CHECKING:
+    from sfu.streams import RecvStream
+
+logger = logging.getLogger(__name__)
+
+DECIDE_EVERY = 1.0  # seconds
+UP_HEADROOM = 1.15  # an upgrade must fit with this much to spare (Jitsi ignores < 15 %)
+DOWN_CONFIRM = 2  # decisions in a row the estimate must say "down" before we go down
+HEAVY_LOSS = 26  # receiver-reported loss (/256, about 10 %) that goes down at once
+DOWN_SLACK = 1.25  # a downgrade waits until the estimate is this far below the need:
+# estimates wobble around what a receiver gets, and a REMB-only receiver's starts there
+HOLD_AFTER_DOWN = 8.0  # seconds without upgrades after a bandwidth downgrade (mediasoup: 10)
+PROBE_INTERVAL = 3.0  # seconds between probes at first (LiveKit: 3 s, x1.5 after a failure)
+PROBE_MAX_INTERVAL = 60.0
+PROBE_AFTER_SUCCESS = 0.5  # a clean probe may be followed by a bigger one this soon
+PROBE_DURATION = 1.5  # seconds of padding per probe
+PROBE_OVERSHOOT = 1.2  # probe at this much of what the next step needs
+PROBE_STEP = 0.02  # seconds between padding bursts
+PROBE_LOSS = 5  # receiver-reported loss (/256, about 2 %) that fails a probe or a verified rate
+VERIFIED_FOR = 10.0  # a rate a probe carried stands while reports stay clean this long
+AUDIO_NOMINAL = 40_000  # bits/s of an audio track not measured yet
+VIDEO_NOMINAL = (150_000, 500_000, 1_500_000)  # a layer not measured yet, lowest first
+LAYER_NAMES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """What the viewer asked for: the biggest picture it wants, the highest layer, or
+    one encoding by rid (or index, for SSRC simulcast)."""
+
+    max_height: int | None = None
+    max_layer: int | None = None
+    encoding: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One video track for :func:`allocate`: each layer's bitrate (lowest first) and the
+    highest layer the viewer wants."""
+
+    rates: tuple[float, ...]
+    cap: int
+
+
+def allocate(budget: float | None, audio: float, tracks: list[Track]) -> list[int | None]:
+    """Each track's layer (None: no video) within ``budget`` bits/s after ``audio``.
+
+    Lowest layers first, in track order (the first track is the most important: the
+    lead), then one step at a time round the tracks, so two tracks share a thin link
+    as two small pictures rather than one big one and a frozen one."""
+    if budget is None:
+        return [track.cap for track in tracks]
+    left = budget - audio
+    choice: list[int | None] = [None] * len(tracks)
+    for index, track in enumerate(tracks):
+        if track.rates and left >= track.rates[0]:
+            choice[index] = 0
+            left -= track.rates[0]
+    raised = True
+    while raised:
+        raised = False
+        for index, track in enumerate(tracks):
+            layer = choice[index]
+            if layer is None or layer >= track.cap:
+                continue
+            step = track.rates[layer + 1] - track.rates[layer]
+            if left >= step:
+                choice[index] = layer + 1
+                left -= step
+                raised = True
+    return choice
+
+
+def cap_for(streams: list[RecvStream], preferences: Preferences) -> int:
+    """The highest layer the viewer's preferences allow."""
+    top = len(streams) - 1
+    if preferences.encoding is not None:
+        for stream in streams:
+            if preferences.encoding in (stream.rid, str(stream.index)):
+                return stream.index
+    cap = top
+    if preferences.max_layer is not None:
+        cap = min(cap, max(0, preferences.max_layer))
+    if preferences.max_height is not None:
+        fitting = [s.index for s in streams if s.height and s.height <= preferences.max_height]
+        known = any(s.height for s in streams)
+        if fitting:
+            cap = min(cap, max(fitting))
+        elif known:
+            cap = 0  # every layer is taller than wanted: the smallest will do
+    return cap
+
+
+def layer_rates(streams: list[RecvStream], now: float) -> tuple[float, ...]:
+    """Each layer's bitrate: measured, else the last measured, else nominal; kept
+    increasing so a step up never looks free."""
+    rates: list[float] = []
+    for stream in streams:
+        rate = stream.bitrate(now) or stream.peak_bitrate
+        if not rate:
+            rate = VIDEO_NOMINAL[min(stream.index, len(VIDEO_NOMINAL) - 1)]
+        if rates and rate <= rates[-1]:
+            rate = rates[-1] * 1.5
+        rates.append(rate)
+    return tuple(rates)
+
+
+class LayerControl(FeedbackUnit):
+    """The layer policy of one viewer transport (see the module docstring)."""
+
+    def __init__(self, transport: object) -> None:
+        super().__init__(transport)  # type: ignore[arg-type]
+        self.preferences = Preferences()
+        self.deadline = inf
+        self.last_down = -inf
+        self.low_count = 0
+        self.budget: float | None = None
+        self.video_paused: set[SimpleConsumer] = set()
+        # Probing: padding at the rate the next layer step needs, so the estimate can
+        # rise where a viewer receives too little to show what its link carries.
+        self.probe_until = -inf
+        self.probe_goal = 0.0
+        self.probe_sent = 0.0  # bytes owed by the time of the next burst
+        self.probe_next = inf
+        self.probe_interval = PROBE_INTERVAL
+        self.next_probe_at = 0.0
+        self.verified = 0.0
+        self.verified_until = -inf
+        self.verified_base = 0.0  # the receiver's estimate when a probe verified a rate
+        self.probe_base: float | None = None
+        self.probe_failed = False
+        self.probes = 0
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def set_preferences(self, preferences: Preferences, now: float) -> None:
+        self.preferences = preferences
+        self.decide(now, forced=True)
+
+    def consumer_started(self, now: float) -> None:
+        """A video consumer became active: decide soon, and then every second."""
+        if self.deadline == inf:
+            self.deadline = now
+            self.transport.wake(now)
+
+    # -- the timer ------------------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        return min(self.deadline, self.probe_next)
+
+    def on_timer(self, now: float) -> None:
+        if now >= self.probe_next:
+            self._pad(now)
+        if now >= self.deadline:
+            self.decide(now)
+
+    # -- probing ----------------------------------------------------------------------------------
+    def _loss(self) -> int:
+        return max((c.fraction_lost for c in self.transport.consumers if not c.closed), default=0)
+
+    def _estimate(self, now: float) -> float | None:
+        """The transport's estimate, raised to a rate a probe carried cleanly (for
+        receivers whose own estimate climbs slowly: REMB-only ones)."""
+        estimate = self.transport.available_bitrate(now)
+        if (
+            estimate is not None
+            and self.transport.estimate_source == "remb"
+            and self._loss() < PROBE_LOSS
+        ):
+            # A REMB-only receiver's estimator starts at what it receives and dips on
+            # keyframe bursts: without loss it is no reason to send less than now.
+            estimate = max(estimate, self._media_rate(now) * 0.95)
+        if not self.verified:
+            return estimate
+        falling = estimate is not None and estimate < self.verified_base * 0.85
+        if now < self.verified_until and self._loss() < PROBE_LOSS and not falling:
+            self.verified_until = now + VERIFIED_FOR  # clean so far: it stands
+            if estimate is None or self.verified > estimate:
+                return self.verified
+            return estimate
+        self.verified = 0.0  # loss, or the receiver's own estimate fell: trust it again
+        return estimate
+
+    def _media_rate(self, now: float) -> float:
+        return sum(
+            c.stream.bitrate(now)
+            for c in self.transport.consumers
+            if isinstance(c, SimpleConsumer) and c.active and not c.closed
+        )
+
+    def _start_probe(self, goal: float, now: float) -> None:
+        self.probes += 1
+        self.probe_goal = goal
+        self.probe_base = self.transport.available_bitrate(now)
+        self.probe_until = now + PROBE_DURATION
+        self.probe_sent = 0.0
+        self.probe_next = now
+        self.transport.wake(now)
+        logger.info(
+            "session %s: probing at %d bit/s for %.1f s (estimate %s)",
+            self.transport.session_id,
+            goal,
+            PROBE_DURATION,
+            self.estimate,
+        )
+
+    def _finish_probe(self, now: float) -> None:
+        estimate = self.transport.available_bitrate(now)
+        base = self.probe_base
+        clean = self._loss() < PROBE_LOSS and (
+            estimate is None or base is None or estimate >= base * 0.9
+        )
+        if clean:
+            self.verified = max(self.verified, self.probe_goal)
+            self.verified_until = now + VERIFIED_FOR
+            self.verified_base = estimate or 0.0
+            self.probe_interval = PROBE_INTERVAL
+            self.probe_failed = False
+            self.next_probe_at = now + PROBE_AFTER_SUCCESS
+        else:
+            self.probe_interval = min(self.probe_interval * 1.5, PROBE_MAX_INTERVAL)
+            self.probe_failed = True
+            self.next_probe_at = now + self.probe_interval
+        logger.info(
+            "session %s: probe at %d bit/s %s",
+            self.transport.session_id,
+            self.probe_goal,
+            "carried cleanly" if clean else "failed",
+        )
+        self.probe_goal = 0.0
+
+    def _pad(self, now: float) -> None:
+        """Send the padding due since the last burst on top of what media sends."""
+        if now >= self.probe_until:
+            self.probe_next = inf
+            return
+        carrier = next(
+            (
+                c
+                for c in self.transport.consumers
+                if isinstance(c, SimpleConsumer) and c.kind == "video" and c.active
+            ),
+            None,
+        )
+        if carrier is None:
+            self.probe_next = inf
+            return
+        media = self._media_rate(now)
+        extra = max(0.0, self.probe_goal - media) / 8  # bytes per second
+        self.probe_sent += extra * PROBE_STEP
+        while self.probe_sent > 0:
+            sent = carrier.send_padding(255, now)
+            if not sent:
+                break
+            self.probe_sent -= sent
+        self.probe_next = now + PROBE_STEP
+        self.transport.wake(self.probe_next)
+
+    def decide(self, now: float, forced: bool = False) -> None:
+        videos = [
+            c
+            for c in self.transport.consumers
+            if isinstance(c, SimpleConsumer) and c.kind == "video" and not c.closed and c.active
+        ]
+        if not videos and not self.video_paused:
+            self.deadline = inf
+            return
+        self.deadline = now + DECIDE_EVERY
+        self.transport.wake(self.deadline)
+        audio = sum(
+            c.stream.bitrate(now) or AUDIO_NOMINAL
+            for c in self.transport.consumers
+            if isinstance(c, SimpleConsumer) and c.kind == "audio" and not c.closed
+        )
+        videos += [c for c in self.video_paused if not c.closed and c not in videos]
+        tracks = []
+        for consumer in videos:
+            streams = consumer.producer.streams
+            tracks.append(Track(layer_rates(streams, now), cap_for(streams, self.preferences)))
+        if self.probe_goal and now >= self.probe_until:
+            self._finish_probe(now)
+        budget = self._estimate(now)
+        self.budget = budget
+        fits = allocate(None if budget is None else budget * DOWN_SLACK, audio, tracks)
+        fits_with_room = allocate(None if budget is None else budget / UP_HEADROOM, audio, tracks)
+        holding = now - self.last_down < HOLD_AFTER_DOWN and not forced
+        self._maybe_probe(budget, audio, tracks, fits_with_room, holding, now)
+        currents = [self._current(c) for c in videos]
+        pressed = any(
+            current is not None and (fit is None or fit < min(current, track.cap))
+            for current, fit, track in zip(currents, fits, tracks, strict=True)
+        )
+        self.low_count = self.low_count + 1 if pressed else 0
+        # One low estimate may be a dip (a keyframe burst, a REMB-only receiver's
+        # estimator settling): go down on the second in a row, or at once on heavy loss.
+        confirmed = self.low_count >= DOWN_CONFIRM or self._loss() >= HEAVY_LOSS
+        rows = zip(videos, tracks, fits, fits_with_room, currents, strict=True)
+        for consumer, track, fit, roomy, current in rows:
+            if current is None:  # paused: resume only with room to spare
+                if roomy is not None and not holding:
+                    self._resume(consumer, roomy, now)
+                continue
+            if current > track.cap:  # the viewer wants less: no bandwidth hold-down
+                self._move(consumer, track.cap, now)
+                current = track.cap
+            if fit is None:
+                if confirmed:
+                    self._pause(consumer, now)
+                continue
+            if fit < current:
+                if confirmed:
+                    self.last_down = now
+                    self._move(consumer, fit, now)
+                continue
+            if roomy is not None and roomy > current and not holding:
+                self._move(consumer, roomy, now)
+            else:
+                self._move(consumer, current, now)  # a wished-for layer may have come back
+
+    def _maybe_probe(
+        self,
+        budget: float | None,
+        audio: float,
+        tracks: list[Track],
+        roomy: list[int | None],
+        holding: bool,
+        now: float,
+    ) -> None:
+        """Probe when some track is below what the viewer wants and the estimate is the
+        reason: at the rate of every track at its cap (a viewer on a good link climbs
+        in one go), or after a failed probe one step for the first such track."""
+        if budget is None or holding or self.probe_goal or now < self.next_probe_at:
+            return
+        for index, (track, layer) in enumerate(zip(tracks, roomy, strict=True)):
+            if layer is not None and layer >= track.cap:
+                continue
+            if self.probe_failed:
+                step = [
+                    (c if i != index else (0 if c is None else c + 1)) for i, c in enumerate(roomy)
+                ]
+            else:
+                step = [t.cap for t in tracks]
+            need = audio + sum(
+                t.rates[c] for t, c in zip(tracks, step, strict=True) if c is not None
+            )
+            self._start_probe(need * UP_HEADROOM * PROBE_OVERSHOOT, now)
+            return
+
+    # -- moves ------------------------------------------------------------------------------------
+    def _current(self, consumer: SimpleConsumer) -> int | None:
+        if consumer in self.video_paused:
+            return None
+        if isinstance(consumer, SimulcastConsumer):
+            return consumer.preferred
+        return 0
+
+    def _move(self, consumer: SimpleConsumer, layer: int, now: float) -> None:
+        if not isinstance(consumer, SimulcastConsumer):
+            return
+        on = consumer.target or consumer.stream
+        if layer != consumer.preferred or consumer.choose(now) is not on:
+            logger.log(
+                logging.INFO if layer != consumer.preferred else logging.DEBUG,
+                "session %s: %s layer %d -> %d (estimate %s bit/s)",
+                self.transport.session_id,
+                consumer.id,
+                consumer.preferred,
+                layer,
+                self.estimate,
+            )
+            consumer.set_preferred(layer, now)
+
+    def _pause(self, consumer: SimpleConsumer, now: float) -> None:
+        logger.info(
+            "session %s: %s video paused: the link carries %s bit/s, too little for "
+            "audio and the lowest layer",
+            self.transport.session_id,
+            consumer.id,
+            self.estimate,
+        )
+        self.video_paused.add(consumer)
+        consumer.suspend()
+        self.transport.on_event(
+            "video_paused",
+            {
+                "session": self.transport.session_id,
+                "consumer": consumer.id,
+                "producer": consumer.producer.id,
+                "paused": True,
+                "estimate": int(self.budget or 0),
+            },
+        )
+
+    def _resume(self, consumer: SimpleConsumer, layer: int, now: float) -> None:
+        logger.info(
+            "session %s: %s video resumes at layer %d (estimate %s bit/s)",
+            self.transport.session_id,
+            consumer.id,
+            layer,
+            self.estimate,
+        )
+        self.video_paused.discard(consumer)
+        if isinstance(consumer, SimulcastConsumer):
+            consumer.preferred = layer
+        consumer.resume(now)
+        self.transport.on_event(
+            "video_paused",
+            {
+                "session": self.transport.session_id,
+                "consumer": consumer.id,
+                "producer": consumer.producer.id,
+                "paused": False,
+                "estimate": int(self.budget or 0),
+            },
+        )
+
+    @property
+    def estimate(self) -> int | None:
+        return None if self.budget is None else int(self.budget)
+
+    def state(self) -> dict[str, object]:
+        """For stats: the viewer's budget and each video consumer's layer."""
+        return {
+            "estimate": None if self.budget is None else int(self.budget),
+            "preferences": {
+                "max_height": self.preferences.max_height,
+                "max_layer": self.preferences.max_layer,
+                "encoding": self.preferences.encoding,
+            },
+            "paused": sorted(c.id for c in self.video_paused),
+        }
