@@ -2,7 +2,15 @@
 
 The SFU has a known public address, so it never gathers or checks candidates: it answers
 the browser's authenticated binding requests, takes the address the browser nominates, and
-drops the peer when consent (RFC 7675) stops arriving.
+drops the peer when it stops hearing from it (RFC 7675's 30 s).
+
+What counts as hearing from the peer: an authenticated check (a browser's consent request),
+or SRTP/SRTCP that passed authentication and came from the nominated address. RFC 7675
+section 4: with two-party keys (DTLS-SRTP), an authenticated packet is strong assurance it
+came from the peer; libnice (GStreamer) sends no consent requests after nomination, only
+RTCP and media. STUN Binding Indications (its NAT keepalives) are not counted: they carry no
+authentication, so anyone who can forge the peer's source address could keep a gone
+viewer's media flowing to it forever, which is what consent expiry exists to stop.
 
 The browser's half (the controlling agent's checks and the check of their answers) is here
 too, for the load client and tests that play the browser toward the SFU.
@@ -223,6 +231,17 @@ class IceLiteSession:
         response.add_message_integrity(pwd.encode())
         return bytes(response)
 
+    def media_received(self, addr: Address, now: float) -> bool:
+        """Authenticated SRTP/SRTCP arrived from ``addr``: the peer is alive if that is the
+        nominated address. The caller must call this only after the packet passed SRTP
+        authentication; a packet from any other address refreshes nothing."""
+        if addr != self.selected:
+            return False
+        if now > self.last_consent:
+            self.last_consent = now
+        return True
+
     def expired(self, now: float) -> bool:
-        """True once the peer has sent no valid check for the consent timeout."""
+        """True once the peer has sent neither a valid check nor authenticated media from
+        the nominated address for the consent timeout."""
         return now - self.last_consent > self.consent_timeout

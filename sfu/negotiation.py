@@ -123,6 +123,7 @@ class Negotiator:
         sections: list[sdp.AnswerSection],
         setup: str = "passive",
         version: int = 2,
+        group: bool = True,
     ) -> str:
         return sdp.write_answer(
             sections,
@@ -134,6 +135,7 @@ class Negotiator:
             session_id=transport.sdp_session_id,
             setup=setup,
             version=version,
+            group=group,
             tcp_port=self.tcp_port,
         )
 

@@ -51,6 +51,21 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 # NUL, a bare CR inside a line and other C0 controls (tab aside) are never valid SDP; a CR
 # kept inside a value would also be copied into the answer (fmtp) as a line break.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 8839 5.4: ice-char is ALPHA / DIGIT / "+" / "/"; a ufrag has 4-256, a pwd 22-256.
+_ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
+_ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
+# RFC 8122 5: a fingerprint is colon-separated upper-case hex bytes (lower case accepted).
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+")
+FINGERPRINT_BYTES = {
+    "md2": 16,
+    "md5": 16,
+    "sha-1": 20,
+    "sha-224": 28,
+    "sha-256": 32,
+    "sha-384": 48,
+    "sha-512": 64,
+}
+SETUP_ROLES = ("actpass", "active", "passive", "holdconn")
 
 
 class SdpError(ValueError):
@@ -97,6 +112,7 @@ class MediaSection:
     rids: list[tuple[str, str]] = field(default_factory=list)  # (rid, direction)
     simulcast: str | None = None
     msid: str | None = None
+    bundle_only: bool = False  # RFC 8843 a=bundle-only: port 0 yet part of the BUNDLE group
 
     def rtx_ssrc_of(self, media_ssrc: int) -> int | None:
         for semantics, ssrcs in self.ssrc_groups:
@@ -139,8 +155,9 @@ class SessionDescription:
     setup: str | None = None
 
     def ice_credentials(self) -> tuple[str, str]:
-        """The offer's ICE ufrag and pwd; BUNDLE means one set for all sections."""
-        first = self.bundled()[0]
+        """The offer's ICE ufrag and pwd; BUNDLE means one set for all sections, the
+        offerer-tagged section's (RFC 8843 7.1.3)."""
+        first = self.tagged()
         ufrag = first.ice_ufrag or self.ice_ufrag
         pwd = first.ice_pwd or self.ice_pwd
         if not ufrag or not pwd:
@@ -148,21 +165,54 @@ class SessionDescription:
         return ufrag, pwd
 
     def dtls_fingerprints(self) -> list[tuple[str, str]]:
-        first = self.bundled()[0]
+        first = self.tagged()
         fps = first.fingerprints or self.fingerprints
         if not fps:
             raise SdpError("offer has no a=fingerprint: media must be DTLS-SRTP")
         return fps
 
     def dtls_setup(self) -> str:
-        first = self.bundled()[0]
-        return first.setup or self.setup or "actpass"
+        """The peer's DTLS role. RFC 8842 makes a=setup mandatory; guessing one could
+        leave both ends waiting for the other's handshake."""
+        first = self.tagged()
+        setup = first.setup or self.setup
+        if setup is None:
+            raise SdpError("offer has no a=setup: the DTLS role (actpass or active) is required")
+        return setup
+
+    def tagged(self) -> MediaSection:
+        """The offerer-tagged section (RFC 8843 7.3.1): the first BUNDLE mid whose section
+        has a port; its transport attributes apply to the whole group. Without a BUNDLE
+        group, the one section of a one-section offer. RTCP must be multiplexed."""
+        if not self.bundle:
+            if len(self.media) == 1 and self.media[0].port != 0:
+                section = self.media[0]
+            else:
+                raise SdpError(
+                    "offer must use BUNDLE (a=group:BUNDLE) with at least one media section"
+                )
+        else:
+            by_mid = {m.mid: m for m in self.media if m.mid is not None}
+            candidates = [by_mid[mid] for mid in self.bundle if mid in by_mid]
+            found = next((m for m in candidates if m.port != 0), None)
+            if found is None:
+                raise SdpError(
+                    "offer must use BUNDLE (a=group:BUNDLE) with at least one media section"
+                    " that has a port (a=bundle-only sections cannot carry the transport)"
+                )
+            section = found
+        if not section.rtcp_mux:
+            raise SdpError("offer has no a=rtcp-mux: RTP and RTCP must share one port")
+        return section
 
     def bundled(self) -> list[MediaSection]:
-        sections = [m for m in self.media if m.port != 0 and m.mid in self.bundle]
-        if not sections:
-            raise SdpError("offer must use BUNDLE (a=group:BUNDLE) with at least one media section")
-        return sections
+        """The sections on the one transport, in m= order: those the BUNDLE group names
+        with a port or with a=bundle-only (RFC 8843 7.2: port 0 without it disables the
+        section), or the single section of an offer without a BUNDLE group."""
+        tagged = self.tagged()
+        if not self.bundle:
+            return [tagged]
+        return [m for m in self.media if m.mid in self.bundle and (m.port != 0 or m.bundle_only)]
 
 
 def _is_number(text: str) -> bool:
@@ -250,19 +300,41 @@ def _parse_attribute(
         return
     target_ice = media if media is not None else session
     if name == "ice-ufrag":
-        target_ice.ice_ufrag = arg.strip()
+        ufrag = arg.strip()
+        if not _ICE_UFRAG.fullmatch(ufrag):
+            raise SdpError(
+                f"line {number}: a=ice-ufrag must be 4-256 characters of A-Z a-z 0-9 + / (RFC 8839)"
+            )
+        target_ice.ice_ufrag = ufrag
         return
     if name == "ice-pwd":
-        target_ice.ice_pwd = arg.strip()
+        pwd = arg.strip()
+        if not _ICE_PWD.fullmatch(pwd):
+            raise SdpError(
+                f"line {number}: a=ice-pwd must be 22-256 characters of A-Z a-z 0-9 + / (RFC 8839)"
+            )
+        target_ice.ice_pwd = pwd
         return
     if name == "fingerprint":
         parts = arg.split()
         if len(parts) != 2:
             raise SdpError(f"line {number}: a=fingerprint needs an algorithm and a value")
-        target_ice.fingerprints.append((parts[0].lower(), parts[1].upper()))
+        algorithm, value = parts[0].lower(), parts[1].upper()
+        if not _FINGERPRINT.fullmatch(value):
+            raise SdpError(f"line {number}: a=fingerprint value is not colon-separated hex bytes")
+        size = FINGERPRINT_BYTES.get(algorithm)
+        if size is not None and (len(value) + 1) // 3 != size:
+            raise SdpError(
+                f"line {number}: a=fingerprint:{algorithm} needs {size} bytes,"
+                f" not {(len(value) + 1) // 3}"
+            )
+        target_ice.fingerprints.append((algorithm, value))
         return
     if name == "setup":
-        target_ice.setup = arg.strip()
+        setup = arg.strip()
+        if setup not in SETUP_ROLES:
+            raise SdpError(f"line {number}: a=setup must be one of {', '.join(SETUP_ROLES)}")
+        target_ice.setup = setup
         return
     if media is None:
         return
@@ -274,6 +346,8 @@ def _parse_attribute(
         media.direction = name
     elif name == "rtcp-mux":
         media.rtcp_mux = True
+    elif name == "bundle-only":
+        media.bundle_only = True
     elif name == "rtcp-rsize":
         media.rtcp_rsize = True
     elif name == "msid":
@@ -406,11 +480,18 @@ def write_answer(
     session_id: int,
     setup: str = "passive",
     version: int = 2,
+    group: bool = True,
     tcp_port: int = 0,
 ) -> str:
     """An ICE-lite, BUNDLE, rtcp-mux description with one host candidate: an answer
     (DTLS passive) or, with ``setup="actpass"``, the server's own offer to a subscriber.
-    A ``tcp_port`` adds a passive ICE-TCP host candidate (RFC 6544) on that port."""
+    A ``tcp_port`` adds a passive ICE-TCP host candidate (RFC 6544) on that port.
+
+    ``group`` False answers an offer that had no BUNDLE group (one section): RFC 8843 7.3
+    lets an answer hold a group only if its offer asked for one. Every accepted section
+    carries our port and transport attributes, as JSEP answers do, rather than RFC 8843's
+    port 0 + a=bundle-only on all but the tagged one: browsers, aiortc and webrtcbin all
+    take this form, and the RFC allows a port in the answer where the offer had 0."""
     accepted = [s.offer.mid for s in sections if s.codec is not None and s.offer.mid]
     ip_version = "IP6" if ":" in address else "IP4"
     lines = [
@@ -421,7 +502,7 @@ def write_answer(
         "a=ice-lite",
         "a=msid-semantic: WMS *",
     ]
-    if accepted:
+    if accepted and group:
         lines.append("a=group:BUNDLE " + " ".join(accepted))
     for section in sections:
         lines.extend(

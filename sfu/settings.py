@@ -40,7 +40,8 @@ class MediaSettings:
     publisher_bitrate: int = 2_500_000
     """Bits per second a publisher's connection is told (REMB) it may send."""
     consent_timeout: float = 30.0
-    """Seconds without an ICE consent check before a peer is dropped (RFC 7675)."""
+    """Seconds without an ICE consent check, or authenticated SRTP/SRTCP from the nominated
+    address, before a peer is dropped (RFC 7675)."""
     keyframe_interval: float = 0.5
     """Least seconds between two keyframe requests (PLI) to one publisher stream."""
     report_interval: float = 1.0

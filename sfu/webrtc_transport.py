@@ -104,10 +104,16 @@ class WebRtcTransport(Transport):
                 self.counters.dropped += 1
                 return
             try:
+                # Liveness only after authentication passed: a forged packet from the
+                # peer's address fails unprotect and refreshes nothing (sfu/ice.py).
                 if is_rtcp(data):
-                    self.receive_rtcp(srtp.unprotect_rtcp(data), now)
+                    plain = srtp.unprotect_rtcp(data)
+                    self.ice.media_received(addr, now)
+                    self.receive_rtcp(plain, now)
                 else:
-                    self.receive_rtp(srtp.unprotect(data), len(data), now)
+                    plain = srtp.unprotect(data)
+                    self.ice.media_received(addr, now)
+                    self.receive_rtp(plain, len(data), now)
             except SrtpError:
                 self.counters.dropped += 1
         elif is_dtls(data):

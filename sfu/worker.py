@@ -239,7 +239,7 @@ class WorkerCore:
             " (renegotiated)" if params.get("renegotiate") else "",
         )
         return {
-            "answer": self.negotiator.describe(transport, plan.answers),
+            "answer": self.negotiator.describe(transport, plan.answers, group=bool(offer.bundle)),
             "tracks": [
                 {
                     "id": p.id,
@@ -322,7 +322,7 @@ class WorkerCore:
             ", ".join(f"{c.kind}/{c.producer.codec.name} of {c.producer.id}" for c in consumers),
         )
         return {
-            "answer": self.negotiator.describe(transport, answers),
+            "answer": self.negotiator.describe(transport, answers, group=bool(offer.bundle)),
             "tracks": [{"id": c.id, "kind": c.kind, "producer": c.producer.id} for c in consumers],
         }
 

@@ -244,6 +244,26 @@ def test_malformed_sdp_is_400_bad_sdp(api):
     )
 
 
+def test_sdp_values_that_can_never_work_are_400_bad_sdp(api):
+    """A short ice-pwd, a non-hex fingerprint, no a=setup, no a=rtcp-mux: refused at once,
+    naming the line, instead of a session that waits out its timeout."""
+    token = api.token("room1", "dr", "lead")
+    lines = OFFER.split("\r\n")
+    cases = {
+        "ice-pwd must be 22": OFFER.replace(
+            "a=ice-pwd:FVLEXfQPsqPQa3EVPiSTuegr", "a=ice-pwd:short"
+        ),
+        "hex": re.sub(r"(a=fingerprint:sha-256 \S+):..", r"\1:XY", OFFER),
+        "a=setup": "\r\n".join(line for line in lines if not line.startswith("a=setup")),
+        "rtcp-mux": "\r\n".join(line for line in lines if not line.startswith("a=rtcp-mux")),
+    }
+    for reason, offer in cases.items():
+        message = assert_error(
+            request(api, "POST", "/whip/room1", offer.encode(), token), 400, "bad_sdp"
+        )
+        assert reason in message, message
+
+
 def test_sdp_that_is_not_utf8_is_400(api):
     token = api.token("room1", "dr", "lead")
     assert_error(request(api, "POST", "/whip/room1", b"v=0\r\n\xff\xfe", token), 400, "bad_sdp")

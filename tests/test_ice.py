@@ -7,7 +7,9 @@ controlling agent's half (the load client's checks) is tested against IceLiteSes
 
 from __future__ import annotations
 
+import re
 import string
+import struct
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu import ice, sdp
 from sfu.control import ControlError
+from sfu.dtls import DtlsSession, is_dtls, local_fingerprint
 from sfu.ice import (
     CHECK_PRIORITY,
     CONSENT_TIMEOUT,
@@ -26,8 +29,9 @@ from sfu.ice import (
     parse_binding_request,
 )
 from sfu.settings import MediaSettings
+from sfu.srtp import SrtpContext
 from sfu.worker import WorkerCore
-from tests.wire import binding_request
+from tests.wire import binding_request, dtls_handshake
 
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_text()
 REMOTE_UFRAG = "d+QB"  # the offer's a=ice-ufrag
@@ -210,13 +214,34 @@ def test_consent_expires_without_checks_and_is_refreshed_by_them():
     assert session.expired(150.5)
 
 
+def test_authenticated_media_from_the_nominated_address_keeps_the_peer_alive():
+    """libnice sends no consent requests after nomination: its media and RTCP, once
+    authenticated, are what says it is still there (RFC 7675 section 4)."""
+    session = new_session(now=0.0, consent_timeout=30.0)
+    other = ("192.0.2.10", 50001)
+    assert not session.media_received(PEER, 5.0), "nothing nominated yet: nothing refreshes"
+    check(
+        session,
+        binding_request(f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", LOCAL_PWD, use_candidate=True),
+        now=1.0,
+    )
+    for t in range(2, 100):  # media for 100 s, never another check
+        assert session.media_received(PEER, float(t))
+        assert not session.expired(float(t) + 0.5)
+    assert not session.media_received(other, 120.0), "another address refreshes nothing"
+    assert not session.expired(129.0)
+    assert session.expired(129.5), "the last media at 99 s lasts until 129 s"
+    session.media_received(PEER, 50.0)
+    assert session.last_consent == 99.0, "a late timestamp never moves liveness back"
+
+
 # -- through the worker --------------------------------------------------------------------
 
 
 class Harness:
     """A WorkerCore with one publisher session from the Chromium offer; no sockets."""
 
-    def __init__(self, consent_timeout: float = 30.0) -> None:
+    def __init__(self, consent_timeout: float = 30.0, offer: str = OFFER) -> None:
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
         self.events: list[tuple[str, dict]] = []
         self.core = WorkerCore(
@@ -228,7 +253,7 @@ class Harness:
             settings=MediaSettings(consent_timeout=consent_timeout),
         )
         result = self.core.handle(
-            "publish", {"room": "r", "session": "pub", "identity": "lead", "offer": OFFER}, 0.0
+            "publish", {"room": "r", "session": "pub", "identity": "lead", "offer": offer}, 0.0
         )
         self.ufrag, self.pwd = sdp.parse(result["answer"]).ice_credentials()
 
@@ -286,6 +311,71 @@ def test_consent_expiry_closes_session_through_worker_tick():
     h.sent.clear()
     h.core.receive(binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd), PEER, 61.0)
     assert h.sent == []
+
+
+def _connected_publisher(consent_timeout: float) -> tuple[Harness, SrtpContext, str]:
+    """A publisher through ICE (nominated at 1 s) and a real DTLS handshake, no sockets:
+    the client's SRTP context protects what the test sends to the worker."""
+    certificate = RTCCertificate.generateCertificate()
+    fingerprint = local_fingerprint(certificate)[1]
+    offer = re.sub(r"a=fingerprint:sha-256 \S+", f"a=fingerprint:sha-256 {fingerprint}", OFFER)
+    h = Harness(consent_timeout=consent_timeout, offer=offer)
+    h.core.receive(
+        binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=True), PEER, 1.0
+    )
+    transport = h.core.sessions["pub"]
+    client = DtlsSession(certificate, [local_fingerprint(h.core.certificate)], role="client")
+
+    class Server:
+        connected = property(lambda self: transport.srtp is not None)
+
+        def receive(self, data: bytes) -> list[bytes]:
+            mark = len(h.sent)
+            h.core.receive(data, PEER, 1.0)
+            return [d for d, a in h.sent[mark:] if a == PEER and is_dtls(d)]
+
+    dtls_handshake(client, Server())
+    assert client.keys is not None
+    keys = client.keys
+    return h, SrtpContext(keys.profile, keys.tx_key, keys.rx_key), "pub"
+
+
+def _audio_rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 111, seq, seq * 960, 2072071564) + bytes(40)
+
+
+def test_authenticated_srtp_refreshes_liveness_and_forged_srtp_does_not():
+    h, client, session = _connected_publisher(consent_timeout=10.0)
+    seq = 0
+    for t in range(2, 40):  # 38 s of media at 1 packet/s, no consent check after 1 s
+        seq += 1
+        h.core.receive(client.protect(_audio_rtp(seq)), PEER, float(t))
+        h.core.run_timers(float(t))
+    assert session in h.core.sessions, "authenticated media kept the publisher alive"
+    transport = h.core.sessions[session]
+    assert transport.counters.packets_in == seq, "every packet passed authentication"
+
+    # Now only forgeries: SRTP from the nominated address with a broken tag, and
+    # authentic packets replayed from another (validated) address.
+    other = ("192.0.2.10", 50001)
+    h.core.receive(
+        binding_request(f"{h.ufrag}:{REMOTE_UFRAG}", h.pwd, use_candidate=False), other, 39.5
+    )
+    for t in range(40, 60):
+        seq += 1
+        forged = bytearray(client.protect(_audio_rtp(seq)))
+        forged[-1] ^= 0xFF
+        h.core.receive(bytes(forged), PEER, float(t))
+        seq += 1
+        h.core.receive(client.protect(_audio_rtp(seq)), other, float(t))
+        h.core.run_timers(float(t))
+        if session not in h.core.sessions:
+            break
+    assert session not in h.core.sessions, "forged or misdirected SRTP kept a session alive"
+    assert ("closed", {"session": session, "reason": "ice consent expired"}) in h.events
+    closed_at = t
+    assert 49.0 <= closed_at <= 51.0, f"expired at {closed_at} s, not 10 s after the last media"
+    assert transport.counters.dropped >= closed_at - 40, "the forged packets were refused"
 
 
 def test_session_never_checked_expires_too():

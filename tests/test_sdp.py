@@ -16,6 +16,9 @@ from sfu.worker import WorkerCore
 # Bytes, not read_text(): universal newlines would turn the capture's CRLF into LF.
 OFFER = (Path(__file__).parent / "data" / "chromium-156-simulcast-offer.sdp").read_bytes().decode()
 assert OFFER.startswith("v=0\r\n")
+DATA = Path(__file__).parent / "data"
+GST_WHIP = (DATA / "gstreamer-1.22-whip-client-sendonly-max-bundle.sdp").read_bytes().decode()
+GST_WHEP = (DATA / "gstreamer-1.22-webrtcbin-recvonly-max-bundle.sdp").read_bytes().decode()
 FINGERPRINT = "39:96:C8:6A:74:5A:95:5C:02:81:C1:70:13:18:BA:A6:D2:81:AC:6D:04:0A:16:70:BA:CD:2E:58:68:10:E2:C8"
 
 
@@ -268,6 +271,84 @@ def test_unsupported_section_is_rejected_with_port_zero(core):
     assert "a=mid:2" in rejected and "a=inactive" in rejected
 
 
+# -- GStreamer webrtcbin: max-bundle offers (RFC 8843 bundle-only) --------------------------
+
+
+def one_section(offer: str) -> str:
+    """webrtcbin's offer with one transceiver: its first section, no a=group:BUNDLE."""
+    head, *media = offer.split("\r\nm=")
+    head = "\r\n".join(line for line in head.split("\r\n") if not line.startswith("a=group"))
+    return head + "\r\nm=" + media[0].rstrip("\r\n") + "\r\n"
+
+
+def test_bundle_only_sections_are_part_of_the_bundle():
+    offer = sdp.parse(GST_WHIP)
+    audio, video = offer.media
+    assert (audio.port, audio.bundle_only) == (9, False)
+    assert (video.port, video.bundle_only) == (0, True)
+    assert offer.tagged() is audio
+    assert [m.mid for m in offer.bundled()] == ["audio0", "video1"]
+    assert offer.ice_credentials() == (
+        "5Bh+jD1O2/jBtLcq1itZc0fxz7IGMJFd",
+        "QZTVQVORdGBvBhT/m1i7RfslvxOSIOt3",
+    )
+    assert offer.dtls_setup() == "actpass"
+
+
+def test_gstreamer_whip_offer_publishes_audio_and_video(core):
+    result = publish(core, GST_WHIP)
+    answer = result["answer"]
+    assert "a=group:BUNDLE audio0 video1" in session_part(answer)
+    audio, video = sections(answer)
+    assert audio[0] == "m=audio 40000 UDP/TLS/RTP/SAVPF 100"
+    assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 96", "the bundle-only video is accepted"
+    assert "a=recvonly" in audio and "a=recvonly" in video
+    assert "a=bundle-only" not in video
+    assert [(t["kind"], t["codec"]) for t in result["tracks"]] == [
+        ("audio", "opus"),
+        ("video", "vp8"),
+    ]
+    theirs = AiortcSessionDescription.parse(answer)
+    assert [m.port for m in theirs.media] == [40000, 40000]
+
+
+def test_gstreamer_whep_offer_receives_audio_and_video(core):
+    publish(core, OFFER)
+    params = {
+        "room": "r",
+        "session": "gst-view",
+        "identity": "v",
+        "producers": producers_of(core, "pub"),
+        "offer": GST_WHEP,
+    }
+    result = core.handle("view", params, 0.0)
+    video, audio = sections(result["answer"])
+    assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 96"
+    assert audio[0] == "m=audio 40000 UDP/TLS/RTP/SAVPF 111", "the bundle-only audio is sent"
+    assert "a=sendonly" in video and "a=sendonly" in audio
+    assert sorted(t["kind"] for t in result["tracks"]) == ["audio", "video"]
+
+
+def test_one_section_offer_without_a_bundle_group_is_answered_without_one(core):
+    offer = one_section(GST_WHIP)
+    assert "a=group" not in offer and offer.count("m=") == 1
+    result = publish(core, offer)
+    assert [t["kind"] for t in result["tracks"]] == ["audio"]
+    assert not any(line.startswith("a=group") for line in session_part(result["answer"])), (
+        "RFC 8843 7.3: no BUNDLE group in an answer to an offer without one"
+    )
+    (audio,) = sections(result["answer"])
+    assert audio[0] == "m=audio 40000 UDP/TLS/RTP/SAVPF 100"
+
+
+def test_port_zero_without_bundle_only_disables_the_section(core):
+    offer = GST_WHIP.replace("a=bundle-only\r\n", "")
+    result = publish(core, offer)
+    assert [t["kind"] for t in result["tracks"]] == ["audio"]
+    assert "a=group:BUNDLE audio0\r\n" in result["answer"]
+    assert sections(result["answer"])[1][0].startswith("m=video 0 ")
+
+
 # -- bad offers ----------------------------------------------------------------------------
 
 
@@ -330,6 +411,21 @@ BAD_OFFERS = {
     "nul-byte": (OFFER.replace("s=-", "s=\x00"), "control"),
     "ssrc-garbage": (OFFER.replace("a=ssrc:2072071564 cname", "a=ssrc:abc cname"), "ssrc"),
     "too-large": (OFFER + "a=x-pad:" + "x" * sdp.MAX_SDP_BYTES + "\r\n", "larger"),
+    # Values that could never work (RFC 8839, 8122, 8842, 5761): refused now, not by a
+    # session that waits for a handshake that cannot happen.
+    "fingerprint-not-hex": (OFFER.replace(FINGERPRINT, FINGERPRINT[:-2] + "ZZ"), "hex"),
+    "fingerprint-too-short": (OFFER.replace(FINGERPRINT, FINGERPRINT[:-3]), "32 bytes"),
+    "ice-pwd-too-short": (
+        OFFER.replace("a=ice-pwd:FVLEXfQPsqPQa3EVPiSTuegr", "a=ice-pwd:FVLEXfQPsqPQa3EVPiSTu"),
+        "ice-pwd must be 22",
+    ),
+    "ice-ufrag-bad-character": (OFFER.replace("a=ice-ufrag:d+QB", "a=ice-ufrag:d+Q!"), "ice-ufrag"),
+    "ice-ufrag-too-short": (OFFER.replace("a=ice-ufrag:d+QB", "a=ice-ufrag:d+Q"), "ice-ufrag"),
+    "no-setup": (_drop("a=setup"), "a=setup"),
+    "setup-unknown-role": (OFFER.replace("a=setup:actpass", "a=setup:whatever"), "a=setup"),
+    "no-rtcp-mux": (_drop("a=rtcp-mux"), "rtcp-mux"),
+    "bundle-only-everywhere": (GST_WHIP.replace("m=audio 9 ", "m=audio 0 "), "port"),
+    "two-sections-no-bundle": (GST_WHIP.replace("a=group:BUNDLE audio0 video1\r\n", ""), "BUNDLE"),
 }
 
 
