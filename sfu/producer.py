@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sfu.consumer import SimulcastConsumer
 from sfu.rtp import RtpPacket, abs_send_time, template
 from sfu.sdp import Codec
 from sfu.streams import Encoding, RecvStream
@@ -155,6 +156,16 @@ class Producer:
             for stream in self.streams:
                 stream.restart_consumers()
             self.request_keyframe(now)
+
+    def stream_started(self, stream: RecvStream, now: float) -> None:
+        """An encoding began (or came back) to arrive: viewers who want it, or who wait
+        on one that does not arrive, move to it now rather than at their next layer
+        decision."""
+        for consumer in self.consumers:
+            if not isinstance(consumer, SimulcastConsumer) or not consumer.active:
+                continue
+            if consumer.choose(now) is not (consumer.target or consumer.stream):
+                consumer.set_preferred(consumer.preferred, now)
 
     def layer_demand(self) -> list[bool]:
         """Which encodings someone needs: a consumer's current, target or wished-for

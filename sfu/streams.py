@@ -96,7 +96,10 @@ class RecvStream:
     def receive(self, packet: RtpPacket, now: float) -> None:
         """One packet of this stream (an original, or an unwrapped retransmission)."""
         self.stats.on_packet(packet.seq, packet.ts, packet.size, now)
+        started = now - self.last_packet_at >= INACTIVE_AFTER or self.last_packet_at < 0
         self.last_packet_at = now
+        if started and self.producer.simulcast:
+            self.producer.stream_started(self, now)
         nack = self.nack
         if nack is not None and nack.on_packet(packet.seq, now):
             self.producer.transport.wake(now + nack.reorder_delay)

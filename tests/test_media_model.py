@@ -277,8 +277,12 @@ def test_simulcast_ssrcs_come_from_the_sim_group():
     _view, sock, consumer = rig.viewer()
     assert consumer.stream.ssrc == 33
     rig.send(rtp(22, 1, 0, VP8_KEY))  # signalled SSRCs need no extension to be told apart
+    assert consumer.stream.ssrc == 22, "the first encoding to arrive starts the viewer"
     rig.send(rtp(33, 1, 0, VP8_KEY))
-    assert [p.payload for p in sock.rtp()] == [VP8_KEY]
+    assert consumer.stream.ssrc == 33, "and the one it wants takes over at its keyframe"
+    got = sock.rtp()
+    assert [p.payload for p in got] == [VP8_KEY, VP8_KEY]
+    assert got[1].seq == (got[0].seq + 1) & 0xFFFF
     assert [s.stats.received for s in rig.producer.streams] == [0, 1, 1]
 
 
@@ -311,10 +315,11 @@ def test_a_pipe_carries_every_encoding_to_a_far_producer():
         data = rtp(pipe.out_ssrcs[index[ssrc]], seq, ts, payload, marker=True)
         pipe_in.receive(data, pipe_sock.local, rig.now)
     far_out = viewer_sock.rtp()
-    assert len(far_out) == 5 and far_out[0].payload == VP8_KEY, (
-        "the far viewer gets the top encoding"
-    )
-    assert [p.seq for p in far_out] == [(far_out[0].seq + i) & 0xFFFF for i in range(5)]
+    # The far viewer starts on the first encoding to arrive, then takes the top one at its
+    # keyframe (sent right after), and stays there.
+    assert [p.payload for p in far_out] == [VP8_KEY, VP8_KEY] + [VP8_DELTA] * 4
+    assert far_consumer.stream.index == 1, "the far viewer ends on the top encoding"
+    assert [p.seq for p in far_out] == [(far_out[0].seq + i) & 0xFFFF for i in range(6)]
 
 
 def test_sender_reports_map_to_the_publisher_clock_and_rtt_uses_our_send_time():
