@@ -386,6 +386,9 @@ class LinkEmulator:
         """Change one direction's parameters while running (``rate=None`` lifts a limit)."""
         model = self.model(direction)
         params = dataclasses.replace(model.params, **changes)  # type: ignore[arg-type]
+        if self._loop is None:  # not started: nothing waits yet
+            model.configure(params, 0.0)
+            return params
         model.configure(params, self.now())
         self._flush(self.now())
         return params
