@@ -222,6 +222,7 @@ class LinkModel(Generic[R]):
 
     def queue_delay(self, now: float) -> float:
         """How long a packet arriving now waits before its first bit is sent."""
+        self._serialise(now)
         rate = self.params.rate
         if not self._queue or rate is None:
             return 0.0
