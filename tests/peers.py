@@ -22,6 +22,8 @@ from aiortc import (
     VideoStreamTrack,
 )
 
+from bench.linkemu import via_relay
+
 # aioice leaves 127.0.0.1 out when it lists host addresses; tests talk over loopback only.
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # type: ignore[assignment]
 
@@ -104,10 +106,10 @@ async def _gathered(pc: RTCPeerConnection) -> None:
 
 
 def _via(answer: str, port: int | None) -> str:
-    """Point the client at a relay: rewrite the port of the server's host candidate."""
+    """Point the client at a relay on 127.0.0.1 (bench/linkemu.py) instead of the server."""
     if port is None:
         return answer
-    return re.sub(r"(a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1) \d+", rf"\1 {port}", answer)
+    return via_relay(answer, ("127.0.0.1", port))
 
 
 def prefer_codec(pc: RTCPeerConnection, kind: str, codec: str) -> None:
