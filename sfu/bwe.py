@@ -48,6 +48,8 @@ INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW = 0.5  # seconds of arrivals the acknowledged rate is measured over
 LOSS_LOW = 0.02
 LOSS_HIGH = 0.10
+LOSS_BASELINE_S = 4.0  # seconds over which a link's steady loss is averaged
+LOSS_BASELINE_CAP = 0.08  # loss above this is congestion however steady it is
 LOSS_MIN_PACKETS = 50  # evaluate feedback loss over this many packets,
 LOSS_MAX_WAIT = 2.0  # or over this long if that is at least LOSS_FEW_PACKETS
 LOSS_FEW_PACKETS = 20
@@ -228,6 +230,7 @@ class BandwidthEstimator:
         self.acked = RateMeter(ACKED_WINDOW)
         self.rtt = DEFAULT_RTT
         self.loss = 0.0  # fraction of packets lost, over the last evaluated batch
+        self.loss_baseline = 0.0  # the link's steady loss (slow average)
         self.send_rate_bps = 0.0
         self.state = "increase"  # AIMD: increase, hold or decrease
         self.capacity: float | None = None  # acknowledged rate at the last cut (kbps EWMA)
@@ -374,6 +377,15 @@ class BandwidthEstimator:
         self.loss = fraction
         elapsed = min(max(now - self.last_loss_update, 0.0), 1.0)
         self.last_loss_update = now
+        # A radio or satellite link loses a steady share whatever we send; only loss above
+        # that baseline (a slow average, capped) says the link is full. Without this, 5 %
+        # random loss would freeze the rate wherever the last congestion left it.
+        # Heavy loss is congestion, never part of the baseline.
+        baseline = self.loss_baseline
+        if fraction <= LOSS_BASELINE_CAP * 1.5:
+            step = min(1.0, elapsed / LOSS_BASELINE_S)
+            self.loss_baseline = min(LOSS_BASELINE_CAP, baseline + (fraction - baseline) * step)
+        fraction = max(0.0, fraction - baseline)
         if fraction > LOSS_HIGH:
             if now - self.last_loss_cut >= 0.3 + self.rtt:
                 self.loss_bps = max(

@@ -37,15 +37,19 @@ logger = logging.getLogger(__name__)
 DECIDE_EVERY = 1.0  # seconds
 UP_HEADROOM = 1.15  # an upgrade must fit with this much to spare (Jitsi ignores < 15 %)
 DOWN_CONFIRM = 2  # decisions in a row the estimate must say "down" before we go down
+PAUSE_CONFIRM = 4  # decisions in a row that not even the lowest layer fits, to pause video
 HEAVY_LOSS = 26  # receiver-reported loss (/256, about 10 %) that goes down at once
 DOWN_SLACK = 1.25  # a downgrade waits until the estimate is this far below the need:
 # estimates wobble around what a receiver gets, and a REMB-only receiver's starts there
 HOLD_AFTER_DOWN = 8.0  # seconds without upgrades after a bandwidth downgrade (mediasoup: 10)
 PROBE_INTERVAL = 3.0  # seconds between probes at first (LiveKit: 3 s, x1.5 after a failure)
-PROBE_MAX_INTERVAL = 60.0
+PROBE_MAX_INTERVAL = 8.0  # LiveKit backs off to 2 min; a site's link that recovers
+# should see its picture come back within seconds, and failed probes are kept small
 PROBE_AFTER_SUCCESS = 0.5  # a clean probe may be followed by a bigger one this soon
 PROBE_DURATION = 1.5  # seconds of padding per probe
 PROBE_OVERSHOOT = 1.2  # probe at this much of what the next step needs
+PROBE_GROWTH = 2.0  # and at most this many times what the link is known to carry,
+PROBE_GROWTH_AFTER_FAILURE = 1.3  # or this many after a failed probe or a downgrade
 PROBE_STEP = 0.02  # seconds between padding bursts
 PROBE_LOSS = 5  # receiver-reported loss (/256, about 2 %) that fails a probe or a verified rate
 VERIFIED_FOR = 10.0  # a rate a probe carried stands while reports stay clean this long
@@ -127,7 +131,7 @@ def layer_rates(streams: list[RecvStream], now: float) -> tuple[float, ...]:
     increasing so a step up never looks free."""
     rates: list[float] = []
     for stream in streams:
-        rate = stream.bitrate(now) or stream.peak_bitrate
+        rate = stream.bitrate(now) or stream.peak_bitrate  # measured now, or when it last ran
         if not rate:
             rate = VIDEO_NOMINAL[min(stream.index, len(VIDEO_NOMINAL) - 1)]
         if rates and rate <= rates[-1]:
@@ -145,6 +149,7 @@ class LayerControl(FeedbackUnit):
         self.deadline = inf
         self.last_down = -inf
         self.low_count = 0
+        self.starved_count = 0
         self.budget: float | None = None
         self.video_paused: set[SimpleConsumer] = set()
         # Probing: padding at the rate the next layer step needs, so the estimate can
@@ -159,6 +164,7 @@ class LayerControl(FeedbackUnit):
         self.verified_until = -inf
         self.verified_base = 0.0  # the receiver's estimate when a probe verified a rate
         self.probe_base: float | None = None
+        self.probe_loss = 0
         self.probe_failed = False
         self.probes = 0
 
@@ -221,6 +227,7 @@ class LayerControl(FeedbackUnit):
         self.probes += 1
         self.probe_goal = goal
         self.probe_base = self.transport.available_bitrate(now)
+        self.probe_loss = self._loss()
         self.probe_until = now + PROBE_DURATION
         self.probe_sent = 0.0
         self.probe_next = now
@@ -236,7 +243,9 @@ class LayerControl(FeedbackUnit):
     def _finish_probe(self, now: float) -> None:
         estimate = self.transport.available_bitrate(now)
         base = self.probe_base
-        clean = self._loss() < PROBE_LOSS and (
+        # Clean: no more loss than the link had before (a lossy radio link loses some
+        # packets whatever we send; a full one loses more), and no falling estimate.
+        clean = self._loss() < max(PROBE_LOSS, self.probe_loss + PROBE_LOSS) and (
             estimate is None or base is None or estimate >= base * 0.9
         )
         if clean:
@@ -313,16 +322,35 @@ class LayerControl(FeedbackUnit):
         fits = allocate(None if budget is None else budget * DOWN_SLACK, audio, tracks)
         fits_with_room = allocate(None if budget is None else budget / UP_HEADROOM, audio, tracks)
         holding = now - self.last_down < HOLD_AFTER_DOWN and not forced
-        self._maybe_probe(budget, audio, tracks, fits_with_room, holding, now)
         currents = [self._current(c) for c in videos]
         pressed = any(
             current is not None and (fit is None or fit < min(current, track.cap))
             for current, fit, track in zip(currents, fits, tracks, strict=True)
         )
+        if not pressed:  # never probe a link that is already too thin for what it gets
+            self._maybe_probe(budget, audio, tracks, fits_with_room, holding, now)
         self.low_count = self.low_count + 1 if pressed else 0
         # One low estimate may be a dip (a keyframe burst, a REMB-only receiver's
         # estimator settling): go down on the second in a row, or at once on heavy loss.
         confirmed = self.low_count >= DOWN_CONFIRM or self._loss() >= HEAVY_LOSS
+        # Pausing video is the last resort: the estimate must stay too low for it a while
+        # (after a step down it needs a moment to show what the smaller layer costs).
+        starved = any(fit is None for fit in fits)
+        self.starved_count = self.starved_count + 1 if starved else 0
+        # ... and the receiver must be losing a lot: an estimator that collapsed on a
+        # lossy link is not proof that the lowest layer does not get through.
+        if starved:
+            logger.debug(
+                "session %s: starved: budget %s, audio %d, layers %s, loss %d/256",
+                self.transport.session_id,
+                budget,
+                audio,
+                [t.rates for t in tracks],
+                self._loss(),
+            )
+        pause = self.starved_count >= PAUSE_CONFIRM and (
+            self._loss() >= HEAVY_LOSS or (budget is not None and budget < audio)
+        )
         rows = zip(videos, tracks, fits, fits_with_room, currents, strict=True)
         for consumer, track, fit, roomy, current in rows:
             if current is None:  # paused: resume only with room to spare
@@ -333,12 +361,17 @@ class LayerControl(FeedbackUnit):
                 self._move(consumer, track.cap, now)
                 current = track.cap
             if fit is None:
-                if confirmed:
+                if pause:
                     self._pause(consumer, now)
+                elif confirmed and current > 0:
+                    self.last_down = now
+                    self.probe_failed = True
+                    self._move(consumer, 0, now)
                 continue
             if fit < current:
                 if confirmed:
                     self.last_down = now
+                    self.probe_failed = True  # climb back a step at a time
                     self._move(consumer, fit, now)
                 continue
             if roomy is not None and roomy > current and not holding:
@@ -360,6 +393,8 @@ class LayerControl(FeedbackUnit):
         in one go), or after a failed probe one step for the first such track."""
         if budget is None or holding or self.probe_goal or now < self.next_probe_at:
             return
+        if self._loss() >= HEAVY_LOSS:
+            return  # congested now: a probe would only add to it
         for index, (track, layer) in enumerate(zip(tracks, roomy, strict=True)):
             if layer is not None and layer >= track.cap:
                 continue
@@ -372,7 +407,12 @@ class LayerControl(FeedbackUnit):
             need = audio + sum(
                 t.rates[c] for t, c in zip(tracks, step, strict=True) if c is not None
             )
-            self._start_probe(need * UP_HEADROOM * PROBE_OVERSHOOT, now)
+            # Never more than PROBE_GROWTH times what the link is known to carry: a probe
+            # into a thin link must not be the flood that breaks it.
+            known = max(budget, self._media_rate(now) + audio)
+            growth = PROBE_GROWTH_AFTER_FAILURE if self.probe_failed else PROBE_GROWTH
+            goal = min(need * UP_HEADROOM * PROBE_OVERSHOOT, known * growth)
+            self._start_probe(goal, now)
             return
 
     # -- moves ------------------------------------------------------------------------------------
@@ -402,10 +442,11 @@ class LayerControl(FeedbackUnit):
     def _pause(self, consumer: SimpleConsumer, now: float) -> None:
         logger.info(
             "session %s: %s video paused: the link carries %s bit/s, too little for "
-            "audio and the lowest layer",
+            "audio and the lowest layer (loss %.1f%%)",
             self.transport.session_id,
             consumer.id,
             self.estimate,
+            self._loss() / 2.56,
         )
         self.video_paused.add(consumer)
         consumer.suspend()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from sfu.bwe import INITIAL_BPS, BandwidthEstimator
 
 PACKET = 1200
@@ -94,7 +96,7 @@ def test_without_congestion_the_estimate_grows_from_its_start():
     assert bwe.decreases == 0
 
 
-def test_loss_alone_lowers_the_estimate_and_small_loss_holds_it():
+def test_loss_alone_lowers_the_estimate_and_steady_small_loss_does_not_freeze_it():
     bwe = BandwidthEstimator()
     link = Bottleneck(100_000_000)  # never queues: the delay signal stays flat
     drive(bwe, link, 0.0, 5.0)
@@ -103,13 +105,18 @@ def test_loss_alone_lowers_the_estimate_and_small_loss_holds_it():
     drive(bwe, link, 5.0, 10.0)
     assert bwe.estimate_bps < 0.5 * before
     assert 0.15 < bwe.loss < 0.4
-    link.loss = 0.05  # between 2% and 10%: hold
+    # A radio link that loses 5 % whatever is sent: that loss is its baseline, not
+    # congestion, so the rate climbs again (classic GCC would hold it where it is).
+    link.loss = 0.05
     low = bwe.estimate_bps
-    drive(bwe, link, 10.0, 15.0)
-    assert 0.9 * low <= bwe.estimate_bps <= 1.1 * low
-    link.loss = 0.0  # gone: it climbs again
-    drive(bwe, link, 15.0, 25.0)
+    drive(bwe, link, 10.0, 30.0)
     assert bwe.estimate_bps > 1.5 * low
+    assert bwe.loss_baseline == pytest.approx(0.05, abs=0.03)
+    # Loss well above that baseline is congestion again.
+    high = bwe.estimate_bps
+    link.loss = 0.30
+    drive(bwe, link, 30.0, 33.0)
+    assert bwe.estimate_bps < 0.8 * high
 
 
 def test_receiver_reports_carry_loss_when_there_is_no_transport_cc():
@@ -118,7 +125,8 @@ def test_receiver_reports_carry_loss_when_there_is_no_transport_cc():
     assert bwe.estimate_bps == 1_500_000, "a REMB-only receiver's estimate is the estimate"
     for second in range(2, 6):
         bwe.on_loss_report(0.3, float(second))
-    assert bwe.estimate_bps <= 1_500_000 * 0.85**4 + 1, "each report with 30% loss: -15%"
+    # Heavy loss is never taken for a link's steady share: each report cuts 15 %.
+    assert bwe.estimate_bps <= 1_500_000 * 0.85**4 + 1
     assert bwe.loss == 0.3
 
 

@@ -256,3 +256,119 @@ async def test_encodings_nobody_watches_are_paused_at_the_lead_and_come_back(ser
         if viewer is not None:
             await viewer.close()
         await asyncio.to_thread(chromium.quit)
+
+
+VIEW_THROUGH_RELAY = """
+const [room, token, relayPort] = arguments;
+const pc = new RTCPeerConnection();
+pc.addTransceiver("video", { direction: "recvonly" });
+pc.addTransceiver("audio", { direction: "recvonly" });
+await pc.setLocalDescription(await pc.createOffer());
+const response = await fetch(`/whep/${room}`, {
+  method: "POST",
+  headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
+  body: pc.localDescription.sdp,
+});
+if (response.status !== 201) throw new Error(`WHEP ${response.status}`);
+// Through the link emulator: its port in the UDP candidate, no TCP way around it.
+const answer = (await response.text())
+  .split("\\r\\n")
+  .filter((line) => !/^a=candidate:\\S+ \\d+ tcp /i.test(line))
+  .map((line) => line.replace(/^(a=candidate:\\S+ \\d+ udp \\d+ \\S+ )\\d+/i, `$1${relayPort}`))
+  .join("\\r\\n");
+await pc.setRemoteDescription({ type: "answer", sdp: answer });
+window.weakViewer = pc;
+return true;
+"""
+
+VIEWER_STATS = """
+const out = {};
+for (const s of (await window.weakViewer.getStats()).values()) {
+  if (s.type !== "inbound-rtp") continue;
+  if (s.kind === "video") {
+    Object.assign(out, { height: s.frameHeight || 0, decoded: s.framesDecoded || 0 });
+  } else {
+    Object.assign(out, { samples: s.totalSamplesReceived || 0, concealed: s.concealedSamples || 0 });
+  }
+}
+return out;
+"""
+
+
+@pytest.mark.browser
+async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_back(server):
+    """The issue's island site: a Chromium lead sends three layers; a Chromium viewer
+    watches the top one until its link turns to 300 kbit/s, 5 % loss, 300 ms round trip
+    (tests' user-space link emulator). It moves to a lower layer, keeps its audio, the
+    server sends what the link carries; when the link recovers it climbs back."""
+    from bench.linkemu import LinkEmulator, LinkParams
+    from tests.browser import chromium_available, launch_chromium, missing_reason
+    from tests.test_browser import open_demo, publish, wait_stats
+    from tests.test_linkemu import worker_port
+
+    if not chromium_available():
+        pytest.skip(reason=missing_reason())
+    rate = 300_000
+    chromium = await asyncio.to_thread(launch_chromium)
+    driver = chromium.driver
+    emu = LinkEmulator(("127.0.0.1", worker_port(server)), LinkParams(), LinkParams())
+
+    async def page(script: str, *args: object) -> dict:
+        from tests.browser import run_async_js
+
+        return await asyncio.to_thread(run_async_js, driver, script, *args)
+
+    async def stats_when(check: Callable[[dict], bool], timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while not check(stats := await page(VIEWER_STATS)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}: {stats}")
+            await asyncio.sleep(0.25)
+        return stats
+
+    try:
+        await emu.start()
+        await open_demo(driver, server.base_url)
+        lead = driver.current_window_handle
+        await publish(driver, ROOM, "central-hospital", "lead")
+        await wait_stats(driver, lambda s: s["publishState"] == "connected", 15, "publishing")
+        await asyncio.to_thread(driver.switch_to.new_window, "window")
+        await open_demo(driver, server.base_url)
+        token = server.token(ROOM, "island", "observer")
+        await page(VIEW_THROUGH_RELAY, ROOM, token, emu.port)
+        good = await stats_when(lambda s: s.get("height") == 720, 30, "the top layer")
+
+        emu.update("down", rate=rate, delay=0.15, loss=0.05)
+        emu.update("up", delay=0.15, loss=0.05)
+        weak_at = time.monotonic()
+        low = await stats_when(lambda s: 0 < s.get("height", 0) < 720, 20, "a lower layer")
+        moved = time.monotonic() - weak_at
+        await asyncio.sleep(max(0.0, weak_at + 10 - time.monotonic()))
+        window = 10.0
+        start, sent_before = await page(VIEWER_STATS), emu.down.counters.snapshot()
+        await asyncio.sleep(window)  # the measurement window
+        end, sent_after = await page(VIEWER_STATS), emu.down.counters
+        fps = (end["decoded"] - start["decoded"]) / window
+        concealed = (end["concealed"] - start["concealed"]) / max(
+            1, end["samples"] - start["samples"]
+        )
+        offered = (sent_after.bytes_in - sent_before.bytes_in) * 8 / window
+        emu.update("down", rate=None, loss=0.0, delay=0.0)
+        emu.update("up", loss=0.0, delay=0.0)
+        lifted = time.monotonic()
+        await stats_when(lambda s: s.get("height") == 720, 40, "the top layer again")
+        back = time.monotonic() - lifted
+        print(
+            f"weak link: {good['height']}p -> {low['height']}p in {moved:.1f} s; from 10 s on, "
+            f"{end['height']}p at {fps:.1f} fps, audio concealed {concealed:.1%}, server sent "
+            f"{offered / 1000:.0f} kbit/s ({offered / rate:.2f}x the link); top layer "
+            f"{back:.1f} s after the link recovered"
+        )
+        assert end["height"] < 720, "still on a lower layer while the link is weak"
+        assert fps >= 8, "the lower layer keeps moving"
+        assert concealed < 0.10, "audio first"
+        assert offered <= 1.3 * rate, "the server sends about what the link carries"
+        await asyncio.to_thread(driver.switch_to.window, lead)
+    finally:
+        emu.close()
+        await asyncio.to_thread(chromium.quit)
