@@ -166,6 +166,26 @@ class Metrics:
             ["worker", "name"],
             registry=r,
         )
+        # -- simulcast: each viewer's layer and link (from the viewers' own events)
+        self.layer_switches = Counter(
+            "telebridge_layer_switches",
+            "Viewers' simulcast layer changes, by the layer switched to (0 lowest)",
+            ["layer"],
+            registry=r,
+        )
+        self.video_pauses = Counter(
+            "telebridge_video_pauses",
+            "Viewers' video paused (audio only: the link cannot carry the lowest layer) "
+            "and resumed",
+            ["state"],
+            registry=r,
+        )
+        self.viewer_estimate = Histogram(
+            "telebridge_viewer_estimate_bits_per_second",
+            "A viewer's estimated link capacity at each of its layer changes",
+            buckets=(100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6),
+            registry=r,
+        )
         for role in ROLES:
             self.participants.labels(role)
         for kind in KINDS:
@@ -177,6 +197,13 @@ class Metrics:
     # -- conference events ----------------------------------------------------------------------
     def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:
         """Conference listener: keep the gauges in step. Never raises (a bad event is logged)."""
+        if event == "layer":
+            self.layer_switches.labels(str(data.get("layer", "?"))[:4]).inc()
+            estimate = data.get("estimate")
+            if isinstance(estimate, (int, float)) and estimate > 0:
+                self.viewer_estimate.observe(estimate)
+        elif event == "video_paused":
+            self.video_pauses.labels("paused" if data.get("paused") else "resumed").inc()
         if target is not None:
             return
         try:

@@ -373,6 +373,8 @@ def test_consultation_demo(server, browser, tmp_path):
         remote = tile(state, other)
         assert remote["videoWidth"] > 0 and not remote["paused"], remote
         assert remote["audioPackets"] > 0, f"no audio from {other}: {remote}"
+        # Simulcast: each page shows which layer of the other's camera it gets.
+        assert remote["layer"] and remote["layer"] <= MEDIA["height"], remote
         # The lead's tile is the large one, on both pages.
         assert tile(state, "dr-lead")["stage"] and not tile(state, "patient-site")["stage"], state[
             "tiles"

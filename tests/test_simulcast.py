@@ -103,6 +103,16 @@ async def test_each_viewer_decodes_the_layer_it_asked_for(server, clips):
             assert size(big) == (640, 360)
             # Every switch waited for a keyframe of its new layer, asked of that layer.
             assert publisher.layers[0].plis >= 1 and publisher.layers[1].plis >= 1
+            # And each viewer's layer changes are counted for the operator.
+            async with aiohttp.ClientSession() as http:
+                async with http.get(server.base_url + "/metrics") as response:
+                    text = await response.text()
+            switches = {
+                line.split('"')[1]: float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("telebridge_layer_switches_total{")
+            }
+            assert switches.get("0", 0) >= 1 and switches.get("1", 0) >= 1, switches
         finally:
             await big.close()
             await small.close()

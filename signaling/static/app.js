@@ -441,6 +441,15 @@
         caption.push(badge("off", `${svi} tắt`, `${sen} off`));
       }
       if (p && p.hand_raised) caption.push(badge("hand", "giơ tay", "hand raised"));
+      // The layer the server picked for us, and what it thinks our link carries.
+      const layer = videoTrack && !local ? c.layers.get(videoTrack.id) : null;
+      if (layer && layer.paused) {
+        caption.push(badge("off", "chỉ âm thanh (mạng yếu)", "audio only (weak link)"));
+      } else if (layer && layer.height) {
+        const kbps = layer.estimate ? ` · ${Math.round(layer.estimate / 1000)} kbit/s` : "";
+        caption.push(badge("layer", `${layer.height}p${kbps}`, `${layer.height}p${kbps}`));
+      }
+      tile.el.dataset.layer = layer && layer.height ? String(layer.height) : "";
       tile.caption.replaceChildren(...caption);
       // The lead's tile is the large one on the stage; everyone else is in the grid.
       const parent = role === "lead" ? $("stage") : $("grid");
@@ -558,6 +567,7 @@
         framesReceived,
         packetsLost,
         audioPackets,
+        layer: tile.el.dataset.layer ? Number(tile.el.dataset.layer) : null,
         videoWidth: tile.video.videoWidth,
         videoHeight: tile.video.videoHeight,
         paused: tile.video.paused,
