@@ -48,6 +48,7 @@ from sfu import ice, sdp
 from sfu.dtls import DtlsError, DtlsSession, is_dtls, local_fingerprint
 from sfu.ice import is_stun
 from sfu.rtcp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
@@ -58,6 +59,7 @@ from sfu.rtcp import (
     ntp_now,
     parse_compound,
     sender_report,
+    unpack_remb_fci,
 )
 from sfu.rtp import (
     U16,
@@ -843,6 +845,7 @@ class SimulcastPublisher(SyntheticPublisher):
         )
         self.fps = fps
         self.layers = [_Layer(clip) for clip in clips]
+        self.remb: int | None = None  # the bitrate the server last said we may send
         self.frames_sent = 0
 
     def offer(self) -> str:
@@ -940,7 +943,15 @@ class SimulcastPublisher(SyntheticPublisher):
         except (SrtpError, RtcpError):
             return
         for packet in packets:
-            if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                try:
+                    self.remb = unpack_remb_fci(packet.fci)[0]
+                except ValueError:
+                    pass
+            elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
+                RTCP_PSFB_PLI,
+                RTCP_PSFB_FIR,
+            ):
                 named = packet.media_ssrc if packet.fmt == RTCP_PSFB_PLI else None
                 if named is None and len(packet.fci) >= 4:
                     named = int.from_bytes(packet.fci[:4], "big")

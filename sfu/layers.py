@@ -31,6 +31,7 @@ from sfu.feedback.base import FeedbackUnit
 
 if TYPE_CHECKING:
     from sfu.streams import RecvStream
+    from sfu.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,39 @@ def layer_rates(streams: list[RecvStream], now: float) -> tuple[float, ...]:
             rate = rates[-1] * 1.5
         rates.append(rate)
     return tuple(rates)
+
+
+PUBLISHER_HEADROOM = 1.25  # what a publisher may send above what its viewers need
+PUBLISHER_FLOOR = 300_000  # never tell a publisher less (its lowest layer and audio fit)
+
+
+def publisher_limit(transport: Transport, cap: int) -> int:
+    """The bitrate a publisher's viewers need of it (all its tracks), for its REMB: the
+    encodings somebody watches of a simulcast track; for a single-encoding track, what
+    its best-connected viewer can take; audio at a generous Opus rate. Between
+    :data:`PUBLISHER_FLOOR` and the configured cap."""
+    need = 0.0
+    for producer in transport.producers:
+        if producer.closed:
+            continue
+        if not producer.is_video:
+            need += 64_000
+        elif producer.simulcast:
+            wanted = producer.layer_demand()
+            for stream, on in zip(producer.streams, wanted, strict=True):
+                if on:
+                    nominal = VIDEO_NOMINAL[min(stream.index, len(VIDEO_NOMINAL) - 1)]
+                    need += max(stream.peak_bitrate, nominal)
+        else:
+            budgets = [
+                c.transport.layers.budget
+                for c in producer.consumers
+                if not c.closed and isinstance(c, SimpleConsumer)
+            ]
+            if not budgets or any(b is None for b in budgets):
+                return cap  # someone's link is unknown (or nobody watches): no limit
+            need += max(b for b in budgets if b is not None)
+    return int(max(PUBLISHER_FLOOR, min(cap, need * PUBLISHER_HEADROOM)))
 
 
 class LayerControl(FeedbackUnit):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sfu.layers import publisher_limit
 from sfu.producer import Producer
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class RoomMonitor:
         """Tell a simulcast publisher which encodings to send: one nobody has needed for
         :data:`UNUSED_LAYER_PAUSE` s is paused (the lead's uplink is often the thinnest
         link of all), and resumed as soon as a viewer wants it."""
+        publishers: set[Transport] = set()
         for router in self.rooms.values():
             for producer in router.producers.values():
                 if not producer.simulcast or producer.closed:
@@ -81,6 +83,7 @@ class RoomMonitor:
                         producer.unneeded_since[index] = now
                     elif now - producer.unneeded_since[index] >= UNUSED_LAYER_PAUSE:
                         active[index] = False
+                publishers.add(producer.transport)
                 if active != producer.layers_active:
                     producer.layers_active = active
                     self.emit(
@@ -92,6 +95,12 @@ class RoomMonitor:
                             "rids": [s.rid for s in producer.streams],
                         },
                     )
+        # What each simulcast publisher is told it may send follows what is watched.
+        for transport in publishers:
+            if not transport.closed:
+                limit = publisher_limit(transport, transport.remb.default_bitrate)
+                if abs(limit - transport.remb.bitrate) > 0.1 * transport.remb.bitrate:
+                    transport.remb.set_limit(limit)
 
     def active_speakers(self) -> None:
         """The loudest audio producer of each room over the last interval, if it speaks."""

@@ -118,6 +118,29 @@ async def test_each_viewer_decodes_the_layer_it_asked_for(server, clips):
             await small.close()
 
 
+async def test_the_publisher_is_told_to_send_what_its_viewers_watch(server, clips):
+    """Its REMB follows the encodings watched: with one thumbnail viewer, little; when
+    that viewer wants the top layer, enough for it (the configured cap at most)."""
+    async with simulcast_publisher(server, clips) as publisher:
+        token = server.token(ROOM, "island-clinic", "observer")
+        viewer = await start_whep_viewer(server.base_url, ROOM, token)
+        try:
+            await post_layer(server, viewer, token, {"encodingId": "0"})
+            await wait_for(
+                lambda: publisher.remb is not None and publisher.remb <= 400_000,
+                15,
+                "a small limit while only the thumbnail is watched",
+            )
+            low = publisher.remb
+            await post_layer(server, viewer, token, {})
+            await wait_for(
+                lambda: (publisher.remb or 0) >= 1_500_000, 20, "room for the top layer"
+            )
+            print(f"publisher limit {low} bit/s for a thumbnail, then {publisher.remb}")
+        finally:
+            await viewer.close()
+
+
 async def test_a_hundred_viewers_switching_at_once_cost_the_publisher_few_keyframes(server, clips):
     async with simulcast_publisher(server, clips) as publisher:
         viewers = [

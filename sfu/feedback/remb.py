@@ -27,6 +27,7 @@ class Remb(FeedbackUnit):
     def __init__(self, transport: object, bitrate: int) -> None:
         super().__init__(transport)  # type: ignore[arg-type]
         self.bitrate = bitrate
+        self.default_bitrate = bitrate  # the configured cap (publisher_bitrate)
         self.estimate: int | None = None  # bits per second, from the receiver's REMB
         self.estimate_at = -1.0
 
