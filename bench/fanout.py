@@ -248,6 +248,8 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
         env["TELEBRIDGE_BENCH_SECRET"] = secret  # not on the command line, where ps shows it
     if args.no_audio:
         command.append("--no-audio")
+    if args.simulcast:
+        command.append("--simulcast")
     client = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -460,6 +462,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, default=16, help="WHEP requests in flight while connecting"
     )
     parser.add_argument("--no-audio", action="store_true")
+    parser.add_argument(
+        "--simulcast",
+        action="store_true",
+        help="the publisher sends three encodings; viewers get the top one (layer selection on)",
+    )
     parser.add_argument(
         "--no-pin",
         dest="pin",

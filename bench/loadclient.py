@@ -1092,6 +1092,14 @@ class LoadRun:
         timers = asyncio.ensure_future(self._timers())
         emit_task = asyncio.ensure_future(self._emit(stop))
         clip = await loop.run_in_executor(None, make_clip, args.rate, args.keyframe_interval)
+        lower: list[Clip] = []
+        if args.simulcast:  # two lower encodings beside it, as a browser's camera sends
+            for width, height, bitrate in ((160, 90, 150_000), (320, 180, 400_000)):
+                lower.append(
+                    await loop.run_in_executor(
+                        None, make_clip, 0, args.keyframe_interval, 30, width, height, bitrate
+                    )
+                )
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(connector=connector) as http:
             try:
@@ -1102,15 +1110,27 @@ class LoadRun:
                     token = await fetch_token(
                         http, args.url, room, "load-lead", "lead", args.secret
                     )
-                    publisher = SyntheticPublisher(
-                        args.url,
-                        room,
-                        token,
-                        clip,
-                        args.rate,
-                        args.keyframe_interval,
-                        audio=not args.no_audio,
-                    )
+                    publisher: SyntheticPublisher
+                    if lower:
+                        publisher = SimulcastPublisher(
+                            args.url,
+                            room,
+                            token,
+                            [*lower, clip],
+                            30,
+                            args.keyframe_interval,
+                            audio=not args.no_audio,
+                        )
+                    else:
+                        publisher = SyntheticPublisher(
+                            args.url,
+                            room,
+                            token,
+                            clip,
+                            args.rate,
+                            args.keyframe_interval,
+                            audio=not args.no_audio,
+                        )
                     await publisher.open()
                     self.publishers.append(publisher)
                     await publisher.negotiate(http)
@@ -1179,6 +1199,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keyframe-interval", type=float, default=4.0)
     parser.add_argument("--no-audio", action="store_true")
+    parser.add_argument(
+        "--simulcast",
+        action="store_true",
+        help="publish three encodings (the top one at --rate); viewers get the top one",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="WHEP requests in flight")
     parser.add_argument(
         "--secret",
