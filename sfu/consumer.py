@@ -325,8 +325,7 @@ class SimulcastConsumer(SimpleConsumer):
         "vp8",
         "pid_shift",
         "tl0_shift",
-        "last_pid",
-        "last_tl0",
+        "pid_stream",
     )
 
     def __init__(
@@ -350,8 +349,7 @@ class SimulcastConsumer(SimpleConsumer):
         self.vp8 = producer.codec.name == "vp8"
         self.pid_shift = 0
         self.tl0_shift = 0
-        self.last_pid = -1
-        self.last_tl0 = -1
+        self.pid_stream: RecvStream | None = None  # whose ids this viewer saw last
         super().__init__(
             consumer_id,
             producer,
@@ -399,12 +397,18 @@ class SimulcastConsumer(SimpleConsumer):
 
     def start(self, packet: RtpPacket, now: float) -> None:
         super().start(packet, now)
-        if self.vp8:
+        previous = self.pid_stream
+        if self.vp8 and previous is not self.stream:
+            # Continue from the last ids of the encoding this viewer saw (as shifted for
+            # it), read off that stream: nothing per packet per viewer unless shifted.
             _pos, pid, _tl0_pos, tl0 = vp8_picture_ids(packet.payload)
-            if self.last_pid >= 0:
-                self.pid_shift = (self.last_pid + 1 - pid) & 0x7FFF
-            if self.last_tl0 >= 0:
-                self.tl0_shift = (self.last_tl0 + 1 - tl0) & 0xFF
+            if previous is not None and previous.last_pid >= 0:
+                last = (previous.last_pid + self.pid_shift) & 0x7FFF
+                self.pid_shift = (last + 1 - pid) & 0x7FFF
+            if previous is not None and previous.last_tl0 >= 0:
+                last = (previous.last_tl0 + self.tl0_shift) & 0xFF
+                self.tl0_shift = (last + 1 - tl0) & 0xFF
+            self.pid_stream = self.stream
         if self.stream is not self.announced:
             self.announced = stream = self.stream
             self.transport.on_event(
@@ -426,12 +430,12 @@ class SimulcastConsumer(SimpleConsumer):
         super().switch(stream, packet, now)
 
     def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
-        if self.vp8:
+        if self.pid_shift or self.tl0_shift:
             self.rewrite_payload(buf, len(buf) - len(packet.payload), True)
-        super().send(packet, buf, twcc_offset, now)
+        SimpleConsumer.send(self, packet, buf, twcc_offset, now)
 
     def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
-        if not self.vp8:
+        if not (self.pid_shift or self.tl0_shift):
             return
         pid_pos, pid, tl0_pos, tl0 = vp8_picture_ids(memoryview(buf)[offset:])
         if pid_pos >= 0:
@@ -443,13 +447,9 @@ class SimulcastConsumer(SimpleConsumer):
             else:
                 pid = (pid + self.pid_shift) & 0x7F
                 buf[pos] = pid
-            if fresh:
-                self.last_pid = pid
         if tl0_pos >= 0:
             tl0 = (tl0 + self.tl0_shift) & 0xFF
             buf[offset + tl0_pos] = tl0
-            if fresh:
-                self.last_tl0 = tl0
 
     def suspend(self) -> None:
         if self.target is not None:

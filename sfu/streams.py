@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sfu import rtcp
-from sfu.codecs import is_keyframe, keyframe_size
+from sfu.codecs import is_keyframe, keyframe_size, vp8_picture_ids
 from sfu.keyframe import KeyFrameRequester
 from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp import ExtensionLayout, RtpPacket
@@ -59,6 +59,9 @@ class RecvStream:
         "rate_at",
         "rate",
         "peak_bitrate",
+        "last_pid",
+        "last_tl0",
+        "vp8_ids",
     )
 
     def __init__(
@@ -92,6 +95,9 @@ class RecvStream:
         self.rate_at = -1.0
         self.rate = 0.0
         self.peak_bitrate = 0.0  # the highest rate measured: a paused layer's cost
+        self.last_pid = -1  # VP8 PictureID / TL0PICIDX of the newest packet (simulcast only)
+        self.last_tl0 = -1
+        self.vp8_ids = producer.codec.name == "vp8"
 
     def receive(self, packet: RtpPacket, now: float) -> None:
         """One packet of this stream (an original, or an unwrapped retransmission)."""
@@ -112,7 +118,18 @@ class RecvStream:
                 if size is not None:
                     self.width, self.height = size
             self.buffer.store(packet.seq, packet, now)  # type: ignore[union-attr]
+            if self.vp8_ids and self.producer.simulcast:
+                self._note_picture_ids(packet)
         self.producer.forward(self, packet, now)
+
+    def _note_picture_ids(self, packet: RtpPacket) -> None:
+        """The newest VP8 ids of this encoding, where a viewer switching away continues
+        from (read once per packet here, not per viewer)."""
+        _pos, pid, tl0_pos, tl0 = vp8_picture_ids(packet.payload)
+        if _pos >= 0 and (self.last_pid < 0 or (pid - self.last_pid) & 0x7FFF < 0x4000):
+            self.last_pid = pid
+        if tl0_pos >= 0 and (self.last_tl0 < 0 or (tl0 - self.last_tl0) & 0xFF < 0x80):
+            self.last_tl0 = tl0
 
     def receive_retransmission(self, packet: RtpPacket, now: float) -> bool:
         """An unwrapped RTX packet: forwarded only if it fills a hole we asked about."""
