@@ -133,9 +133,7 @@ async def test_the_publisher_is_told_to_send_what_its_viewers_watch(server, clip
             )
             low = publisher.remb
             await post_layer(server, viewer, token, {})
-            await wait_for(
-                lambda: (publisher.remb or 0) >= 1_500_000, 20, "room for the top layer"
-            )
+            await wait_for(lambda: (publisher.remb or 0) >= 1_500_000, 20, "room for the top layer")
             print(f"publisher limit {low} bit/s for a thumbnail, then {publisher.remb}")
         finally:
             await viewer.close()
