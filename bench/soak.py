@@ -60,7 +60,7 @@ class Soak:
     ) -> TelebridgeClient:
         n = next(self.serial)
         room = room or f"soak-{n % ROOMS}"
-        token = self.server.token(room, f"{kind}-{n % 200}", role, ttl=24 * 3600)
+        token = self.server.token(room, f"{kind}-{n % 1000}", role, ttl=24 * 3600)
         return await TelebridgeClient.connect(self.server.base_url, token)
 
     async def forever(self, name: str, cycle: Callable[[], Awaitable[None]]) -> None:

@@ -229,6 +229,7 @@ class Connection:
         self.liveness = Liveness(time.monotonic())
         self.writer: asyncio.Task[None] | None = None
         self.shutdown: asyncio.Task[None] | None = None
+        self.abort_timer: asyncio.TimerHandle | None = None
 
     @property
     def label(self) -> str:
@@ -304,8 +305,11 @@ class Connection:
 
     def _abort_later(self) -> None:
         transport = self.request.transport
-        if transport is not None:  # aborting a closed transport does nothing
-            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+        if transport is not None and self.abort_timer is None:
+            # Aborting a transport that closed meanwhile does nothing.
+            self.abort_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, transport.abort
+            )
 
     async def _drop_slow(self) -> None:
         """A client too slow to read its events: take the participant out of the room now,
@@ -366,6 +370,8 @@ class Connection:
                 await asyncio.shield(self.shutdown)
             if not self.ws.closed:
                 await self._close(1000, "")
+            if self.abort_timer is not None and self.request.transport is None:
+                self.abort_timer.cancel()  # the connection is gone: let it be collected now
 
     async def _closed(self) -> None:
         room, participant = self.room, self.participant
