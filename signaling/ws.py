@@ -307,9 +307,7 @@ class Connection:
         transport = self.request.transport
         if transport is not None and self.abort_timer is None:
             # Aborting a transport that closed meanwhile does nothing.
-            self.abort_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT, transport.abort
-            )
+            self.abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
     async def _drop_slow(self) -> None:
         """A client too slow to read its events: take the participant out of the room now,
