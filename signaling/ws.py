@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -304,10 +305,21 @@ class Connection:
                 raise
 
     def _abort_later(self) -> None:
+        if self.request.transport is not None and self.abort_timer is None:
+            self.abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._reset)
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP reset. A plain abort closes the descriptor, but
+        the kernel then goes on for minutes trying to deliver the buffered bytes to a peer
+        that reads nothing, and the peer sees its connection open all that time."""
         transport = self.request.transport
-        if transport is not None and self.abort_timer is None:
-            # Aborting a transport that closed meanwhile does nothing.
-            self.abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+        if transport is None:  # the connection is gone already
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
     async def _drop_slow(self) -> None:
         """A client too slow to read its events: take the participant out of the room now,
@@ -334,9 +346,7 @@ class Connection:
                     pass
             elif action == "dead":
                 logger.info("ws %s: no answer to a ping; closing", self.label)
-                transport = self.request.transport
-                if transport is not None:
-                    transport.abort()
+                self._reset()
                 return
 
     # -- input ------------------------------------------------------------------------------
