@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from sfu.pool import WorkerHandle, WorkerPool
@@ -28,6 +29,8 @@ STATIC = Path(__file__).parent / "static"
 NAME = NAME_PATTERN
 MAX_SDP = 64 * 1024
 WHEP_LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
+MAX_URL = 8190  # longer request targets are answered 414 in JSON
+MAX_LINE = 64 * 1024  # aiohttp's parser reads a request line this long before it gives up
 # Room errors as WHIP/WHEP statuses.
 ROOM_ERROR_STATUS = {
     "bad_sdp": 400,
@@ -47,6 +50,32 @@ EXPOSE_HEADERS = "Location, Link, ETag, Accept-Patch"
 
 CONFIG_KEY = web.AppKey("config", Config)
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+
+
+class QuietParseErrors(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every request it cannot parse (a request line
+    past MAX_LINE, a malformed header, a port scanner's bytes): one INFO line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "unparseable HTTP request from %s: %s"
+            record.args = (remote, " ".join(str(exc.message).split())[:200])
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+HTTP_LOGGER = logging.getLogger("signaling.http")
+HTTP_LOGGER.addFilter(QuietParseErrors())
+
+
+def handler_args() -> dict[str, Any]:
+    """aiohttp request handler settings for ``web.run_app`` / ``web.AppRunner``: request
+    lines up to MAX_LINE reach the app (which answers 414 in JSON past MAX_URL), and the
+    parse errors beyond that log one line."""
+    return {"max_line_size": MAX_LINE, "logger": HTTP_LOGGER}
 
 
 class ApiError(Exception):
@@ -403,6 +432,8 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
             )
     else:
         try:
+            if len(request.raw_path) > MAX_URL:
+                raise ApiError(414, "uri_too_long", f"URLs are limited to {MAX_URL} bytes")
             response = await handler(request)
         except ApiError as exc:
             if endpoint in ("whip", "whep"):
@@ -410,7 +441,7 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
             logger.info(
                 "%s %s -> %d %s: %s",
                 request.method,
-                request.path,
+                request.path[:200],
                 exc.status,
                 exc.code,
                 exc.message,
@@ -439,6 +470,7 @@ def create_app(config: Config) -> web.Application:
         join_limit=config.ws.join_limit,
         forwarded_for=config.ws.forwarded_for,
         ice_servers=server.ice_servers,
+        identity_join_limit=config.ws.identity_join_limit,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)

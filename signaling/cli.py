@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from signaling.app import create_app
+    from signaling.app import create_app, handler_args
 
     logging.basicConfig(
         level=config.logging.level.upper(),
@@ -75,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
         print=None,
         access_log=None,
         loop=loop_factory() if loop_factory else None,
+        **handler_args(),
     )
     return 0
 

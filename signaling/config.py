@@ -168,8 +168,11 @@ class WebhookConfig:
 class WsSettings:
     """``[ws]``: the WebSocket signaling endpoint."""
 
-    join_limit: int = 20
-    """Joins per client address per 10 s; 0 means no limit."""
+    join_limit: int = 300
+    """Joins per client address per 10 s, a burst guard (a whole site behind one NAT shares
+    an address); 0 means no limit."""
+    identity_join_limit: int = 10
+    """Joins per room and identity per 10 s (a client in a reconnect loop); 0 means no limit."""
     forwarded_for: bool = False
     """Behind a reverse proxy: take the client's address from X-Forwarded-For."""
     resume_grace: float = 20.0
@@ -178,6 +181,8 @@ class WsSettings:
     def __post_init__(self) -> None:
         if self.join_limit < 0:
             raise SettingsError("join_limit must be 0 (no limit) or more")
+        if self.identity_join_limit < 0:
+            raise SettingsError("identity_join_limit must be 0 (no limit) or more")
         if not _positive(self.resume_grace):
             raise SettingsError("resume_grace must be positive")
 

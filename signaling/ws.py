@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
@@ -28,8 +31,19 @@ SEND_QUEUE = 1000  # messages waiting for a slow client before it is disconnecte
 RATE = 20.0  # messages per second per connection
 BURST = 40.0
 MAX_STRIKES = 50  # rate-limited messages before the connection is closed
-JOINS_PER_WINDOW = 20  # joins per address per window
+JOINS_PER_WINDOW = 300  # joins per address per window: a burst guard (one NAT, many clients)
+IDENTITY_JOINS_PER_WINDOW = 10  # joins per room and identity per window: a reconnect loop
 JOIN_WINDOW = 10.0
+MAX_DEPTH = 32  # JSON nesting; the protocol's deepest message is 3 levels
+# Below the queue, what a client that stops reading can hold: the kernel's send buffer
+# (Linux grows it to 4 MiB: ~30,000 events before the queue even starts), the transport's
+# buffer and aiohttp's writer, which checks the transport only every writer_limit bytes.
+SEND_BUFFER = 32 * 1024
+WRITE_BUFFER = 32 * 1024
+WRITER_LIMIT = 16 * 1024
+CLOSE_TIMEOUT = 2.0  # a close the client does not take in this time becomes an abort
+PING_INTERVAL = 20.0  # seconds of silence before we ping
+PONG_GRACE = 10.0  # seconds a ping may go unanswered
 
 CLOSE_CODES = {
     "unauthorized": 4401,
@@ -40,6 +54,59 @@ CLOSE_CODES = {
     "replaced": 4009,
     "slow": 4008,
 }
+
+
+def decode(text: str) -> dict[str, Any]:
+    """A message's JSON object, or SchemaError("bad_json"): never RecursionError, which
+    ``json.loads`` raises for deep nesting, nor anything else."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        raise schema.SchemaError("bad_json", "not JSON, or nested too deeply") from None
+    if not isinstance(message, dict):
+        raise schema.SchemaError("bad_json", "a message is a JSON object")
+    stack: list[tuple[Any, int]] = [(message, 1)]
+    while stack:  # without recursion: the schema validator would recurse into it
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise schema.SchemaError("bad_json", f"nested deeper than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return message
+
+
+class Liveness:
+    """When to ping a quiet client, and when to give up on it (sans-I/O, ``now`` in).
+
+    aiohttp's own heartbeat re-arms its timer when data arrives after the socket closed,
+    which kept every closed connection's objects alive for 30 s (issue 10, finding 9).
+    """
+
+    def __init__(
+        self, now: float, interval: float = PING_INTERVAL, grace: float = PONG_GRACE
+    ) -> None:
+        self.interval = interval
+        self.grace = grace
+        self.heard_at = now
+        self.pinged_at: float | None = None
+
+    def heard(self, now: float) -> None:
+        """Any frame from the client (a pong included) shows it is there."""
+        self.heard_at = now
+        self.pinged_at = None
+
+    def next_deadline(self) -> float:
+        if self.pinged_at is None:
+            return self.heard_at + self.interval
+        return self.pinged_at + self.grace
+
+    def poll(self, now: float) -> Literal["ping", "dead"] | None:
+        if self.pinged_at is not None:
+            return "dead" if now >= self.pinged_at + self.grace else None
+        if now >= self.heard_at + self.interval:
+            self.pinged_at = now
+            return "ping"
+        return None
 
 
 class TokenBucket:
@@ -60,16 +127,16 @@ class TokenBucket:
 
 
 class JoinLimiter:
-    """Joins per remote address in a sliding window: a token guesser gets nowhere fast."""
+    """Joins per key (a remote address, or a room and identity) in a sliding window."""
 
     def __init__(self, limit: int = JOINS_PER_WINDOW, window: float = JOIN_WINDOW) -> None:
         self.limit = limit
         self.window = window
         self.seen: dict[str, collections.deque[float]] = {}
 
-    def allow(self, address: str) -> bool:
+    def allow(self, key: str) -> bool:
         now = time.monotonic()
-        stamps = self.seen.setdefault(address, collections.deque())
+        stamps = self.seen.setdefault(key, collections.deque())
         while stamps and now - stamps[0] > self.window:
             stamps.popleft()
         if len(stamps) >= self.limit:
@@ -92,6 +159,7 @@ class Hub:
         join_limit: int = JOINS_PER_WINDOW,
         forwarded_for: bool = False,
         ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
+        identity_join_limit: int = IDENTITY_JOINS_PER_WINDOW,
     ) -> None:
         self.conference = conference
         self.ice_servers = ice_servers  # identity -> RTCIceServer dicts (signaling/turn.py)
@@ -101,6 +169,7 @@ class Hub:
         self.forwarded_for = forwarded_for
         self.connections: dict[tuple[str, str], Connection] = {}
         self.joins = JoinLimiter(join_limit) if join_limit else None
+        self.identity_joins = JoinLimiter(identity_join_limit) if identity_join_limit else None
         conference.add_listener(self.on_event)
 
     def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:
@@ -123,20 +192,31 @@ class Hub:
                 connection.close_after_flush(CLOSE_CODES["room_ended"], "room ended")
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=schema.MAX_MESSAGE_BYTES, heartbeat=20.0)
+        # No aiohttp heartbeat (see Liveness); pings and pongs reach Connection.run.
+        ws = web.WebSocketResponse(
+            max_msg_size=schema.MAX_MESSAGE_BYTES, autoping=False, writer_limit=WRITER_LIMIT
+        )
         await ws.prepare(request)
+        if request.transport is not None:
+            request.transport.set_write_buffer_limits(high=WRITE_BUFFER)
+            sock = request.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         address = request.remote or "?"
         if self.forwarded_for and request.headers.get("X-Forwarded-For"):
             address = request.headers["X-Forwarded-For"].split(",")[0].strip()[:64]
-        connection = Connection(self, ws, address)
+        connection = Connection(self, ws, request, address)
         await connection.run()
         return ws
 
 
 class Connection:
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, address: str) -> None:
+    def __init__(
+        self, hub: Hub, ws: web.WebSocketResponse, request: web.Request, address: str
+    ) -> None:
         self.hub = hub
         self.ws = ws
+        self.request = request
         self.address = address
         self.opened = time.monotonic()
         self.room: Room | None = None
@@ -149,6 +229,10 @@ class Connection:
         self.left = False
         self.dispatching = False  # a request is being served: a close waits for its answer
         self.pending_close: tuple[int, str] | None = None
+        self.liveness = Liveness(time.monotonic())
+        self.writer: asyncio.Task[None] | None = None
+        self.shutdown: asyncio.Task[None] | None = None
+        self.abort_timer: asyncio.TimerHandle | None = None
 
     @property
     def label(self) -> str:
@@ -167,7 +251,7 @@ class Connection:
                 "ws %s: client too slow, %d messages waiting; disconnecting", self.label, SEND_QUEUE
             )
             self.closing = True
-            asyncio.ensure_future(self.ws.close(code=CLOSE_CODES["slow"], message=b"too slow"))
+            self.shutdown = asyncio.ensure_future(self._drop_slow())
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once what is queued has been sent (and the request in hand answered)."""
@@ -180,7 +264,7 @@ class Connection:
         try:
             self.queue.put_nowait((code, reason))
         except asyncio.QueueFull:
-            asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
+            self.shutdown = asyncio.ensure_future(self._close(code, reason))
 
     def error(self, request_id: Any, code: str, message: str) -> None:
         out: dict[str, Any] = {
@@ -197,34 +281,107 @@ class Connection:
         while True:
             item = await self.queue.get()
             if isinstance(item, tuple):
-                await self.ws.close(code=item[0], message=item[1].encode()[:120])
+                await self._close(*item)
                 return
             try:
                 await self.ws.send_str(json.dumps(item, separators=(",", ":")))
             except (ConnectionError, RuntimeError):
                 return
 
+    async def _close(self, code: int, reason: str) -> None:
+        """Close the WebSocket; the TCP connection is aborted if it is still there after
+        CLOSE_TIMEOUT: a client that reads nothing never drains our close frame, and
+        aiohttp's close, done on its side, leaves the transport flushing forever."""
+        self._abort_later()
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT + 1
+            )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        except asyncio.CancelledError:
+            # aiohttp's writers share one drain future: a writer cancelled while blocked
+            # cancels it under the close too. Only our own cancellation goes on up.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+
+    def _abort_later(self) -> None:
+        if self.request.transport is not None and self.abort_timer is None:
+            self.abort_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._reset)
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP reset. A plain abort closes the descriptor, but
+        the kernel then goes on for minutes trying to deliver the buffered bytes to a peer
+        that reads nothing, and the peer sees its connection open all that time."""
+        transport = self.request.transport
+        if transport is None:  # the connection is gone already
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    async def _drop_slow(self) -> None:
+        """A client too slow to read its events: take the participant out of the room now,
+        rather than when the reader notices (it may never), and close (bounded)."""
+        self._abort_later()  # the writer, blocked on the socket, then ends too
+        room, participant = self.room, self.participant
+        if room is not None and participant is not None:
+            key = (room.name, participant.identity)
+            if self.hub.connections.get(key) is self:
+                del self.hub.connections[key]
+                self.left = True
+                await self.hub.conference.leave(room.name, participant.identity, "slow")
+        await self._close(CLOSE_CODES["slow"], "too slow")
+
+    async def _keepalive(self) -> None:
+        """Ping a quiet client; abort one that does not answer (see Liveness)."""
+        while True:
+            await asyncio.sleep(max(0.0, self.liveness.next_deadline() - time.monotonic()))
+            action = self.liveness.poll(time.monotonic())
+            if action == "ping":
+                try:
+                    await asyncio.wait_for(self.ws.ping(), self.liveness.grace)
+                except (TimeoutError, ConnectionError, RuntimeError):
+                    pass
+            elif action == "dead":
+                logger.info("ws %s: no answer to a ping; closing", self.label)
+                self._reset()
+                return
+
     # -- input ------------------------------------------------------------------------------
     async def run(self) -> None:
-        writer = asyncio.ensure_future(self._writer())
+        self.writer = writer = asyncio.ensure_future(self._writer())
+        keepalive = asyncio.ensure_future(self._keepalive())
         try:
             async for msg in self.ws:
+                self.liveness.heard(time.monotonic())
                 if msg.type == WSMsgType.TEXT:
                     await self.on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     self.error(None, "bad_json", "messages are JSON text frames")
+                elif msg.type == WSMsgType.PING:
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await self.ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     break
                 if self.closing:
                     break
         finally:
+            keepalive.cancel()
             await self._closed()
             try:
-                await asyncio.wait_for(writer, 2.0)
-            except TimeoutError:
+                await asyncio.wait_for(writer, CLOSE_TIMEOUT + 0.5)
+            except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
+            if self.shutdown is not None:  # shielded: cancelling us must not cancel it
+                await asyncio.shield(self.shutdown)
             if not self.ws.closed:
-                await self.ws.close()
+                await self._close(1000, "")
+            if self.abort_timer is not None and self.request.transport is None:
+                self.abort_timer.cancel()  # the connection is gone: let it be collected now
 
     async def _closed(self) -> None:
         room, participant = self.room, self.participant
@@ -242,11 +399,13 @@ class Connection:
 
     async def on_text(self, text: str) -> None:
         limited = not self.bucket.take()
+        problem: schema.SchemaError | None = None
+        message: dict[str, Any] | None = None
         try:
-            message = json.loads(text)
-        except ValueError:
-            message = None
-        request_id = message.get("id") if isinstance(message, dict) else None
+            message = decode(text)
+        except schema.SchemaError as exc:
+            problem = exc
+        request_id = message.get("id") if message is not None else None
         if isinstance(request_id, (str, int)) and not isinstance(request_id, bool):
             request_id = request_id if not isinstance(request_id, str) else request_id[:64]
         else:
@@ -258,7 +417,8 @@ class Connection:
                 self.close_after_flush(CLOSE_CODES["rate_limited"], "rate limited")
             return
         if message is None:
-            self.error(None, "bad_json", "not JSON")
+            assert problem is not None
+            self.error(None, problem.code, problem.message)
             return
         try:
             kind = schema.validate(message)
@@ -387,6 +547,10 @@ class Connection:
             raise RoomError(
                 "unauthorized", "the token's room and identity must be 1-64 letters, digits or _.-"
             )
+        if self.hub.identity_joins is not None and not self.hub.identity_joins.allow(
+            f"{grant.room}/{grant.identity}"
+        ):
+            raise RoomError("rate_limited", "too many joins as this identity; wait a few seconds")
         conference = self.hub.conference
         existing_room = conference.rooms.get(grant.room)
         existing = (

@@ -209,6 +209,7 @@ def test_a_secret_of_the_wrong_type_is_not_repeated(tmp_path: Path):
     [
         ('[logging]\nlevel = "LOUD"\n', "[logging] level must be one of"),
         ("[ws]\njoin_limit = -1\n", "[ws] join_limit must be 0"),
+        ("[ws]\nidentity_join_limit = -1\n", "[ws] identity_join_limit must be 0"),
         ("[ws]\nresume_grace = nan\n", "[ws] resume_grace must be positive"),
         (AUTH + "max_token_ttl = 0\n", "[auth] max_token_ttl must be positive"),
         ("[media]\nbase_port = 65535\nworkers = 2\n", "[media] base_port + workers - 1"),
