@@ -184,6 +184,7 @@ class LayerControl(FeedbackUnit):
         self.last_down = -inf
         self.low_count = 0
         self.starved_count = 0
+        self.heavy_count = 0  # decisions in a row with heavy loss reported
         self.budget: float | None = None
         self.video_paused: set[SimpleConsumer] = set()
         # Probing: padding at the rate the next layer step needs, so the estimate can
@@ -382,8 +383,10 @@ class LayerControl(FeedbackUnit):
                 [t.rates for t in tracks],
                 self._loss(),
             )
+        heavy = self._loss() >= HEAVY_LOSS
+        self.heavy_count = self.heavy_count + 1 if heavy else 0
         pause = self.starved_count >= PAUSE_CONFIRM and (
-            self._loss() >= HEAVY_LOSS or (budget is not None and budget < audio)
+            self.heavy_count >= PAUSE_CONFIRM or (budget is not None and budget < audio)
         )
         rows = zip(videos, tracks, fits, fits_with_room, currents, strict=True)
         for consumer, track, fit, roomy, current in rows:
@@ -445,7 +448,9 @@ class LayerControl(FeedbackUnit):
             # into a thin link must not be the flood that breaks it.
             known = max(budget, self._media_rate(now) + audio)
             growth = PROBE_GROWTH_AFTER_FAILURE if self.probe_failed else PROBE_GROWTH
-            goal = min(need * UP_HEADROOM * PROBE_OVERSHOOT, known * growth)
+            goal = need * UP_HEADROOM * PROBE_OVERSHOOT
+            if layer is not None:  # a paused video's probe is small: what its lowest layer needs
+                goal = min(goal, known * growth)
             self._start_probe(goal, now)
             return
 

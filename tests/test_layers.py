@@ -1,0 +1,43 @@
+"""The layer policy's pure parts: how a link's estimate is shared, and what a viewer's
+preferences allow (the end-to-end behaviour is in tests/test_simulcast.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sfu.layers import Preferences, Track, allocate, cap_for
+
+RATES = (150_000.0, 500_000.0, 1_500_000.0)
+
+
+def streams(*heights: int) -> list:
+    return [SimpleNamespace(index=i, rid="qhf"[i], height=h) for i, h in enumerate(heights)]
+
+
+def test_without_an_estimate_every_track_gets_its_cap():
+    assert allocate(None, 40_000, [Track(RATES, 2), Track(RATES, 1)]) == [2, 1]
+
+
+def test_audio_comes_first_then_every_lowest_layer_then_steps_in_turn():
+    lead, site = Track(RATES, 2), Track(RATES, 2)
+    assert allocate(100_000, 40_000, [lead]) == [None], "audio + lowest does not fit: no video"
+    assert allocate(200_000, 40_000, [lead]) == [0]
+    # Two tracks on 800 kbit/s: both small pictures and one step, not one big and one frozen.
+    assert allocate(800_000, 40_000, [lead, site]) == [1, 0]
+    assert allocate(1_200_000, 40_000, [lead, site]) == [1, 1]
+    assert allocate(10_000_000, 40_000, [lead, site]) == [2, 2]
+
+
+def test_a_track_never_goes_above_its_cap():
+    assert allocate(10_000_000, 0, [Track(RATES, 0), Track(RATES, 1)]) == [0, 1]
+
+
+def test_preferences_cap_the_layer():
+    layers = streams(180, 360, 720)
+    assert cap_for(layers, Preferences()) == 2
+    assert cap_for(layers, Preferences(max_height=400)) == 1
+    assert cap_for(layers, Preferences(max_height=100)) == 0, "all taller: the smallest"
+    assert cap_for(layers, Preferences(max_layer=0)) == 0
+    assert cap_for(layers, Preferences(encoding="h")) == 1
+    assert cap_for(layers, Preferences(encoding="2")) == 2, "an index for SSRC simulcast"
+    assert cap_for(streams(0, 0, 0), Preferences(max_height=200)) == 2, "sizes not known yet"
