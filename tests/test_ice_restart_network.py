@@ -81,7 +81,10 @@ async def js(driver, script: str, *args, timeout: float = 30):
     return await run_async_js_async(driver, script, *args, timeout=timeout)
 
 
-async def test_network_outage_restarts_ice_by_itself(server, driver):
+@pytest.mark.parametrize("tries", [2, 5], ids=["short", "long"])
+async def test_network_outage_restarts_ice_by_itself(server, driver, tries: int):
+    """``tries``: how many restarts telebridge.js sends into the outage before the link
+    comes back (one every 2 s while down), i.e. how long the outage lasts."""
     room = "outage"
     worker = health(server)["workers"][0]
     relay = LinkEmulator(("127.0.0.1", worker["port"]))
@@ -105,7 +108,9 @@ async def test_network_outage_restarts_ice_by_itself(server, driver):
         await js(
             driver,
             "await until(() => ['disconnected', 'failed'].includes(lead.publishPc.iceConnectionState)"
-            " && restarts.length >= 2, 'Chromium notices and telebridge.js retries', 40000);",
+            " && restarts.length >= arguments[0], 'Chromium notices and telebridge.js retries',"
+            " 40000);",
+            tries,
             timeout=50,
         )
         outage = time.monotonic() - broken
