@@ -145,3 +145,96 @@ def test_ws_ice_restart_and_worker_death(server, browser):
     ]
     print(f"media back {back:.1f} s after the worker was killed")
     assert re.search(r"worker 0 restarted", server.logs())
+
+
+WHIP_WHEP_JS = r"""
+const [room, leadToken, siteToken] = arguments;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+window.until = async (fn, what, ms) => {
+  const end = Date.now() + ms;
+  while (!(await fn())) { if (Date.now() > end) throw new Error("timed out: " + what); await sleep(50); }
+};
+window.iceStates = { publisher: [], viewer: [] };
+async function open(name, kind, token, setup) {
+  const pc = new RTCPeerConnection();
+  pc.addEventListener("iceconnectionstatechange",
+    () => iceStates[name].push({ at: Date.now(), state: pc.iceConnectionState }));
+  await setup(pc);
+  await pc.setLocalDescription(await pc.createOffer());
+  await until(() => pc.iceGatheringState === "complete", "gathering", 5000);
+  const response = await fetch(`/${kind}/${room}`, {
+    method: "POST", body: pc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
+  });
+  if (response.status !== 201) throw new Error(`${kind}: ${response.status}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  pc.resource = { url: response.headers.get("Location"), token };
+  return pc;
+}
+const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240, frameRate: 15 } });
+window.publisher = await open("publisher", "whip", leadToken,
+  async (pc) => pc.addTransceiver(media.getVideoTracks()[0], { direction: "sendonly" }));
+window.viewer = await open("viewer", "whep", siteToken,
+  async (pc) => pc.addTransceiver("video", { direction: "recvonly" }));
+// What a WHIP/WHEP client does when its ICE goes down (RFC 9725 section 4.3.2): PATCH
+// new credentials to its session resource.
+window.restartStatus = async (pc) => {
+  pc.restartIce();
+  await pc.setLocalDescription(await pc.createOffer());
+  const ice = (k) => new RegExp(`a=ice-${k}:(\\S+)`).exec(pc.localDescription.sdp)[1];
+  const response = await fetch(pc.resource.url, {
+    method: "PATCH", body: `a=ice-ufrag:${ice("ufrag")}\r\na=ice-pwd:${ice("pwd")}\r\n`,
+    headers: { "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*",
+               Authorization: "Bearer " + pc.resource.token },
+  });
+  return response.status;
+};
+window.framesOf = async () => {
+  for (const s of (await viewer.getStats()).values())
+    if (s.type === "inbound-rtp" && s.kind === "video") return s.framesDecoded || 0;
+  return 0;
+};
+await until(async () => (await framesOf()) > 10, "the WHEP viewer decodes", 20000);
+return true;
+"""
+
+
+def test_whip_whep_chromium_notices_a_dead_worker(server, browser):
+    """Chromium as a plain WHIP publisher and WHEP viewer when the worker dies: nothing
+    answers its checks any more (the replacement binds another port; an unknown ufrag
+    gets no answer), so its ICE goes disconnected on its own timers, and the ICE restart
+    a WHIP/WHEP client then PATCHes gets 404 (docs/protocol.md, Lost media)."""
+    driver = browser.driver
+    room = "whiplost"
+    driver.get(server.base_url + "/")
+    js(
+        driver,
+        WHIP_WHEP_JS,
+        room,
+        server.token(room, "lead", "lead"),
+        server.token(room, "site", "observer"),
+        timeout=60,
+    )
+    os.kill(worker_pid(server), signal.SIGKILL)
+    killed_ms = js(driver, "return Date.now();")
+    js(
+        driver,
+        "await until(() => publisher.iceConnectionState === 'disconnected'"
+        " && viewer.iceConnectionState === 'disconnected', 'ICE disconnected on both', 20000);",
+        timeout=30,
+    )
+    states = js(driver, "return iceStates;")
+    seen = {
+        name: {s["state"]: (s["at"] - killed_ms) / 1000 for s in log if s["at"] > killed_ms}
+        for name, log in states.items()
+    }
+    print(
+        "Chromium after the worker was killed: "
+        + "; ".join(f"{name} disconnected {t['disconnected']:.1f} s" for name, t in seen.items())
+    )
+    # Chromium stays "disconnected" (measured: still not "failed" a minute later); its ICE
+    # restart is what tells it the session is gone.
+    assert js(driver, "return [await restartStatus(publisher), await restartStatus(viewer)];") == [
+        404,
+        404,
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -11,8 +12,15 @@ import urllib.request
 
 import pytest
 
+from signaling.client import TelebridgeClient
 from tests.conftest import RunningServer
-from tests.peers import WhepViewer, WhipPublisher, start_whep_viewer, start_whip_publisher
+from tests.peers import (
+    WhepViewer,
+    WhipPublisher,
+    patch_fragment,
+    start_whep_viewer,
+    start_whip_publisher,
+)
 from tests.relay import LossyRelay
 
 
@@ -37,6 +45,30 @@ def short_consent_server(tmp_path):
     running = RunningServer(tmp_path, consent_timeout=8)  # aioice refreshes consent every ~5 s
     yield running
     running.stop()
+
+
+@pytest.fixture
+def api_key_server(tmp_path):
+    running = RunningServer(tmp_path, extra=API_KEY_CONFIG)
+    yield running
+    running.stop()
+
+
+API_AUTH = "Basic " + base64.b64encode(b"backend:" + b"b" * 40).decode()
+API_KEY_CONFIG = """
+[[api.keys]]
+key = "backend"
+secret = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+"""
+
+
+def participants(server, room: str) -> list[str]:
+    request = urllib.request.Request(
+        f"{server.base_url}/api/v1/rooms/{room}/participants",
+        headers={"Authorization": API_AUTH},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return sorted(p["identity"] for p in json.loads(response.read())["participants"])
 
 
 @pytest.fixture
@@ -97,6 +129,68 @@ async def test_worker_crash_is_contained_and_the_worker_restarts(server):
     finally:
         await viewer.close()
         await again.close()
+
+
+async def test_whip_and_whep_clients_of_a_dead_worker(api_key_server):
+    """A worker dies under a WHIP publisher and a WHEP viewer: the server forgets them at
+    once (404, participant_left media_lost); the clients themselves only learn it from
+    ICE consent, since nothing answers on the dead worker's port any more."""
+    server = api_key_server
+    room = "lost"
+    observer = await TelebridgeClient.connect(
+        server.base_url, server.token(room, "watcher", "observer")
+    )
+    publisher = await start_whip_publisher(
+        server.base_url, room, server.token(room, "lead", "lead"), "VP8", audio=False
+    )
+    viewer = await start_whep_viewer(server.base_url, room, server.token(room, "site", "observer"))
+    try:
+        await viewer.wait_frames(5)
+        assert participants(server, room) == ["lead", "site", "watcher"]
+        since = observer.mark()
+        os.kill(health(server)["workers"][0]["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+
+        left = {}
+        for _ in range(2):
+            data = await observer.wait_for(
+                "participant_left",
+                lambda d: d["identity"] in ("lead", "site") and d["identity"] not in left,
+                timeout=10,
+                since=since,
+            )
+            left[data["identity"]] = data["reason"]
+        assert left == {"lead": "media_lost", "site": "media_lost"}
+        told = time.monotonic() - killed
+        assert participants(server, room) == ["watcher"]
+        for peer in (publisher, viewer):
+            status, _, _ = await patch_fragment(peer, "a=ice-ufrag:abcd\r\na=ice-pwd:" + "p" * 24)
+            assert status == 404
+            async with peer.http.delete(
+                server.base_url + peer.location, headers={"Authorization": f"Bearer {peer.token}"}
+            ) as response:
+                assert response.status == 404
+
+        # aioice checks consent every 5 s (+-20 %) and gives up after 6 unanswered checks,
+        # and an unconnected UDP socket hears no ICMP: nothing the server can send makes it
+        # faster (an error response counts as one more failure). Measure it.
+        noticed = {}
+        deadline = killed + 50
+        while len(noticed) < 2:
+            assert time.monotonic() < deadline, "aiortc never noticed the dead worker"
+            for name, peer in (("publisher", publisher), ("viewer", viewer)):
+                if name not in noticed and peer.pc.iceConnectionState in ("failed", "closed"):
+                    noticed[name] = time.monotonic() - killed
+            await asyncio.sleep(0.2)
+        print(
+            f"server told the room {told:.1f} s after the kill; aiortc ICE failed after "
+            + ", ".join(f"{name} {t:.1f} s" for name, t in noticed.items())
+        )
+        assert all(20 < t < 45 for t in noticed.values()), noticed
+    finally:
+        await viewer.close(delete=False)
+        await publisher.close(delete=False)
+        await observer.close()
 
 
 async def test_rooms_spread_over_two_workers(two_worker_server):
