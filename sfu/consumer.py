@@ -270,7 +270,7 @@ class SimpleConsumer(Consumer):
             else:
                 buf = template(packet, block)
                 patch(buf, packet.marker | self.pt, out_seq, ts, self.ssrc)
-            self.rewrite_payload(buf, len(buf) - len(packet.payload), False)
+            self.rewrite_payload(buf, len(buf) - len(packet.payload))
             self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
             sent += 1
         return sent
@@ -293,9 +293,8 @@ class SimpleConsumer(Consumer):
         self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
         return len(buf)
 
-    def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
-        """Codec fields a viewer must see continuous (a simulcast consumer's VP8 ids);
-        ``fresh`` when the packet is sent for the first time."""
+    def rewrite_payload(self, buf: bytearray, offset: int) -> None:
+        """Codec fields a viewer must see continuous (a simulcast consumer's VP8 ids)."""
 
     def request_keyframe(self, media_ssrc: int, now: float) -> None:
         self.stream.request_keyframe(now)
@@ -431,10 +430,10 @@ class SimulcastConsumer(SimpleConsumer):
 
     def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
         if self.pid_shift or self.tl0_shift:
-            self.rewrite_payload(buf, len(buf) - len(packet.payload), True)
+            self.rewrite_payload(buf, len(buf) - len(packet.payload))
         SimpleConsumer.send(self, packet, buf, twcc_offset, now)
 
-    def rewrite_payload(self, buf: bytearray, offset: int, fresh: bool) -> None:
+    def rewrite_payload(self, buf: bytearray, offset: int) -> None:
         if not (self.pid_shift or self.tl0_shift):
             return
         pid_pos, pid, tl0_pos, tl0 = vp8_picture_ids(memoryview(buf)[offset:])
