@@ -117,15 +117,19 @@ class Server:
         self.conference.on_worker_event(worker, event, data)
 
     # -- auth -------------------------------------------------------------------------------
-    def grant(self, request: web.Request, room: str) -> tokens.Grant:
+    def bearer(self, request: web.Request) -> tokens.Grant:
+        """The request's access token, checked, for any room."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
         try:
-            grant = tokens.verify(self.config.auth.secret, token.strip(), self.config.auth.issuer)
+            return tokens.verify(self.config.auth.secret, token.strip(), self.config.auth.issuer)
         except tokens.TokenError as exc:
             raise ApiError(401, "unauthorized", str(exc)) from None
+
+    def grant(self, request: web.Request, room: str) -> tokens.Grant:
+        grant = self.bearer(request)
         if grant.room != room:
             raise ApiError(403, "forbidden", "token is for another room")
         return grant
@@ -379,14 +383,7 @@ async def ice_servers(request: web.Request) -> web.Response:
     """The caller's ICE servers (TURN with fresh credentials) for an access token of any
     room: what the /ws join answer carries, for clients that connect by WHIP/WHEP."""
     server = _server(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
-    try:
-        grant = tokens.verify(server.config.auth.secret, token.strip(), server.config.auth.issuer)
-    except tokens.TokenError as exc:
-        raise ApiError(401, "unauthorized", str(exc)) from None
+    grant = server.bearer(request)
     return web.json_response(
         {"ice_servers": server.ice_servers(grant.identity)}, headers={"Cache-Control": "no-store"}
     )
