@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from signaling import tokens
+from signaling import tokens, views
 from signaling.config import ApiKey, Config
 from signaling.metrics import Metrics, Pool
-from signaling.rooms import Participant, Room, RoomError, RoomOptions
+from signaling.rooms import OBSERVER_VIEW, Participant, Room, RoomError, RoomOptions
 
 if TYPE_CHECKING:
     from signaling.conference import Conference
@@ -110,6 +110,14 @@ ROOM_OPTIONS: dict[str, Any] = {
         "type": "boolean",
         "default": False,
         "description": "stored for the recording feature, which comes in a later release",
+    },
+    "observer_view": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 100000,
+        "default": OBSERVER_VIEW,
+        "description": "past this many observers, observers get the compact view: the lead, "
+        "the participants and an observer count, not each other's joins (0: always)",
     },
 }
 CREATE_ROOM: dict[str, Any] = {
@@ -483,6 +491,7 @@ class Api:
             max_viewers=int(body.get("max_viewers", defaults.max_viewers)),
             empty_timeout=float(body.get("empty_timeout", defaults.empty_timeout)),
             auto_record=body.get("auto_record", defaults.auto_record),
+            observer_view=int(body.get("observer_view", defaults.observer_view)),
         )
         room = self.conference.create_room(body["name"], options)
         self._audit(request, f"created room {room.name}")
@@ -512,8 +521,19 @@ class Api:
 
     async def list_participants(self, request: web.Request) -> web.Response:
         room = self.conference.get_room(path_name(request, "room"))
-        people = sorted(room.participants.values(), key=lambda p: (p.joined_at, p.identity))
-        return web.json_response({"participants": [participant_view(room, p) for p in people]})
+        cursor, limit = request.query.get("cursor"), request.query.get("limit")
+        if cursor is None and limit is None:  # everyone, as before paging
+            people = sorted(room.participants.values(), key=lambda p: (p.joined_at, p.identity))
+            after = None
+        else:
+            if limit is not None and not limit.isdigit():
+                raise ApiError(400, "invalid", f"limit: an integer, 1 to {views.PAGE_MAX}")
+            people, after = views.page(
+                room, cursor, int(limit) if limit is not None else views.PAGE_DEFAULT
+            )
+        return web.json_response(
+            {"participants": [participant_view(room, p) for p in people], "next": after}
+        )
 
     async def get_participant(self, request: web.Request) -> web.Response:
         room, participant = self._participant(request)
@@ -728,14 +748,36 @@ ROUTES: tuple[Route, ...] = (
             "operationId": "listParticipants",
             "tags": ["participants"],
             "summary": "Who is in a room, with their tracks",
-            "parameters": [_ROOM_PARAM],
+            "description": "Everyone at once, or a page at a time with `limit` (and then "
+            "`cursor`: the `next` of the page before, until it is null).",
+            "parameters": [
+                _ROOM_PARAM,
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    "description": "page size (100 if only cursor is given)",
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": views.CURSOR},
+                    "description": "where the page starts: the previous page's next",
+                },
+            ],
             "responses": {
                 "200": _json(
                     {
                         "type": "object",
                         "required": ["participants"],
                         "properties": {
-                            "participants": {"type": "array", "items": _ref("Participant")}
+                            "participants": {"type": "array", "items": _ref("Participant")},
+                            "next": {
+                                "type": ["string", "null"],
+                                "description": "the next page's cursor; null on the last",
+                            },
                         },
                     },
                     "The participants, earliest joined first",

@@ -468,6 +468,7 @@ def create_app(config: Config) -> web.Application:
         forwarded_for=config.ws.forwarded_for,
         ice_servers=server.ice_servers,
         identity_join_limit=config.ws.identity_join_limit,
+        on_fanout=server.metrics.on_ws_fanout,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
     app.router.add_get("/ws", hub.handle)

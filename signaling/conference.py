@@ -110,7 +110,7 @@ class Conference:
         participant = Participant(
             identity=identity, name=name, role=role, joined_at=time.time(), via=via
         )
-        room.participants[identity] = participant
+        room.add(participant)
         room.empty_since = None
         self.emit("participant_joined", room.name, {"participant": participant.as_dict()})
         return room, participant, True
@@ -126,7 +126,7 @@ class Conference:
             await self._drop(room, identity, reason)
 
     async def _drop(self, room: Room, identity: str, reason: str) -> None:
-        participant = room.participants.pop(identity, None)
+        participant = room.discard(identity)
         if participant is None:
             return
         self._offer_locks.pop((room.name, identity), None)
@@ -158,7 +158,7 @@ class Conference:
         room.check_role_change(actor, target, role)
         if target.role == role:
             return
-        target.role = role
+        room.set_role(target, role)
         if role == "observer":  # the floor is taken back: stop what they publish
             for track in room.tracks_of(identity):
                 await self._remove_track(room, track)

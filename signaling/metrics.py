@@ -87,6 +87,17 @@ class Metrics:
             buckets=JOIN_BUCKETS,
             registry=r,
         )
+        # -- /ws fan-out (ws.Hub): an event is serialised once for all its recipients
+        self.ws_events_serialised = Counter(
+            "telebridge_ws_events_serialised",
+            "Room events serialised for /ws connections (once each, whatever the audience)",
+            registry=r,
+        )
+        self.ws_events_sent = Counter(
+            "telebridge_ws_events_sent",
+            "Room events queued to /ws connections (one per recipient)",
+            registry=r,
+        )
         # -- server API and webhooks
         self.api_requests = Counter(
             "telebridge_api_requests",
@@ -193,6 +204,11 @@ class Metrics:
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)
         self._rooms: dict[str, _RoomState] = {}
+
+    def on_ws_fanout(self, recipients: int) -> None:
+        """ws.Hub: one event serialised and queued to ``recipients`` connections."""
+        self.ws_events_serialised.inc()
+        self.ws_events_sent.inc(recipients)
 
     # -- conference events ----------------------------------------------------------------------
     def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:

@@ -22,6 +22,10 @@ SOURCES = ("camera", "microphone", "screen")
 LAYERS = ("low", "medium", "high")  # max_layer names, lowest first (simulcast encodings)
 # Room names and identities: also safe as SDP msid tokens and in URLs.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Above this many observers a room's observers stop receiving each other's joins and
+# leaves (a count instead): a list of 50 sites is still readable, and each join then costs
+# the room O(1) messages rather than one per connection.
+OBSERVER_VIEW = 50
 
 
 class RoomError(Exception):
@@ -39,6 +43,9 @@ class RoomOptions:
     max_viewers: int = 1000
     empty_timeout: float = 300.0  # seconds an empty room lives before it ends
     auto_record: bool = False  # stored; recording comes in a later issue
+    # Observers get the compact view (signaling/views.py) once the room has had more than
+    # this many observers: 0 from the first one on.
+    observer_view: int = OBSERVER_VIEW
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +53,7 @@ class RoomOptions:
             "max_viewers": self.max_viewers,
             "empty_timeout": self.empty_timeout,
             "auto_record": self.auto_record,
+            "observer_view": self.observer_view,
         }
 
 
@@ -113,28 +121,77 @@ class Room:
     ended: bool = False
     empty_since: float | None = None
     active_speaker: str | None = None
+    # An index of participants by role, kept by add/discard/set_role (conference.py is
+    # the only writer) so head counts and the stage cost O(1) per join, not O(room);
+    # rebuilt if ``participants`` was filled directly (as the rule tests do).
+    _by_role: dict[str, int] = field(default_factory=dict, repr=False)
+    _stage: dict[str, Participant] = field(default_factory=dict, repr=False)
+    _indexed: int = field(default=-1, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.options.as_dict(), "created_at": self.created_at}
 
     def summary(self) -> dict[str, Any]:
         """The room as the REST API lists it."""
-        by_role = {role: 0 for role in ROLES}
-        for participant in self.participants.values():
-            by_role[participant.role] += 1
+        self._index()
         return {
             **self.as_dict(),
             "participants": len(self.participants),
-            "by_role": by_role,
+            "by_role": {role: self._by_role.get(role, 0) for role in ROLES},
             "tracks": len(self.tracks),
         }
 
+    # -- membership (the index) -------------------------------------------------------------
+    def add(self, participant: Participant) -> None:
+        self._index()
+        self.participants[participant.identity] = participant
+        self._count(participant, 1)
+        self._indexed += 1
+
+    def discard(self, identity: str) -> Participant | None:
+        self._index()
+        participant = self.participants.pop(identity, None)
+        if participant is not None:
+            self._count(participant, -1)
+            self._indexed -= 1
+        return participant
+
+    def set_role(self, participant: Participant, role: str) -> None:
+        self._index()
+        self._count(participant, -1)
+        participant.role = role
+        self._count(participant, 1)
+
+    def stage(self) -> list[Participant]:
+        """Everyone but the observers (the lead and participants), earliest joined first."""
+        self._index()
+        return list(self._stage.values())
+
+    def _count(self, participant: Participant, step: int) -> None:
+        self._by_role[participant.role] = self._by_role.get(participant.role, 0) + step
+        if participant.role == "observer":
+            return
+        if step > 0:
+            self._stage[participant.identity] = participant
+        else:
+            self._stage.pop(participant.identity, None)
+
+    def _index(self) -> None:
+        if self._indexed == len(self.participants):
+            return
+        self._by_role, self._stage = {}, {}
+        for participant in self.participants.values():
+            self._count(participant, 1)
+        self._indexed = len(self.participants)
+
     # -- rules ------------------------------------------------------------------------------
     def publishers(self) -> int:
-        return sum(1 for p in self.participants.values() if p.can_publish)
+        self._index()
+        return sum(self._by_role.get(role, 0) for role in PUBLISH_ROLES)
 
     def viewers(self) -> int:
-        return sum(1 for p in self.participants.values() if not p.can_publish)
+        self._index()
+        return len(self.participants) - self.publishers()
 
     def check_admit(self, identity: str, role: str) -> None:
         """May a participant with this role join (a rejoin of the same identity always may)?"""

@@ -78,6 +78,11 @@ MESSAGES: dict[str, dict[str, Any]] = {
         ["identity", "role"], identity=_NAME, role={"enum": ["participant", "observer"]}
     ),
     "remove": _message(["identity"], identity=_NAME),
+    "list_participants": _message(
+        [],
+        cursor={"type": "string", "pattern": "^[0-9]{1,20}-[A-Za-z0-9_.-]{1,64}$"},
+        limit={"type": "integer", "minimum": 1, "maximum": 500},
+    ),
     "end_room": _message([]),
     "leave": _message([]),
 }

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
-from signaling import schema, tokens
+from signaling import schema, tokens, views
 from signaling.conference import Conference
 from signaling.rooms import NAME_PATTERN, Participant, Room, RoomError
 
@@ -147,8 +147,31 @@ class JoinLimiter:
         return True
 
 
+class RoomConnections:
+    """A room's open /ws connections by the view they get (signaling/views.py)."""
+
+    __slots__ = ("compact", "compact_view", "full", "observers")
+
+    def __init__(self) -> None:
+        self.full: dict[str, Connection] = {}
+        self.compact_view: dict[str, Connection] = {}
+        self.compact = False  # observers get the compact view (sticky once set)
+        # The room's observers, /ws or not (from the events: participant_left comes after
+        # the room forgot the participant, and an observer's leave is not for everyone).
+        self.observers: set[str] = set()
+
+    def get(self, identity: str) -> Connection | None:
+        return self.full.get(identity) or self.compact_view.get(identity)
+
+    def pop(self, identity: str) -> None:
+        self.full.pop(identity, None)
+        self.compact_view.pop(identity, None)
+
+
 class Hub:
-    """Every open connection, and the conference events fanned out to them."""
+    """Every open connection, indexed by room and view, and the conference events fanned
+    out to them: each event serialised once and queued, as the same text, only to the
+    connections of its room that should see it."""
 
     def __init__(
         self,
@@ -160,36 +183,142 @@ class Hub:
         forwarded_for: bool = False,
         ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
         identity_join_limit: int = IDENTITY_JOINS_PER_WINDOW,
+        on_fanout: Callable[[int], None] | None = None,
     ) -> None:
         self.conference = conference
         self.ice_servers = ice_servers  # identity -> RTCIceServer dicts (signaling/turn.py)
         self.secret = secret
         self.issuer = issuer
         self.observe_join = observe_join
+        self.on_fanout = on_fanout  # an event serialised, and to how many connections
         self.forwarded_for = forwarded_for
         self.connections: dict[tuple[str, str], Connection] = {}
+        self.rooms: dict[str, RoomConnections] = {}
+        self.counts = views.CountCoalescer()
         self.joins = JoinLimiter(join_limit) if join_limit else None
         self.identity_joins = JoinLimiter(identity_join_limit) if identity_join_limit else None
         conference.add_listener(self.on_event)
 
+    # -- the index ----------------------------------------------------------------------------
+    def attach(self, room: Room, participant: Participant, connection: Connection) -> str:
+        """Index a joined connection; its view ("full" or "compact")."""
+        key = (room.name, participant.identity)
+        previous = self.connections.get(key)
+        self.connections[key] = connection
+        group = self.rooms.setdefault(room.name, RoomConnections())
+        group.pop(participant.identity)
+        view = views.view_of(participant, group.compact)
+        (group.compact_view if view == views.COMPACT else group.full)[participant.identity] = (
+            connection
+        )
+        if previous is not None and previous is not connection:
+            previous.close_after_flush(CLOSE_CODES["replaced"], "replaced by a newer connection")
+        return view
+
+    def detach(self, room: str, identity: str, connection: Connection) -> bool:
+        """Forget a connection (False if a newer one of the participant replaced it)."""
+        if self.connections.get((room, identity)) is not connection:
+            return False
+        del self.connections[(room, identity)]
+        group = self.rooms.get(room)
+        if group is not None:
+            group.pop(identity)
+        return True
+
+    def _regroup(self, room: Room, group: RoomConnections, identity: str) -> None:
+        """Move a connection whose view changed (the room went compact, a role changed);
+        it is told its new view, with the observer count."""
+        connection = group.get(identity)
+        participant = room.participants.get(identity)
+        if connection is None or participant is None:
+            return
+        view = views.view_of(participant, group.compact)
+        now_in = group.compact_view if view == views.COMPACT else group.full
+        if identity in now_in:
+            return
+        group.pop(identity)
+        now_in[identity] = connection
+        connection.send(self._event("view", {"view": view, "observers": room.viewers()}))
+
+    # -- events -------------------------------------------------------------------------------
+    def _event(self, event: str, data: dict[str, Any]) -> str:
+        message = {"v": schema.VERSION, "type": "event", "event": event, "data": data}
+        return json.dumps(message, separators=(",", ":"))
+
     def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:
         if event == "room_started":
             return
-        message = {"v": schema.VERSION, "type": "event", "event": event, "data": data}
-        for (room_name, identity), connection in list(self.connections.items()):
-            if room_name != room or (target is not None and target != identity):
-                continue
-            connection.send(message)
-            if (
-                event == "participant_left"
-                and data.get("identity") == identity
-                and data.get("reason") != "disconnected"
-            ):
-                connection.close_after_flush(
+        state = self.conference.rooms.get(room)
+        group = self.rooms.get(room)
+        if group is None:
+            if event != "participant_joined":
+                return  # no /ws connection has joined: nobody to tell
+            group = self.rooms[room] = RoomConnections()
+        if target is not None:
+            recipients = [c for c in (group.get(target),) if c is not None]
+        else:
+            audience = views.audience(event, data, group.observers)
+            recipients = list(group.full.values()) if audience.full else []
+            if audience.compact:
+                recipients.extend(group.compact_view.values())
+            elif audience.also is not None and audience.also in group.compact_view:
+                recipients.append(group.compact_view[audience.also])
+            if group.compact and not audience.compact:
+                self._count_changed(room)
+        views.track_observers(event, data, group.observers)
+        if event == "role_changed" and state is not None:
+            who = state.participants.get(str(data.get("identity")))
+            if who is not None:  # for a compact view that never saw them join
+                data = {**data, "participant": who.as_dict()}
+        text = self._event(event, data)
+        if self.on_fanout is not None:
+            self.on_fanout(len(recipients))
+        for connection in recipients:
+            connection.send(text)
+        if event == "participant_joined" and state is not None and not group.compact:
+            if views.goes_compact(state, False):
+                group.compact = True
+                for identity in list(group.full):
+                    self._regroup(state, group, identity)
+        elif event == "participant_left" and data.get("reason") != "disconnected":
+            leaving = group.get(str(data.get("identity")))
+            if leaving is not None:
+                leaving.close_after_flush(
                     CLOSE_CODES.get(str(data.get("reason")), 1000), str(data.get("reason"))
                 )
-            elif event == "room_ended":
+        elif event == "role_changed" and state is not None:
+            self._regroup(state, group, str(data.get("identity")))
+            self._count_changed(room)
+        elif event == "room_ended":
+            for connection in recipients:
                 connection.close_after_flush(CLOSE_CODES["room_ended"], "room ended")
+            self.rooms.pop(room, None)
+            self.counts.forget(room)
+
+    def _count_changed(self, room: str) -> None:
+        due = self.counts.changed(room, time.monotonic())
+        if due is not None:
+            asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + self.counts.interval, self._send_counts
+            )
+
+    def _send_counts(self) -> None:
+        """The coalesced observer counts, to every connection of each compact room."""
+        counts = {
+            name: state.viewers()
+            for name in self.counts.dirty
+            if (state := self.conference.rooms.get(name)) is not None
+        }
+        for name, count in self.counts.flush(counts).items():
+            group = self.rooms.get(name)
+            if group is None or not group.compact:
+                continue
+            recipients = [*group.full.values(), *group.compact_view.values()]
+            text = self._event("observer_count", {"count": count})
+            if self.on_fanout is not None:
+                self.on_fanout(len(recipients))
+            for connection in recipients:
+                connection.send(text)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         # No aiohttp heartbeat (see Liveness); pings and pongs reach Connection.run.
@@ -224,7 +353,10 @@ class Connection:
         self.grant: tokens.Grant | None = None
         self.bucket = TokenBucket(RATE, BURST)
         self.strikes = 0
-        self.queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(SEND_QUEUE)
+        # A message (a dict), an event already serialised (str), or a close (code, reason).
+        self.queue: asyncio.Queue[dict[str, Any] | str | tuple[int, str]] = asyncio.Queue(
+            SEND_QUEUE
+        )
         self.closing = False
         self.left = False
         self.dispatching = False  # a request is being served: a close waits for its answer
@@ -241,7 +373,8 @@ class Connection:
         return self.address
 
     # -- output -----------------------------------------------------------------------------
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any] | str) -> None:
+        """Queue a message, or an event the hub serialised once for all its recipients."""
         if self.closing:
             return
         try:
@@ -283,8 +416,10 @@ class Connection:
             if isinstance(item, tuple):
                 await self._close(*item)
                 return
+            if not isinstance(item, str):
+                item = json.dumps(item, separators=(",", ":"))
             try:
-                await self.ws.send_str(json.dumps(item, separators=(",", ":")))
+                await self.ws.send_str(item)
             except (ConnectionError, RuntimeError):
                 return
 
@@ -329,9 +464,7 @@ class Connection:
         self._abort_later()  # the writer, blocked on the socket, then ends too
         room, participant = self.room, self.participant
         if room is not None and participant is not None:
-            key = (room.name, participant.identity)
-            if self.hub.connections.get(key) is self:
-                del self.hub.connections[key]
+            if self.hub.detach(room.name, participant.identity, self):
                 self.left = True
                 await self.hub.conference.leave(room.name, participant.identity, "slow")
         await self._close(CLOSE_CODES["slow"], "too slow")
@@ -387,10 +520,8 @@ class Connection:
         room, participant = self.room, self.participant
         if room is None or participant is None:
             return
-        key = (room.name, participant.identity)
-        if self.hub.connections.get(key) is not self:
+        if not self.hub.detach(room.name, participant.identity, self):
             return  # replaced by a newer connection of the same participant
-        del self.hub.connections[key]
         if not self.left and participant.identity in room.participants and not room.ended:
             logger.info(
                 "ws %s: connection lost; keeping the media for the resume grace", self.label
@@ -519,6 +650,15 @@ class Connection:
             room.check_moderator(participant, "end the room")
             await conference.end_room(room.name, participant.identity)
             return {}
+        if kind == "list_participants":
+            people, after = views.page(
+                room, message.get("cursor"), message.get("limit", views.PAGE_DEFAULT)
+            )
+            return {
+                "participants": [p.as_dict() for p in people],
+                "next": after,
+                "total": len(room.participants),
+            }
         if kind == "leave":
             self.left = True
             await conference.leave(room.name, participant.identity, "left")
@@ -565,11 +705,7 @@ class Connection:
         room, participant, _is_new = conference.join(
             grant.room, grant.identity, role, message.get("name") or grant.name
         )
-        key = (room.name, participant.identity)
-        previous = self.hub.connections.get(key)
-        self.hub.connections[key] = self
-        if previous is not None and previous is not self:
-            previous.close_after_flush(CLOSE_CODES["replaced"], "replaced by a newer connection")
+        view = self.hub.attach(room, participant, self)
         self.room, self.participant, self.grant = room, participant, grant
         if self.hub.observe_join is not None:
             self.hub.observe_join(time.monotonic() - self.opened)
@@ -579,7 +715,9 @@ class Connection:
         return {
             "participant": participant.as_dict(),
             "room": room.as_dict(),
-            "participants": [p.as_dict() for p in room.participants.values()],
+            "participants": [p.as_dict() for p in views.join_view(room, participant, view)],
+            "view": view,
+            "observers": room.viewers(),
             "tracks": [t.as_dict() for t in room.tracks.values()],
             "resume": participant.resume_key,
             "protocol": schema.VERSION,
