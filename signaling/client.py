@@ -158,6 +158,11 @@ class TelebridgeClient:
         self.participant: dict[str, Any] = {}
         self.room: dict[str, Any] = {}
         self.participants: dict[str, dict[str, Any]] = {}
+        # "compact": the room is large and we observe it: ``participants`` holds the lead,
+        # the participants and ourselves, ``observers`` the count (list_participants pages
+        # through everyone); "full": ``participants`` is everyone.
+        self.view = "full"
+        self.observers = 0
         self.tracks: dict[str, dict[str, Any]] = {}
         self.resume: str | None = None
         self.active_speaker: str | None = None
@@ -267,6 +272,8 @@ class TelebridgeClient:
         if self.identity and self.identity not in self.participants:
             self.participants[self.identity] = dict(self.participant)
         self.tracks = {t["id"]: dict(t) for t in data.get("tracks") or [] if "id" in t}
+        self.view = str(data.get("view") or "full")
+        self.observers = int(data.get("observers") or 0)
         self.resume = data.get("resume")
         self.left_reason = None
         logger.info(
@@ -489,6 +496,29 @@ class TelebridgeClient:
     async def raise_hand(self, raised: bool = True) -> dict[str, Any]:
         return await self.request("raise_hand", raised=raised)
 
+    async def list_participants(
+        self, cursor: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One page of everyone in the room: ``participants``, ``next`` (the cursor of the
+        next page, None on the last) and ``total``."""
+        fields: dict[str, Any] = {}
+        if cursor is not None:
+            fields["cursor"] = cursor
+        if limit is not None:
+            fields["limit"] = limit
+        return await self.request("list_participants", **fields)
+
+    async def all_participants(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Everyone in the room, a page at a time."""
+        people: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = await self.list_participants(cursor, limit)
+            people.extend(page["participants"])
+            cursor = page["next"]
+            if cursor is None:
+                return people
+
     async def set_role(self, identity: str, role: str) -> dict[str, Any]:
         return await self.request("set_role", identity=identity, role=role)
 
@@ -661,8 +691,22 @@ class TelebridgeClient:
             identity, role = data["identity"], data["role"]
             if identity in self.participants:
                 self.participants[identity]["role"] = role
+            elif isinstance(data.get("participant"), dict):  # new on our compact stage
+                self.participants[identity] = dict(data["participant"])
             if identity == self.identity:
                 self.participant["role"] = role
+            elif self.view == "compact" and role == "observer":
+                self.participants.pop(identity, None)
+        elif event == "observer_count":
+            self.observers = int(data["count"])
+        elif event == "view":
+            self.view, self.observers = str(data["view"]), int(data["observers"])
+            if self.view == "compact":  # forget the other observers: no leaves will come
+                self.participants = {
+                    i: p
+                    for i, p in self.participants.items()
+                    if p.get("role") != "observer" or i == self.identity
+                }
         elif event == "track_published":
             track = data["track"]
             self.tracks[track["id"]] = dict(track)
