@@ -32,6 +32,7 @@
   let publishing = false;
   let speakerEvents = 0; // active_speaker events seen (tests)
   const tiles = new Map(); // identity -> {el, video, key}
+  let everyone = null; // the compact view's "show all": a paged snapshot of the room
 
   // -- bilingual text -------------------------------------------------------------------------
   function bi(vi, en) {
@@ -142,6 +143,7 @@
         autoSubscribe: opts.subscribe !== false,
       });
       client = c;
+      everyone = null;
       wire(c);
       await c.join();
       $("joinForm").hidden = true;
@@ -182,6 +184,10 @@
           setStatus("Bạn đã trở lại vai trò quan sát", "You are an observer again", "info");
         }
       }
+    });
+    c.on("view", ({ view, observers }) => {
+      everyone = null;
+      if (view === "compact") log(`Phòng đông (${observers} quan sát viên): chỉ hiện người phát biểu và số quan sát viên`, `A large room (${observers} observers): showing who is on stage and the observer count`);
     });
     c.on("hand_raised", ({ identity, raised }) => {
       log(`${nameOf(identity)} ${raised ? "giơ tay" : "hạ tay"}`, `${nameOf(identity)} ${raised ? "raised a hand" : "lowered the hand"}`);
@@ -481,13 +487,18 @@
 
   function renderPeople(c) {
     const amLead = c.me.role === "lead";
-    const people = [...c.participants.values()].sort((a, b) => {
+    const compact = c.view === "compact";
+    const known = new Map(c.participants);
+    if (compact && everyone) for (const p of everyone) if (!known.has(p.identity)) known.set(p.identity, p);
+    const people = [...known.values()].sort((a, b) => {
       const r = (ROLE_ORDER[a.role] ?? 3) - (ROLE_ORDER[b.role] ?? 3);
       if (r) return r;
       if (a.hand_raised !== b.hand_raised) return a.hand_raised ? -1 : 1;
       return (a.joined_at || 0) - (b.joined_at || 0);
     });
-    $("count").textContent = String(people.length);
+    // The compact view lists the stage and us; the observers are a count (and a page away).
+    const onStage = [...c.participants.values()].filter((p) => p.role !== "observer").length;
+    $("count").textContent = String(compact ? onStage + c.observers : people.length);
     const items = people.map((p) => {
       const self = p.identity === c.identity;
       const row = el("div", { class: "row" },
@@ -529,7 +540,22 @@
         class: c.activeSpeaker === p.identity ? "speaking" : "",
       }, row, actions.children.length ? actions : null);
     });
+    if (compact) {
+      const others = Math.max(0, c.observers - 1);
+      items.push(el("li", { class: "more", "data-observers": String(c.observers) },
+        el("div", { class: "row" }, bi(`${others} quan sát viên khác`, `${others} other observers`)),
+        el("div", { class: "actions" },
+          el("button", { type: "button", "data-action": "all" }, everyone ? bi("Làm mới danh sách", "Refresh the list") : bi("Xem tất cả", "Show everyone")))));
+    }
     $("people").replaceChildren(...items);
+  }
+
+  // The compact view's full list, paged from the server (a snapshot: refreshed on request).
+  async function showEveryone() {
+    const c = client;
+    if (!c) return;
+    everyone = await c.allParticipants();
+    render();
   }
 
   // -- stats for tests ---------------------------------------------------------------------------
@@ -622,6 +648,7 @@
         demote: () => setRole(who, "observer"),
         mute: () => mute(b.dataset.track, b.dataset.muted !== "false"),
         remove: () => remove(who),
+        all: () => showEveryone().catch(reportError("Danh sách", "List")),
       }[b.dataset.action];
       if (act) act().catch(ignore);
     });
@@ -641,6 +668,7 @@
     publish,
     state,
     raiseHand,
+    showEveryone,
     promote: (identity) => setRole(identity, "participant"),
     demote: (identity) => setRole(identity, "observer"),
     setRole,

@@ -192,6 +192,10 @@
       this.me = null;
       this.room = null;
       this.participants = new Map(); // identity -> participant (us included)
+      // "compact": a large room we observe; participants holds the lead, the participants
+      // and us, observers the count, and listParticipants() pages through everyone.
+      this.view = "full";
+      this.observers = 0;
       this.tracks = new Map(); // track id -> track
       this.activeSpeaker = null; // identity or null
       this.speaker = null; // the last active_speaker event's data
@@ -332,6 +336,8 @@
         this.participants.set(this.me.identity, Object.assign({}, this.participants.get(this.me.identity), this.me));
         this.me = this.participants.get(this.me.identity);
       }
+      this.view = data.view || "full";
+      this.observers = data.observers || 0;
       this.tracks = new Map();
       for (const t of data.tracks || []) if (t && t.id) this.tracks.set(t.id, Object.assign({}, t));
       for (const id of [...this.localTracks.keys()]) if (!this.tracks.has(id)) this._dropLocal(id);
@@ -509,6 +515,27 @@
       return this.request("set_role", { identity, role });
     }
 
+    // One page of everyone in the room: {participants, next (the cursor of the next page,
+    // null on the last), total}. The compact view's way to see the observers too.
+    listParticipants(cursor, limit) {
+      const fields = {};
+      if (cursor) fields.cursor = cursor;
+      if (limit) fields.limit = limit;
+      return this.request("list_participants", fields);
+    }
+
+    // Everyone, a page at a time.
+    async allParticipants(limit) {
+      const people = [];
+      let cursor = null;
+      do {
+        const page = await this.listParticipants(cursor, limit || 500);
+        people.push(...page.participants);
+        cursor = page.next;
+      } while (cursor);
+      return people;
+    }
+
     remove(identity) {
       return this.request("remove", { identity });
     }
@@ -576,12 +603,27 @@
         case "role_changed": {
           const p = this.participants.get(d.identity);
           if (p) p.role = d.role;
+          else if (d.participant) this.participants.set(d.identity, Object.assign({}, d.participant)); // new on a compact stage
           if (this.me && d.identity === this.me.identity) {
             this.me.role = d.role;
             if (d.role === "observer") this.me.hand_raised = false;
+          } else if (this.view === "compact" && d.role === "observer") {
+            this.participants.delete(d.identity);
           }
           break;
         }
+        case "observer_count":
+          this.observers = d.count;
+          break;
+        case "view":
+          // The room went compact (or our role moved us): in the compact view no other
+          // observer's leave will come, so they are forgotten now.
+          this.view = d.view;
+          this.observers = d.observers;
+          if (d.view === "compact") {
+            for (const [id, p] of [...this.participants]) if (p.role === "observer" && id !== this.identity) this.participants.delete(id);
+          }
+          break;
         case "track_published": {
           this.tracks.set(d.track.id, Object.assign({}, d.track));
           const lost = this._lostSubscriptions.findIndex((l) => l.owner === d.track.owner && l.source === d.track.source);
@@ -1036,6 +1078,8 @@
         me: copy(this.me),
         room: copy(this.room),
         participants: [...this.participants.values()].map(copy),
+        view: this.view,
+        observers: this.observers,
         tracks: [...this.tracks.values()].map(copy),
         activeSpeaker: this.activeSpeaker,
         subscribed: [...this.subscribed],
