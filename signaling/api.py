@@ -523,8 +523,7 @@ class Api:
         room = self.conference.get_room(path_name(request, "room"))
         cursor, limit = request.query.get("cursor"), request.query.get("limit")
         if cursor is None and limit is None:  # everyone, as before paging
-            people = sorted(room.participants.values(), key=lambda p: (p.joined_at, p.identity))
-            after = None
+            people, after = room.in_join_order(), None
         else:
             if limit is not None and not limit.isdigit():
                 raise ApiError(400, "invalid", f"limit: an integer, 1 to {views.PAGE_MAX}")

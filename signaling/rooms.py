@@ -111,6 +111,12 @@ class Participant:
         }
 
 
+def join_position(participant: Participant) -> tuple[int, str]:
+    """Where a participant sits in the room's list: join time in microseconds (a paging
+    cursor carries it as an integer), then identity."""
+    return int(participant.joined_at * 1_000_000), participant.identity
+
+
 @dataclass
 class Room:
     name: str
@@ -127,6 +133,7 @@ class Room:
     _by_role: dict[str, int] = field(default_factory=dict, repr=False)
     _stage: dict[str, Participant] = field(default_factory=dict, repr=False)
     _indexed: int = field(default=-1, repr=False)
+    _in_order: list[Participant] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.options.as_dict(), "created_at": self.created_at}
@@ -147,6 +154,7 @@ class Room:
         self.participants[participant.identity] = participant
         self._count(participant, 1)
         self._indexed += 1
+        self._in_order = None
 
     def discard(self, identity: str) -> Participant | None:
         self._index()
@@ -154,6 +162,7 @@ class Room:
         if participant is not None:
             self._count(participant, -1)
             self._indexed -= 1
+            self._in_order = None
         return participant
 
     def set_role(self, participant: Participant, role: str) -> None:
@@ -167,6 +176,14 @@ class Room:
         self._index()
         return list(self._stage.values())
 
+    def in_join_order(self) -> list[Participant]:
+        """Everyone, earliest joined first (then by identity); kept until someone joins or
+        leaves, so paging through a large room does not sort it for every page."""
+        self._index()
+        if self._in_order is None:
+            self._in_order = sorted(self.participants.values(), key=join_position)
+        return self._in_order
+
     def _count(self, participant: Participant, step: int) -> None:
         self._by_role[participant.role] = self._by_role.get(participant.role, 0) + step
         if participant.role == "observer":
@@ -179,7 +196,7 @@ class Room:
     def _index(self) -> None:
         if self._indexed == len(self.participants):
             return
-        self._by_role, self._stage = {}, {}
+        self._by_role, self._stage, self._in_order = {}, {}, None
         for participant in self.participants.values():
             self._count(participant, 1)
         self._indexed = len(self.participants)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from signaling.rooms import Participant, Room, RoomError
+from signaling.rooms import Participant, Room, RoomError, join_position
 
 FULL = "full"
 COMPACT = "compact"
@@ -74,10 +74,10 @@ def track_observers(event: str, data: dict[str, Any], observers: set[str]) -> No
             observers.discard(str(data.get("identity")))
 
 
-def goes_compact(room: Room, already: bool) -> bool:
-    """Is the room's observer view compact? Once it is, it stays so: a client's list is
-    then never asked to grow back the observers it was told to forget."""
-    return already or room.viewers() > room.options.observer_view
+def goes_compact(room: Room) -> bool:
+    """Has the room outgrown the full view for its observers? The caller keeps it compact
+    from then on: a client's list is never asked to grow back what it was told to forget."""
+    return room.viewers() > room.options.observer_view
 
 
 def view_of(participant: Participant, compact_room: bool) -> str:
@@ -96,13 +96,8 @@ CURSOR = r"^[0-9]{1,20}-[A-Za-z0-9_.-]{1,64}$"
 _CURSOR = re.compile(CURSOR)
 
 
-def _position(participant: Participant) -> tuple[int, str]:
-    """Where a participant sits in the list: join time (microseconds), then identity."""
-    return int(participant.joined_at * 1_000_000), participant.identity
-
-
 def _cursor(participant: Participant) -> str:
-    micros, identity = _position(participant)
+    micros, identity = join_position(participant)
     return f"{micros}-{identity}"
 
 
@@ -117,15 +112,16 @@ def page(
     room: Room, cursor: str | None, limit: int = PAGE_DEFAULT
 ) -> tuple[list[Participant], str | None]:
     """One page of the room's participants, earliest joined first, after ``cursor`` (the
-    ``next`` of the page before); the cursor of the next page, or None at the end. The
+    ``next`` of the page before); the cursor of the next page, or None at the end: a
+    bisect and a slice of the room's cached order. The
     cursor names a position, not an index, so a leave between pages skips nobody else,
     and each participant in the room throughout is listed exactly once."""
     if not 1 <= limit <= PAGE_MAX:
         raise RoomError("invalid", f"limit: 1 to {PAGE_MAX}")
-    people = sorted(room.participants.values(), key=_position)
+    people = room.in_join_order()
     start = 0
     if cursor:
-        start = bisect.bisect_right(people, _parse_cursor(cursor), key=_position)
+        start = bisect.bisect_right(people, _parse_cursor(cursor), key=join_position)
     chunk = people[start : start + limit]
     more = start + limit < len(people)
     return chunk, (_cursor(chunk[-1]) if more and chunk else None)

@@ -276,7 +276,7 @@ class Hub:
         for connection in recipients:
             connection.send(text)
         if event == "participant_joined" and state is not None and not group.compact:
-            if views.goes_compact(state, False):
+            if views.goes_compact(state):
                 group.compact = True
                 for identity in list(group.full):
                     self._regroup(state, group, identity)
@@ -288,7 +288,8 @@ class Hub:
                 )
         elif event == "role_changed" and state is not None:
             self._regroup(state, group, str(data.get("identity")))
-            self._count_changed(room)
+            if group.compact:
+                self._count_changed(room)
         elif event == "room_ended":
             for connection in recipients:
                 connection.close_after_flush(CLOSE_CODES["room_ended"], "room ended")

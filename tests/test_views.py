@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from signaling import views
+from signaling.client import TelebridgeClient
 from signaling.rooms import Participant, Room, RoomError, RoomOptions
 from tests.conftest import RunningServer
 
@@ -237,6 +238,25 @@ async def test_paging_lists_everyone_exactly_once_over_ws_and_rest(big_room):
         async with http.get(url + "?cursor=not-a-cursor!") as response:
             assert response.status == 400
             assert (await response.json())["error"]["code"] == "invalid"
+    # The Python SDK keeps the compact view and pages through everyone.
+    sdk = await TelebridgeClient.connect(
+        server.base_url, server.token("grand-round", "sdk-site", "observer")
+    )
+    try:
+        assert sdk.view == "compact" and sdk.observers == OBSERVERS + 1
+        assert set(sdk.participants) == {"central", "sdk-site"}
+        assert {p["identity"] for p in await sdk.all_participants(limit=128)} == everyone | {
+            "sdk-site"
+        }
+        await lead.request("set_role", identity=sites[0].identity, role="participant")
+        await wait_until(
+            lambda: sdk.participants.get(sites[0].identity, {}).get("role") == "participant",
+            10,
+            "the promoted site on the SDK's stage",
+        )
+    finally:
+        await sdk.close()
+
     refused = await site.call("list_participants", limit=0)
     assert refused["type"] == "error" and refused["code"] == "invalid"
     refused = await site.call("list_participants", cursor="1-x", limit=5)
@@ -276,7 +296,7 @@ def test_the_room_keeps_its_head_counts_and_stage_through_joins_leaves_and_role_
         3,
         ["lead"],
     )
-    assert views.goes_compact(room, False) and not views.goes_compact(_room(2), False)
+    assert views.goes_compact(room) and not views.goes_compact(_room(2))
     room.set_role(room.participants["o1"], "participant")
     assert [p.identity for p in room.stage()] == ["lead", "o1"] and room.viewers() == 2
     room.discard("o1")
