@@ -11,6 +11,8 @@ from typing import Any
 
 import jsonschema
 
+from signaling import views
+
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -80,8 +82,8 @@ MESSAGES: dict[str, dict[str, Any]] = {
     "remove": _message(["identity"], identity=_NAME),
     "list_participants": _message(
         [],
-        cursor={"type": "string", "pattern": "^[0-9]{1,20}-[A-Za-z0-9_.-]{1,64}$"},
-        limit={"type": "integer", "minimum": 1, "maximum": 500},
+        cursor={"type": "string", "pattern": views.CURSOR},
+        limit={"type": "integer", "minimum": 1, "maximum": views.PAGE_MAX},
     ),
     "end_room": _message([]),
     "leave": _message([]),
