@@ -284,6 +284,51 @@ class IceTcpProtocol(asyncio.Protocol):
             core.demux.remove_tcp(self.path)
 
 
+LOAD_INTERVAL = 1.0  # seconds between load events
+
+
+def udp_queue_bytes(port: int) -> int:
+    """Bytes waiting in the receive queue of our UDP socket on ``port`` (from
+    /proc/net/udp; 0 where that cannot be read): a worker falling behind shows here first."""
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as table:
+                next(table, None)
+                for line in table:
+                    fields = line.split()
+                    if len(fields) > 4 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(fields[4].split(":")[1], 16)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class LoadReporter:
+    """Every second: the share of a core this process used since the last report
+    (``time.process_time``), and the UDP queue, into the core's ``load`` event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, core: WorkerCore) -> None:
+        self.loop = loop
+        self.core = core
+        self.last = (loop.time(), time.process_time())
+        self.handle = loop.call_later(LOAD_INTERVAL, self._fire)
+
+    def _fire(self) -> None:
+        now, cpu = self.loop.time(), time.process_time()
+        last_now, last_cpu = self.last
+        self.last = (now, cpu)
+        share = (cpu - last_cpu) / (now - last_now) if now > last_now else 0.0
+        try:
+            self.core.report_load(now, share, udp_queue_bytes(self.core.port))
+        except Exception:  # pragma: no cover - a report must never stop the worker
+            logger.exception("worker: load report failed")
+        self.handle = self.loop.call_later(LOAD_INTERVAL, self._fire)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+
+
 class ControlLink:
     """Framed JSON over stdin/stdout."""
 
@@ -350,6 +395,7 @@ async def run(args: argparse.Namespace) -> None:
     listener.core = core
     clock.core = core
     clock.rearm()
+    load = LoadReporter(loop, core)
 
     link.write(
         {
@@ -385,6 +431,7 @@ async def run(args: argparse.Namespace) -> None:
         logger.error("worker: control channel broken: %s", exc)
     finally:
         clock.stop()
+        load.stop()
         core.close_all("worker shutting down")
         udp.close()
         if tcp_server is not None:

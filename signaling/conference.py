@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool
+from signaling.placement import BUSY, Placement
 from signaling.rooms import LAYERS, SOURCES, Participant, Room, RoomError, RoomOptions, Track
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def ice_ufrag(sdp: str) -> str:
 class Conference:
     def __init__(self, pool: WorkerPool, resume_grace: float = 20.0) -> None:
         self.pool = pool
+        self.placement = Placement(pool)  # which worker serves a request; pipes
         self.resume_grace = resume_grace
         self.rooms: dict[str, Room] = {}
         self.listeners: list[Listener] = []
@@ -505,20 +507,23 @@ class Conference:
         )
 
     # -- media worker plumbing --------------------------------------------------------------------
-    def _worker(self, room: str) -> WorkerHandle:
-        return self.pool.for_room(room)
+    def check_capacity(self, participant: Participant) -> None:
+        """Refuse at once (``server_busy``) what would need a new media session when no
+        worker admits one; sessions already admitted are never refused."""
+        if participant.subscribe_session is None and not self.placement.has_capacity():
+            raise RoomError(BUSY, self.placement.refuse("subscribe").message)
 
     async def _request(
         self, room: str, method: str, params: dict[str, Any], quiet: bool = False
     ) -> dict[str, Any]:
-        worker = self._worker(room)
         try:
-            result = await worker.request(method, params)
+            return await self.placement.request(room, method, params)
         except WorkerError as exc:
             if quiet:
-                logger.debug("%s on worker %d: %s", method, worker.index, exc)
+                logger.debug("%s in room %s: %s", method, room, exc)
                 return {}
             code = {
+                BUSY: BUSY,
                 "bad_sdp": "bad_sdp",
                 "not_found": "not_found",
                 "bad_request": "invalid",
@@ -530,12 +535,11 @@ class Conference:
             if quiet:
                 return {}
             raise RoomError("internal", "the media worker did not answer in time") from None
-        if method in ("publish", "subscriber", "view"):
-            worker.sessions.add(params["session"])
-        return result
 
     def on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> bool:
         """Media worker events about conference sessions; False if not ours."""
+        if self.placement.on_worker_event(worker, event, data):
+            return True
         if event == "active_speaker":
             room = self.rooms.get(str(data.get("room")))
             if room is None:
