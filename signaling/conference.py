@@ -16,15 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool
-from signaling.placement import BUSY, Placement
+from signaling.placement import BUSY, WORKER_EXITED, Placement
 from signaling.rooms import LAYERS, SOURCES, Participant, Room, RoomError, RoomOptions, Track
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, dict[str, Any], str | None], None]
-
-# The reason sfu/pool.py gives the sessions of a media worker that died.
-WORKER_EXITED = "media worker exited"
 
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
@@ -39,6 +36,8 @@ class Conference:
     def __init__(self, pool: WorkerPool, resume_grace: float = 20.0) -> None:
         self.pool = pool
         self.placement = Placement(pool)  # which worker serves a request; pipes
+        self.placement.on_source_lost = self._source_lost
+        self._sources_lost: set[str] = set()
         self.resume_grace = resume_grace
         self.rooms: dict[str, Room] = {}
         self.listeners: list[Listener] = []
@@ -644,6 +643,26 @@ class Conference:
             },
             target=participant.identity,
         )
+
+    def _source_lost(self, sessions: set[str]) -> None:
+        """Viewers on another worker whose source died with its home worker: told and
+        closed like the viewers on that worker (``media_lost``; a WHEP viewer leaves with
+        reason media_lost). One pass of the dead worker's events may name a session twice."""
+        if not self._sources_lost:
+            asyncio.get_running_loop().call_soon(self._sources_lost.clear)
+        for session in sessions - self._sources_lost:
+            self._sources_lost.add(session)
+            owner = self.session_owner(session)
+            if owner is None:
+                continue
+            room, participant, kind = owner
+            reason = WORKER_EXITED
+            if kind == "subscribe" and participant.via == "ws":
+                self._media_lost(room, participant, kind)
+                reason = "its source's media worker exited"  # media_lost is said already
+            asyncio.ensure_future(
+                self._request(room.name, "close", {"session": session, "reason": reason}, True)
+            )
 
     async def _media_session_closed(
         self, room: Room, participant: Participant, kind: str, session: str, reason: str

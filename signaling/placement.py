@@ -30,6 +30,7 @@ from sfu.pool import WorkerError, WorkerHandle, WorkerPool
 logger = logging.getLogger(__name__)
 
 BUSY = "server_busy"
+WORKER_EXITED = "media worker exited"  # the reason sfu/pool.py gives a dead worker's sessions
 RETRY_AFTER = 5  # seconds a refused client is told to wait (WHIP/WHEP Retry-After)
 
 # Methods that start a session, and which kind of session (for the refusal counter).
@@ -65,6 +66,9 @@ class Placement:
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_refused: Callable[[str], None] | None = None  # metrics
+        # The far viewer sessions whose source died with its home worker (the conference
+        # treats them like viewers on that worker: media_lost).
+        self.on_source_lost: Callable[[set[str]], None] | None = None
 
     # -- choosing a worker --------------------------------------------------------------------
     def home(self, room: str) -> WorkerHandle | None:
@@ -287,7 +291,11 @@ class Placement:
         pipe = self.pipe_sessions.get(session)
         if pipe is not None:
             if event == "closed":
+                users = set(pipe.users)
                 self._close(pipe, f"its other end closed: {data.get('reason')}")
+                if worker is pipe.home and data.get("reason") == WORKER_EXITED and users:
+                    if self.on_source_lost is not None:
+                        self.on_source_lost(users)
             return True
         if event == "closed":
             self.session_worker.pop(session, None)

@@ -12,7 +12,9 @@ configured limit is reached, while admitted viewers keep receiving.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import time
 
 import aiohttp
@@ -21,6 +23,7 @@ import pytest
 from signaling.client import TelebridgeClient
 from tests.conftest import RunningServer
 from tests.peers import WhepViewer, WhipError, start_whep_viewer, start_whip_publisher
+from tests.test_api import AUTH, api_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -188,3 +191,71 @@ async def test_admission_refuses_new_sessions_at_once_and_admitted_viewers_keep_
             await observer.close()
         await publisher.close(delete=False)
         server.stop()
+
+
+async def test_when_the_home_worker_dies_far_viewers_lose_media_like_viewers_on_it(tmp_path):
+    server = RunningServer(tmp_path, workers=2, extra=api_config())
+    publisher = await start_whip_publisher(
+        server.base_url, ROOM, server.token(ROOM, "theatre-1", "lead")
+    )
+    viewers: list[WhepViewer] = []
+    observer: TelebridgeClient | None = None
+    try:
+        await publisher.wait_connected()
+        near = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "site-near", "observer")
+        )
+        viewers.append(near)
+        await near.wait_frames(5, timeout=30)
+        observer = await TelebridgeClient.connect(
+            server.base_url, server.token(ROOM, "ws-site", "observer")
+        )
+        video = next(t for t in observer.tracks.values() if t["kind"] == "video")
+        await observer.subscribe([video["id"]])
+        await observer.wait_remote_track(video["id"])
+        observer.count_frames(video["id"])
+        await observer.wait_frames(video["id"], 5, timeout=30)
+        far = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "site-far", "observer")
+        )
+        viewers.append(far)
+        await far.wait_frames(5, timeout=30)
+        assert far.server_port() != near.server_port(), "one viewer on each worker"
+        assert observer.subscribe_pc is not None
+        offer = observer.subscribe_pc.remoteDescription.sdp
+        assert f" {far.server_port()} typ host" in offer, "the /ws observer is on the far worker"
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.base_url}/healthz") as response:
+                workers = (await response.json())["workers"]
+        (home,) = [w for w in workers if w["port"] == near.server_port()]
+        assert ROOM in home["rooms"]
+        mark = observer.mark()
+        os.kill(home["pid"], signal.SIGKILL)
+
+        lost = await observer.wait_for("media_lost", since=mark, timeout=20)
+        assert lost["connection"] == "subscribe"
+        assert video["id"] in [t["id"] for t in lost["tracks"]]
+        deadline = time.monotonic() + 20
+        while {"site-near", "site-far"} & set(await participants(server)):
+            assert time.monotonic() < deadline, "the WHEP viewers should have left"
+            await asyncio.sleep(0.2)
+    finally:
+        for viewer in viewers:
+            await viewer.close(delete=False)
+        if observer is not None:
+            await observer.close()
+        await publisher.close(delete=False)
+        server.stop()
+
+
+async def participants(server: RunningServer) -> dict[str, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{server.base_url}/api/v1/rooms/{ROOM}/participants", headers={"Authorization": AUTH}
+        ) as response:
+            if response.status == 404:
+                return {}
+            assert response.status == 200
+            body = await response.json()
+    return {p["identity"]: p for p in body["participants"]}
