@@ -33,6 +33,10 @@ class WorkerError(Exception):
 P = TypeVar("P")
 R = TypeVar("R")
 
+# A worker with this much waiting in its UDP receive queue is behind: new sessions (and
+# their handshakes, which would wait behind that queue) go elsewhere.
+QUEUE_FULL = 1 << 20
+
 EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
 
 
@@ -71,6 +75,8 @@ class WorkerHandle:
         if not self.alive:
             return False
         if settings.admission_max_cpu and self.cpu > settings.admission_max_cpu:
+            return False
+        if int(self.load.get("queue_bytes", 0)) > QUEUE_FULL:
             return False
         limit = settings.admission_max_consumers
         return not (limit and self.consumers >= limit)
