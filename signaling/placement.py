@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 BUSY = "server_busy"
 WORKER_EXITED = "media worker exited"  # the reason sfu/pool.py gives a dead worker's sessions
+PIPE_LINGER = 5.0  # seconds a pipe with no far viewer stays open (a viewer's reconnect)
 RETRY_AFTER = 5  # seconds a refused client is told to wait (WHIP/WHEP Retry-After)
 
 # Methods that start a session, and which kind of session (for the refusal counter).
@@ -114,7 +115,10 @@ class Placement:
                 return home
         if session is not None and session in self.session_worker:
             return self.session_worker[session]
-        return self.home(room) or self.pool.for_room(room)
+        # A session this process does not know (closed meanwhile): any live worker answers
+        # not_found; none is made the room's home for it.
+        alive = [w for w in self.pool.workers if w.alive]
+        return self.home(room) or (alive or self.pool.workers)[0]
 
     # -- requests ---------------------------------------------------------------------------
     async def request(self, room: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -254,6 +258,10 @@ class Placement:
             return
         pipe.users.discard(session)
         if not pipe.users:
+            asyncio.get_running_loop().call_later(PIPE_LINGER, self._close_unused, pipe)
+
+    def _close_unused(self, pipe: Pipe) -> None:
+        if not pipe.users:
             self._close(pipe, "no viewers left on the far worker")
 
     def _close(self, pipe: Pipe, reason: str) -> None:
@@ -287,6 +295,10 @@ class Placement:
     def on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> bool:
         """Keep placement and pipes in step with the workers; True if the event was about
         a pipe (nothing else needs it)."""
+        if event == "active_speaker":
+            # Only the home worker hears every publisher of the room; a far worker's
+            # loudest is among the producers piped to it.
+            return worker is not self.home(str(data.get("room")))
         session = str(data.get("session", ""))
         pipe = self.pipe_sessions.get(session)
         if pipe is not None:
