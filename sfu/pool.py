@@ -238,11 +238,12 @@ class WorkerPool:
 
     def place(self, prefer: WorkerHandle | None = None) -> WorkerHandle | None:
         """The least loaded worker that admits a new session (fewest consumers; ``prefer``,
-        the room's home, wins a tie: no pipe needed), or None when every one is full."""
+        the room's home, wins a tie: no pipe needed; then fewest sessions: publishers),
+        or None when every one is full."""
         open_ = [w for w in self.workers if w.admits(self.settings)]
         if not open_:
             return None
-        return min(open_, key=lambda w: (w.consumers, w is not prefer, w.index))
+        return min(open_, key=lambda w: (w.consumers, w is not prefer, len(w.sessions), w.index))
 
     def for_room(self, room: str) -> WorkerHandle:
         for worker in self.workers:
