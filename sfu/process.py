@@ -19,6 +19,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -287,30 +288,27 @@ class IceTcpProtocol(asyncio.Protocol):
 LOAD_INTERVAL = 1.0  # seconds between load events
 
 
-def udp_queue_bytes(port: int) -> int:
-    """Bytes waiting in the receive queue of our UDP socket on ``port`` (from
-    /proc/net/udp; 0 where that cannot be read): a worker falling behind shows here first."""
-    total = 0
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(name) as table:
-                next(table, None)
-                for line in table:
-                    fields = line.split()
-                    if len(fields) > 4 and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        total += int(fields[4].split(":")[1], 16)
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory counters
+
+
+def queue_bytes(sock: Any) -> int:
+    """Bytes the kernel holds in ``sock``'s receive queue (SO_MEMINFO's rmem_alloc, the
+    datagrams' buffer sizes; 0 where unsupported): a worker falling behind shows here
+    first, and its STUN and DTLS wait behind all of it."""
+    try:
+        return int(struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0])
+    except (OSError, struct.error, AttributeError):
+        return 0
 
 
 class LoadReporter:
     """Every second: the share of a core this process used since the last report
     (``time.process_time``), and the UDP queue, into the core's ``load`` event."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, core: WorkerCore) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, core: WorkerCore, sock: Any) -> None:
         self.loop = loop
         self.core = core
+        self.sock = sock
         self.last = (loop.time(), time.process_time())
         self.handle = loop.call_later(LOAD_INTERVAL, self._fire)
 
@@ -320,7 +318,7 @@ class LoadReporter:
         self.last = (now, cpu)
         share = (cpu - last_cpu) / (now - last_now) if now > last_now else 0.0
         try:
-            self.core.report_load(now, share, udp_queue_bytes(self.core.port))
+            self.core.report_load(now, share, queue_bytes(self.sock))
         except Exception:  # pragma: no cover - a report must never stop the worker
             logger.exception("worker: load report failed")
         self.handle = self.loop.call_later(LOAD_INTERVAL, self._fire)
@@ -395,7 +393,7 @@ async def run(args: argparse.Namespace) -> None:
     listener.core = core
     clock.core = core
     clock.rearm()
-    load = LoadReporter(loop, core)
+    load = LoadReporter(loop, core, sock)
 
     link.write(
         {
