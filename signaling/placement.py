@@ -131,12 +131,16 @@ class Placement:
             wanted = list(params["producers"])
         elif method == "subscriber_offer":
             wanted = [c["producer"] for c in params["consumers"]]
+        if method == "view":
+            # Counted before the answer: requests in flight must not all pick this worker.
+            worker.placed += len(wanted)
         if method in ("view", "subscriber_offer"):
             await self._use_pipes(room, worker, session, wanted)
         try:
             result = await worker.request(method, params)
         except (WorkerError, TimeoutError):
             if method == "view":
+                worker.placed = max(0, worker.placed - len(wanted))
                 for key in self.uses.pop(session, set()):
                     self._release(key, session)
             raise
@@ -146,8 +150,6 @@ class Placement:
         if method == "publish":
             for track in result.get("tracks", []):
                 self.producer_home[str(track["id"])] = worker
-        elif method == "view":
-            worker.placed += len(result.get("tracks", []))
         elif method == "subscriber_offer" and result.get("changed"):
             worker.placed += len(wanted)  # an estimate until the next load report
         elif method == "producer_pause":
