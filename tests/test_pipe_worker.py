@@ -16,7 +16,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from sfu import rtcp
 from sfu.control import ControlError
 from sfu.plain_transport import PlainAddress
-from sfu.rtp import parse_rtp, read_map
+from sfu.rtp import is_rtcp, parse_rtp, read_map
 from sfu.streams import Encoding
 from sfu.worker import WorkerCore
 from tests import sansio
@@ -34,6 +34,7 @@ class Net:
         self.queue: list[tuple[bytes, PlainAddress, PlainAddress]] = []
         self.outside: dict[PlainAddress, list[bytes]] = {PUBLISHER: [], VIEWER: []}
         self.port = 20000
+        self.pump_filter: Any = None  # (data, to) -> False drops the datagram
 
     def opener(self, unix: bool, bind: str, on_datagram: Any) -> NetSocket:
         self.port += 1
@@ -44,6 +45,8 @@ class Net:
     def pump(self, now: float) -> None:
         while self.queue:
             data, source, to = self.queue.pop(0)
+            if self.pump_filter is not None and not self.pump_filter(data, to):
+                continue
             if to in self.outside:
                 self.outside[to].append(data)
             elif to in self.sockets:
@@ -208,3 +211,37 @@ def test_pipe_requests_that_cannot_work_are_refused_clearly(rig):
         far.handle(
             "plain_connect", {"session": "x", "remote_host": "127.0.0.1", "remote_port": 9}, 0.0
         )
+
+
+def test_a_packet_lost_on_the_pipe_is_nacked_back_and_resent(rig):
+    net, home, far, producer, _ = rig
+    connect_pipe(net, home, far, producer.id)
+    far.plain_transport(
+        {"session": "view", "room": "r", "remote_host": VIEWER[0], "remote_port": VIEWER[1]}, 0.0
+    )
+    far.handle("consume", {"session": "view", "producer": producer.id}, 0.0)
+    publisher_local = home.sessions["pub"].socket.local  # type: ignore[attr-defined]
+    pipe_far = far.sessions["in"].socket.local  # type: ignore[attr-defined]
+    now = 1.0
+    for seq in range(8):
+        payload = VP8_KEY if seq == 0 else VP8_DELTA
+        net.queue.append(
+            (rtp(0x1111, 100 + seq, 90 * seq, payload, marker=True), PUBLISHER, publisher_local)
+        )
+        if seq == 4:  # the pipe loses this one
+            net.pump_filter = lambda data, to: to != pipe_far or is_rtcp(data)
+        now += 0.03
+        net.pump(now)
+        net.pump_filter = None
+    for _ in range(10):
+        now += 0.02
+        far.run_timers(now)
+        net.pump(now)
+        home.run_timers(now)
+        net.pump(now)
+    got = [parse_rtp(d, read_map({})) for d in net.outside[VIEWER] if not 192 <= d[1] <= 223]
+    seqs = sorted((p.seq - got[0].seq) & 0xFFFF for p in got)
+    assert seqs == list(range(8)), "the lost packet reached the far viewer after a NACK"
+    counters = home.sessions["out"].counters
+    assert counters.nacks_in >= 1, "the far producer asked the home side"
+    assert counters.retransmissions == 1, "which resent the one packet from its cache"
