@@ -288,6 +288,8 @@ class Conference:
         if publisher is None or not tracks:
             who = f"{source[:64]!r}" if source else "the room's lead"
             raise RoomError("not_found", f"{who} is not publishing in this room")
+        if not self.placement.has_capacity():  # refused before the room hears of it
+            raise RoomError(BUSY, self.placement.refuse("view").message)
         room, participant, is_new = self.join(room_name, identity, role, name, via="whep")
         session = secrets.token_urlsafe(12)
         self.media_sessions[session] = (room.name, identity, "view")

@@ -59,6 +59,7 @@ class Placement:
         self.pool = pool
         self.session_worker: dict[str, WorkerHandle] = {}
         self.producer_home: dict[str, WorkerHandle] = {}
+        self.session_producers: dict[str, set[str]] = {}  # publish session -> its producers
         self.pipes: dict[tuple[str, int], Pipe] = {}  # (producer, far worker index)
         self.pipe_sessions: dict[str, Pipe] = {}  # either end's session -> its pipe
         self.uses: dict[str, set[tuple[str, int]]] = {}  # viewer session -> pipes it uses
@@ -150,6 +151,7 @@ class Placement:
         if method == "publish":
             for track in result.get("tracks", []):
                 self.producer_home[str(track["id"])] = worker
+                self.session_producers.setdefault(session, set()).add(str(track["id"]))
         elif method == "subscriber_offer" and result.get("changed"):
             worker.placed += len(wanted)  # an estimate until the next load report
         elif method == "producer_pause":
@@ -275,6 +277,9 @@ class Placement:
         if self.pipes.get(key) is pipe:
             del self.pipes[key]
             pipe.far.pipes_in -= 1
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
         for session in (pipe.out_session, pipe.in_session):
             self.pipe_sessions.pop(session, None)
         logger.info(
@@ -313,8 +318,12 @@ class Placement:
             return True
         if event == "closed":
             self.session_worker.pop(session, None)
+            for producer in self.session_producers.pop(session, set()):
+                self.producer_home.pop(producer, None)
             for key in self.uses.pop(session, set()):
                 self._release(key, session)
         elif event == "producer_closed":
-            self.producer_home.pop(str(data.get("producer")), None)
+            producer = str(data.get("producer"))
+            self.producer_home.pop(producer, None)
+            self.session_producers.get(session, set()).discard(producer)
         return session.startswith("pipe-")
