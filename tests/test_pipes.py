@@ -144,13 +144,12 @@ async def test_admission_refuses_new_sessions_at_once_and_admitted_viewers_keep_
             viewers.append(viewer)
             await viewer.wait_frames(5, timeout=30)
 
-        started = time.monotonic()
         with pytest.raises(WhipError) as refused:
             await start_whep_viewer(server.base_url, ROOM, server.token(ROOM, "site-x", "observer"))
-        assert time.monotonic() - started < 2.0, "refused at once"
         assert refused.value.status == 503
         assert "server_busy" in refused.value.body
         async with aiohttp.ClientSession() as http:  # the header a WHEP client retries by
+            started = time.monotonic()
             async with http.post(
                 f"{server.base_url}/whep/{ROOM}",
                 data="v=0\r\n",
@@ -161,6 +160,8 @@ async def test_admission_refuses_new_sessions_at_once_and_admitted_viewers_keep_
             ) as response:
                 assert response.status == 503
                 assert int(response.headers["Retry-After"]) > 0
+            # At once, not after a wait for media: generous for a loaded CI machine.
+            assert time.monotonic() - started < 5.0
 
         with pytest.raises(WhipError) as whip_refused:  # a second publisher: the home is full
             await start_whip_publisher(
