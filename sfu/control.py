@@ -242,6 +242,14 @@ class PlainConnectParams(TypedDict):
     remote_port: int
 
 
+class PipeDemandParams(TypedDict):
+    """What the far side of pipe ``session`` (its home side) needs of the producer: one
+    flag per encoding, lowest first (the far worker's ``layers`` event)."""
+
+    session: str
+    active: list[bool]
+
+
 class StatsResult(TypedDict):
     sessions: int
     rooms: int
@@ -311,6 +319,9 @@ PIPE_IN = Method("pipe_in", PipeInParams, PlainTransportResult, "a producer pipe
 PLAIN_CONNECT = Method(
     "plain_connect", PlainConnectParams, Empty, "give a plain transport its peer's address"
 )
+PIPE_DEMAND = Method(
+    "pipe_demand", PipeDemandParams, Empty, "which encodings a pipe's far side needs"
+)
 STATS = Method("stats", Empty, StatsResult, "counters of the whole worker")
 PING = Method("ping", Empty, PingResult, "liveness")
 
@@ -332,6 +343,7 @@ METHODS: dict[str, Method[Any, Any]] = {
         PIPE_OUT,
         PIPE_IN,
         PLAIN_CONNECT,
+        PIPE_DEMAND,
         STATS,
         PING,
     )

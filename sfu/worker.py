@@ -122,6 +122,7 @@ class WorkerCore:
             control.PIPE_OUT.name: self.pipe_out,
             control.PIPE_IN.name: self.pipe_in,
             control.PLAIN_CONNECT.name: self.plain_connect,
+            control.PIPE_DEMAND.name: self.pipe_demand,
             control.STATS.name: self.stats,
             control.PING.name: self.ping,
         }
@@ -593,6 +594,19 @@ class WorkerCore:
             params["remote_port"],
         )
         return _plain_result(transport)
+
+    def pipe_demand(self, params: control.PipeDemandParams, now: float) -> control.Empty:
+        """The far side's demand for a piped simulcast producer's encodings: the publisher
+        keeps sending only what someone, here or there, watches."""
+        transport = self.sessions.get(params["session"])
+        pipes = [c for c in transport.consumers if isinstance(c, PipeConsumer)] if transport else []
+        if not pipes:
+            raise ControlError("not_found", "no such pipe")
+        for pipe in pipes:
+            if len(params["active"]) != len(pipe.wanted):
+                raise ControlError("bad_request", f"active needs {len(pipe.wanted)} flags")
+            pipe.wanted = list(params["active"])
+        return {}
 
     def plain_connect(self, params: control.PlainConnectParams, now: float) -> control.Empty:
         transport = self.sessions.get(params["session"])

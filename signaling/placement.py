@@ -309,6 +309,11 @@ class Placement:
         session = str(data.get("session", ""))
         pipe = self.pipe_sessions.get(session)
         if pipe is not None:
+            if event == "layers" and session == pipe.in_session:
+                # The far viewers' demand for the encodings: the home side keeps the
+                # publisher sending only what somebody watches.
+                demand = {"session": pipe.out_session, "active": list(data.get("active") or [])}
+                self._spawn(self._quiet(pipe.home, "pipe_demand", demand))
             if event == "closed":
                 users = set(pipe.users)
                 self._close(pipe, f"its other end closed: {data.get('reason')}")

@@ -245,3 +245,34 @@ def test_a_packet_lost_on_the_pipe_is_nacked_back_and_resent(rig):
     counters = home.sessions["out"].counters
     assert counters.nacks_in >= 1, "the far producer asked the home side"
     assert counters.retransmissions == 1, "which resent the one packet from its cache"
+
+
+def test_a_simulcast_publisher_keeps_sending_only_the_layers_far_viewers_need():
+    net = Net()
+    far_events: list[tuple[str, dict[str, Any]]] = []
+    home, far = core(net, []), core(net, far_events)
+    home.plain_transport(
+        {"session": "pub", "room": "r", "remote_host": PUBLISHER[0], "remote_port": PUBLISHER[1]},
+        0.0,
+    )
+    encodings = [Encoding(ssrc=0x1111), Encoding(ssrc=0x2222)]
+    producer = sansio.producer(home.sessions["pub"], encodings=encodings, rtx=False)  # type: ignore[arg-type]
+    home.producers[producer.id] = producer
+    home.rooms["r"].add_producer(producer)
+    connect_pipe(net, home, far, producer.id)
+    assert producer.layer_demand() == [True, True], "every layer until the far side says"
+
+    now = 0.0
+    while not any(name == "layers" for name, _ in far_events) and now < 20:
+        now += 0.5
+        far.run_timers(now)
+    (layers,) = [data for name, data in far_events if name == "layers"]
+    assert layers["session"] == "in" and layers["active"] == [True, False], (
+        "nobody on the far worker watches the top layer"
+    )
+    home.handle("pipe_demand", {"session": "out", "active": layers["active"]}, now)
+    assert producer.layer_demand() == [True, False]
+    with pytest.raises(ControlError, match="2 flags"):
+        home.handle("pipe_demand", {"session": "out", "active": [True]}, now)
+    with pytest.raises(ControlError, match="no such pipe"):
+        home.handle("pipe_demand", {"session": "pub", "active": [True, True]}, now)
