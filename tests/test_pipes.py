@@ -260,3 +260,35 @@ async def participants(server: RunningServer) -> dict[str, dict]:
             assert response.status == 200
             body = await response.json()
     return {p["identity"]: p for p in body["participants"]}
+
+
+async def test_a_pipe_closes_when_its_far_worker_has_no_viewer_left(tmp_path):
+    server = RunningServer(tmp_path, workers=2)
+    publisher = await start_whip_publisher(
+        server.base_url, ROOM, server.token(ROOM, "theatre-1", "lead")
+    )
+    viewers: list[WhepViewer] = []
+    try:
+        await publisher.wait_connected()
+        for i in range(2):
+            viewer = await start_whep_viewer(
+                server.base_url, ROOM, server.token(ROOM, f"site-{i}", "observer")
+            )
+            viewers.append(viewer)
+            await viewer.wait_frames(5, timeout=30)
+        near, far_viewer = viewers
+        far = (await worker_ports(server)).index(far_viewer.server_port())
+        assert far_viewer.server_port() != near.server_port()
+        pipes = {"worker": str(far), "measure": "pipes_in"}
+        await wait_metric(server, "telebridge_worker_load", pipes, 2)
+
+        viewers.remove(far_viewer)
+        await far_viewer.close()  # the far worker's last viewer leaves
+        await wait_metric(server, "telebridge_worker_load", pipes, 0, timeout=30)
+        before = near.video_frames  # the home worker's viewer is untouched
+        await near.wait_frames(before + 10, timeout=30)
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        await publisher.close(delete=False)
+        server.stop()
