@@ -18,9 +18,10 @@ request fails at once with ``server_busy``; sessions already placed are never mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,8 @@ class Placement:
         self.refused: dict[str, int] = {}  # new sessions refused, by kind
         self.pipes_opened = 0
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._closing: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self.on_refused: Callable[[str], None] | None = None  # metrics
         # The far viewer sessions whose source died with its home worker (the conference
         # treats them like viewers on that worker: media_lost).
@@ -205,6 +207,9 @@ class Placement:
             pipe = self.pipes.get(key)
             if pipe is not None and not pipe.closed and pipe.far is far:
                 return pipe
+            closing = self._closing.pop(key, None)
+            if closing is not None:
+                await closing  # the far worker still holds the old pipe's producer
             out_session = f"pipe-{secrets.token_urlsafe(9)}"
             in_session = f"pipe-{secrets.token_urlsafe(9)}"
             request: control.PipeOutParams = {
@@ -291,12 +296,22 @@ class Placement:
         )
         for worker, session in ((pipe.home, pipe.out_session), (pipe.far, pipe.in_session)):
             if worker.alive:
-                self._spawn(self._quiet(worker, "close", {"session": session, "reason": reason}))
+                task = self._spawn(
+                    self._quiet(worker, "close", {"session": session, "reason": reason})
+                )
+                if worker is pipe.far:
+                    self._closing[key] = task  # a new pipe of it waits for this one to go
+                    task.add_done_callback(functools.partial(self._closed, key))
 
-    def _spawn(self, coro: Any) -> None:
+    def _closed(self, key: tuple[str, int], task: asyncio.Future[Any]) -> None:
+        if self._closing.get(key) is task:
+            del self._closing[key]
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- worker events ------------------------------------------------------------------------
     def on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> bool:
