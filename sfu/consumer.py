@@ -476,6 +476,7 @@ class PipeConsumer(Consumer):
         "pt",
         "layout",
         "out_ssrcs",
+        "wanted",
         "packets",
         "octets",
         "active",
@@ -492,6 +493,8 @@ class PipeConsumer(Consumer):
         self.pt = producer.codec.payload_type
         self.layout = layout
         self.out_ssrcs = [random_ssrc() for _ in producer.streams]
+        # Which encodings the far side needs (``pipe_demand``): all until it says.
+        self.wanted = [True] * len(producer.streams)
         self.packets = [0] * len(producer.streams)
         self.octets = [0] * len(producer.streams)
         self.active = False

@@ -191,6 +191,65 @@ class ConsumeResult(TypedDict):
     fmtp: dict[str, str]
 
 
+class PipeOutParams(TypedDict):
+    """The home side of a pipe: a plain UDP transport on ``listen`` (loopback by default)
+    with a pipe consumer of ``producer`` (every encoding, SSRCs chosen here). It sends
+    nothing until ``plain_connect`` names the far end, and closes with its producer."""
+
+    session: str
+    room: str
+    producer: str
+    listen: NotRequired[str]
+
+
+class PipeOutResult(TypedDict):
+    local_host: str
+    local_port: int
+    kind: str
+    codec: str
+    clock_rate: int
+    channels: int
+    payload_type: int
+    fmtp: dict[str, str]
+    ssrcs: list[int]
+
+
+class PipeInParams(TypedDict):
+    """The far side of a pipe: a plain transport toward the home side's socket and a
+    producer (with the home producer's id) whose encodings are the pipe's SSRCs. Viewers
+    of this worker consume it like a local producer."""
+
+    session: str
+    room: str
+    producer: str
+    kind: str
+    codec: str
+    clock_rate: int
+    channels: int
+    payload_type: int
+    fmtp: dict[str, str]
+    ssrcs: list[int]
+    remote_host: str
+    remote_port: int
+    listen: NotRequired[str]
+
+
+class PlainConnectParams(TypedDict):
+    """Name the peer of a plain transport that has none yet (a pipe's home side)."""
+
+    session: str
+    remote_host: str
+    remote_port: int
+
+
+class PipeDemandParams(TypedDict):
+    """What the far side of pipe ``session`` (its home side) needs of the producer: one
+    flag per encoding, lowest first (the far worker's ``layers`` event)."""
+
+    session: str
+    active: list[bool]
+
+
 class StatsResult(TypedDict):
     sessions: int
     rooms: int
@@ -253,6 +312,16 @@ PLAIN_TRANSPORT = Method(
     "plain_transport", PlainTransportParams, PlainTransportResult, "open a plain RTP transport"
 )
 CONSUME = Method("consume", ConsumeParams, ConsumeResult, "a consumer on a plain transport")
+PIPE_OUT = Method(
+    "pipe_out", PipeOutParams, PipeOutResult, "a producer piped out to another worker"
+)
+PIPE_IN = Method("pipe_in", PipeInParams, PlainTransportResult, "a producer piped in")
+PLAIN_CONNECT = Method(
+    "plain_connect", PlainConnectParams, Empty, "give a plain transport its peer's address"
+)
+PIPE_DEMAND = Method(
+    "pipe_demand", PipeDemandParams, Empty, "which encodings a pipe's far side needs"
+)
 STATS = Method("stats", Empty, StatsResult, "counters of the whole worker")
 PING = Method("ping", Empty, PingResult, "liveness")
 
@@ -271,6 +340,10 @@ METHODS: dict[str, Method[Any, Any]] = {
         CLOSE,
         PLAIN_TRANSPORT,
         CONSUME,
+        PIPE_OUT,
+        PIPE_IN,
+        PLAIN_CONNECT,
+        PIPE_DEMAND,
         STATS,
         PING,
     )
@@ -289,6 +362,8 @@ EVENTS: dict[str, str] = {
     "simulcast layer changed (at a keyframe of the new layer)",
     "layers": "session, producer, active, rids: which encodings a simulcast publisher should "
     "send (False: nobody watches it)",
+    "load": "cpu, consumers, sessions, packets_out_per_s, queue_bytes, loop_lag: the worker's "
+    "load over the last second (every second), for admission control and placement",
     "video_paused": "session, consumer, producer, paused, estimate: a viewer's link cannot carry "
     "audio and the lowest video layer, so its video paused (or resumed)",
 }

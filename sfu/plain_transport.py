@@ -49,10 +49,14 @@ class PlainTransport(Transport):
         context: TransportContext,
         now: float,
         extensions: dict[str, int] | None = None,
+        comedia: bool = True,
     ) -> None:
         super().__init__(session_id, room, identity, context, now, extensions)
         self.socket = socket
         self.remote = remote
+        # Without comedia a transport with no remote drops everything until connect():
+        # a pipe's home side, whose far end is named by the control process.
+        self.comedia = comedia
 
     @property
     def connected(self) -> bool:
@@ -64,6 +68,13 @@ class PlainTransport(Transport):
         if self.remote is not None:
             self._on_connected(now, {"remote": _printable(self.remote)})
 
+    def connect(self, remote: PlainAddress, now: float) -> None:
+        """Name the peer of a transport that has none yet; media flows from now on."""
+        if self.remote is not None:
+            raise ValueError("this plain transport has its peer already")
+        self.remote = remote
+        self.start(now)
+
     # -- input --------------------------------------------------------------------------------
     def receive(self, data: bytes, addr: PlainAddress, now: float) -> None:
         self.now = now
@@ -71,6 +82,9 @@ class PlainTransport(Transport):
             self.counters.dropped += 1
             return
         if self.remote is None:
+            if not self.comedia:
+                self.counters.dropped += 1
+                return
             self.remote = addr  # comedia: whoever speaks first is the peer
             self._on_connected(now, {"remote": _printable(addr)})
         elif addr != self.remote:

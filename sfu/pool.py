@@ -1,8 +1,10 @@
 """The server side of the control channel: start media workers, talk to them, restart them.
 
-Each worker is a child process (``python -m sfu.process``) with its own UDP port. A room
-lives on one worker (rooms spanning workers through pipe transports come later), chosen
-as the least loaded when the room's first session arrives.
+Each worker is a child process (``python -m sfu.process``) with its own UDP port. A room's
+publishers live on its home worker, chosen as the least loaded when the room's first
+session arrives; its viewers go to the least loaded worker that admits them (their
+producers are piped there: signaling/placement.py). Each worker reports its load every
+second (``load`` event); :meth:`WorkerPool.place` is admission control.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class WorkerError(Exception):
 P = TypeVar("P")
 R = TypeVar("R")
 
+# A worker with this much waiting in its UDP receive queue is behind: new sessions (and
+# their handshakes, which would wait behind that queue) go elsewhere.
+QUEUE_FULL = 1 << 20
+
 EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
 
 
@@ -51,6 +57,29 @@ class WorkerHandle:
         self._reader_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self.stopping = False
+        self.load: dict[str, Any] = {}  # the last ``load`` event's data
+        self.placed = 0  # consumers placed here since that report
+        self.pipes_in = 0  # producers piped into this worker (kept by the placement)
+
+    @property
+    def consumers(self) -> int:
+        """Consumers on this worker as last reported, plus those placed since."""
+        return int(self.load.get("consumers", 0)) + self.placed
+
+    @property
+    def cpu(self) -> float:
+        return float(self.load.get("cpu", 0.0))
+
+    def admits(self, settings: MediaSettings) -> bool:
+        """Below both admission thresholds (a threshold of 0 is off)."""
+        if not self.alive:
+            return False
+        if settings.admission_max_cpu and self.cpu > settings.admission_max_cpu:
+            return False
+        if int(self.load.get("queue_bytes", 0)) > QUEUE_FULL:
+            return False
+        limit = settings.admission_max_consumers
+        return not (limit and self.consumers >= limit)
 
     async def start(self, timeout: float = 20.0) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -91,6 +120,10 @@ class WorkerHandle:
                 self.pid = int(data["pid"])
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
+                return
+            if event == "load":
+                self.load = data
+                self.placed = 0
                 return
             if event == "closed":
                 self.sessions.discard(str(data.get("session")))
@@ -202,6 +235,15 @@ class WorkerPool:
             return
         self.workers[index] = replacement
         logger.info("worker %d restarted (pid %d)", index, replacement.pid)
+
+    def place(self, prefer: WorkerHandle | None = None) -> WorkerHandle | None:
+        """The least loaded worker that admits a new session (fewest consumers; ``prefer``,
+        the room's home, wins a tie: no pipe needed; then fewest sessions: publishers),
+        or None when every one is full."""
+        open_ = [w for w in self.workers if w.admits(self.settings)]
+        if not open_:
+            return None
+        return min(open_, key=lambda w: (w.consumers, w is not prefer, len(w.sessions), w.index))
 
     def for_room(self, room: str) -> WorkerHandle:
         for worker in self.workers:

@@ -19,6 +19,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -284,6 +285,48 @@ class IceTcpProtocol(asyncio.Protocol):
             core.demux.remove_tcp(self.path)
 
 
+LOAD_INTERVAL = 1.0  # seconds between load events
+
+
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory counters
+
+
+def queue_bytes(sock: Any) -> int:
+    """Bytes the kernel holds in ``sock``'s receive queue (SO_MEMINFO's rmem_alloc, the
+    datagrams' buffer sizes; 0 where unsupported): a worker falling behind shows here
+    first, and its STUN and DTLS wait behind all of it."""
+    try:
+        return int(struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0])
+    except (OSError, struct.error, AttributeError):
+        return 0
+
+
+class LoadReporter:
+    """Every second: the share of a core this process used since the last report
+    (``time.process_time``), and the UDP queue, into the core's ``load`` event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, core: WorkerCore, sock: Any) -> None:
+        self.loop = loop
+        self.core = core
+        self.sock = sock
+        self.last = (loop.time(), time.process_time())
+        self.handle = loop.call_later(LOAD_INTERVAL, self._fire)
+
+    def _fire(self) -> None:
+        now, cpu = self.loop.time(), time.process_time()
+        last_now, last_cpu = self.last
+        self.last = (now, cpu)
+        share = (cpu - last_cpu) / (now - last_now) if now > last_now else 0.0
+        try:
+            self.core.report_load(now, share, queue_bytes(self.sock))
+        except Exception:  # pragma: no cover - a report must never stop the worker
+            logger.exception("worker: load report failed")
+        self.handle = self.loop.call_later(LOAD_INTERVAL, self._fire)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+
+
 class ControlLink:
     """Framed JSON over stdin/stdout."""
 
@@ -350,6 +393,7 @@ async def run(args: argparse.Namespace) -> None:
     listener.core = core
     clock.core = core
     clock.rearm()
+    load = LoadReporter(loop, core, sock)
 
     link.write(
         {
@@ -385,6 +429,7 @@ async def run(args: argparse.Namespace) -> None:
         logger.error("worker: control channel broken: %s", exc)
     finally:
         clock.stop()
+        load.stop()
         core.close_all("worker shutting down")
         udp.close()
         if tcp_server is not None:

@@ -169,12 +169,12 @@ class Producer:
 
     def layer_demand(self) -> list[bool]:
         """Which encodings someone needs: a consumer's current, target or wished-for
-        layer, every layer for a pipe, and always the lowest (a new or struggling viewer
-        starts there without waiting for the publisher)."""
+        layer, what a pipe's far side needs (every layer until it says), and always the
+        lowest (a new or struggling viewer starts there without waiting for the publisher)."""
         wanted = [False] * len(self.streams)
         wanted[0] = True
-        if any(stream.pipes for stream in self.streams):
-            return [True] * len(self.streams)
+        for pipe in self.streams[0].pipes:
+            wanted = [a or b for a, b in zip(wanted, pipe.wanted, strict=True)]
         for consumer in self.consumers:
             current = getattr(consumer, "stream", None)
             if current is not None:

@@ -51,6 +51,13 @@ class MediaSettings:
     pacing: bool = False
     """Hold each viewer's sending to ~1.25x its bandwidth estimate (sfu/pacer.py): audio
     first, then video (briefly queued), retransmissions dropped first when over budget."""
+    admission_max_cpu: float = 0.9
+    """Admission control: a worker whose process used more than this share of a core over
+    its last load report (1 s) takes no new session; when none is below, new sessions are
+    refused (WHIP/WHEP 503 with Retry-After, /ws ``server_busy``). 0 turns the check off."""
+    admission_max_consumers: int = 0
+    """Admission control: a worker with this many consumers (a viewer's track, or a pipe to
+    another worker) takes no new session. 0: no limit."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -70,6 +77,10 @@ class MediaSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise SettingsError(f"{name} must be a positive number")
+        if not (math.isfinite(self.admission_max_cpu) and self.admission_max_cpu >= 0):
+            raise SettingsError("admission_max_cpu must be 0 (off) or a positive share of a core")
+        if self.admission_max_consumers < 0:
+            raise SettingsError("admission_max_consumers must be 0 (no limit) or more")
         if self.base_port and self.base_port + self.workers - 1 > 65535:
             raise SettingsError("base_port + workers - 1 must be at most 65535")
 

@@ -35,6 +35,7 @@ from sfu.router import Router
 from sfu.rtp import ExtensionLayout
 from sfu.sdp import URI_AUDIO_LEVEL, URI_VIDEO_ORIENTATION
 from sfu.settings import MediaSettings
+from sfu.streams import Encoding
 from sfu.subscriber import OfferError, SubscriberSession
 from sfu.timers import TimerQueue
 from sfu.transport import Transport, TransportContext
@@ -102,6 +103,7 @@ class WorkerCore:
         self.monitor = RoomMonitor(self.rooms, self.sessions, self.emit)
         self.timers.schedule(self.monitor, self.monitor.next_deadline())
         self.loop_lag = 0.0  # seconds, set by the event loop
+        self._load_mark = (0, -1.0)  # (packets out, when) at the last load report
         self._socket_dir: str | None = None
         self._socket_names = itertools.count()  # never reused: a closed socket's name may linger
         self.handlers: dict[str, Handler] = {
@@ -117,6 +119,10 @@ class WorkerCore:
             control.CLOSE.name: self.close,
             control.PLAIN_TRANSPORT.name: self.plain_transport,
             control.CONSUME.name: self.consume,
+            control.PIPE_OUT.name: self.pipe_out,
+            control.PIPE_IN.name: self.pipe_in,
+            control.PLAIN_CONNECT.name: self.plain_connect,
+            control.PIPE_DEMAND.name: self.pipe_demand,
             control.STATS.name: self.stats,
             control.PING.name: self.ping,
         }
@@ -450,35 +456,169 @@ class WorkerCore:
                     "bad_request", "remote_host and remote_port go together (port 1-65535)"
                 )
             remote = (params["remote_host"], params["remote_port"])
+        bind = self._socket_path() if unix else params.get("listen", "127.0.0.1")
+        transport = self._open_plain(
+            params["session"], params["room"], params.get("identity", ""), unix, bind, remote, now
+        )
+        return _plain_result(transport)
+
+    def _open_plain(
+        self,
+        session: str,
+        room: str,
+        identity: str,
+        unix: bool,
+        bind: str,
+        remote: PlainAddress | None,
+        now: float,
+        comedia: bool = True,
+    ) -> PlainTransport:
+        """A plain transport on a new socket, registered as a session of ``room``."""
+        assert self.open_socket is not None
         holder: list[PlainTransport] = []
 
         def on_datagram(data: bytes, addr: Any, at: float) -> None:
             if holder:
                 holder[0].receive(data, addr if isinstance(addr, str) else (addr[0], addr[1]), at)
 
-        bind = self._socket_path() if unix else params.get("listen", "127.0.0.1")
         try:
             sock = self.open_socket(unix, bind, on_datagram)
         except OSError as exc:
             raise ControlError("bad_request", f"cannot open the socket: {exc}") from None
         transport = PlainTransport(
-            params["session"],
-            params["room"],
-            params.get("identity", ""),
-            sock,
-            remote,
-            self.context,
-            now,
+            session, room, identity, sock, remote, self.context, now, comedia=comedia
         )
         holder.append(transport)
         self._add_session(transport)
         transport.start(now)
-        local = sock.local
+        return transport
+
+    # -- pipes between workers ------------------------------------------------------------------
+    def pipe_out(self, params: control.PipeOutParams, now: float) -> control.PipeOutResult:
+        """The home side of a pipe: every encoding of a local producer, on SSRCs chosen
+        here, toward a far worker named later (``plain_connect``). Closes with the producer."""
+        if self.open_socket is None:
+            raise ControlError("unsupported", "this worker cannot open sockets")
+        producer = self._producer(params["producer"])
+        if producer.transport.room != params["room"]:
+            raise ControlError("not_found", "no such producer in this room")
+        self._new_session_id(params["session"])
+        transport = self._open_plain(
+            params["session"],
+            params["room"],
+            "pipe",
+            False,
+            params.get("listen", "127.0.0.1"),
+            None,
+            now,
+            comedia=False,
+        )
+        transport.close_when_idle = True  # its one consumer ends with the producer
+        layout = ExtensionLayout(PLAIN_EXTENSIONS[producer.kind], "")
+        consumer = PipeConsumer(
+            f"{transport.session_id}-{producer.id}", producer, transport, layout
+        )
+        transport.add_consumer(consumer)
+        codec = producer.codec
+        local = transport.socket.local
+        assert not isinstance(local, str)
         return {
-            "local_host": "" if isinstance(local, str) else local[0],
-            "local_port": 0 if isinstance(local, str) else local[1],
-            "local_path": local if isinstance(local, str) else "",
+            "local_host": local[0],
+            "local_port": local[1],
+            "kind": producer.kind,
+            "codec": codec.name,
+            "clock_rate": codec.clock_rate,
+            "channels": codec.channels,
+            "payload_type": codec.payload_type,
+            "fmtp": dict(codec.fmtp),
+            "ssrcs": consumer.ssrcs(),
         }
+
+    def pipe_in(self, params: control.PipeInParams, now: float) -> control.PlainTransportResult:
+        """The far side of a pipe: a producer (the home producer's id) fed by the pipe, with
+        its SSRCs as signalled encodings. Its keyframe requests, NACKs and reports go back
+        over the pipe; it closes when the pipe's home side does (the control process)."""
+        if self.open_socket is None:
+            raise ControlError("unsupported", "this worker cannot open sockets")
+        if params["kind"] not in PLAIN_EXTENSIONS:
+            raise ControlError("bad_request", "kind must be audio or video")
+        if params["producer"] in self.producers:
+            raise ControlError("conflict", f"producer {params['producer']} exists here")
+        if not params["ssrcs"] or not all(0 < s < 1 << 32 for s in params["ssrcs"]):
+            raise ControlError("bad_request", "ssrcs must be 1 or more 32-bit SSRCs")
+        if not 0 < params["remote_port"] < 65536 or not 0 <= params["payload_type"] < 128:
+            raise ControlError("bad_request", "remote_port 1-65535, payload_type 0-127")
+        self._new_session_id(params["session"])
+        transport = self._open_plain(
+            params["session"],
+            params["room"],
+            "pipe",
+            False,
+            params.get("listen", "127.0.0.1"),
+            (params["remote_host"], params["remote_port"]),
+            now,
+        )
+        transport.close_when_idle = True
+        transport.add_extensions(PLAIN_EXTENSIONS[params["kind"]])
+        codec = sdp.Codec(
+            params["payload_type"],
+            params["codec"].lower(),
+            params["clock_rate"],
+            params["channels"],
+            dict(params["fmtp"]),
+        )
+        is_video = params["kind"] == "video"
+        producer = Producer(
+            params["producer"],
+            transport,
+            params["kind"],
+            "0",
+            codec,
+            [Encoding(ssrc=ssrc) for ssrc in params["ssrcs"]],
+            use_nack=is_video,
+            use_rtx=False,  # the home side resends originals on the pipe
+            keyframe_interval=self.settings.keyframe_interval,
+        )
+        transport.add_producer(producer)
+        self.rooms[transport.room].add_producer(producer)
+        producer.on_close.append(self._producer_closed)
+        self.producers[producer.id] = producer
+        logger.info(
+            "pipe %s: producer %s (%s/%s x%d) piped in from %s:%d",
+            transport.session_id,
+            producer.id,
+            producer.kind,
+            codec.name,
+            len(producer.streams),
+            params["remote_host"],
+            params["remote_port"],
+        )
+        return _plain_result(transport)
+
+    def pipe_demand(self, params: control.PipeDemandParams, now: float) -> control.Empty:
+        """The far side's demand for a piped simulcast producer's encodings: the publisher
+        keeps sending only what someone, here or there, watches."""
+        transport = self.sessions.get(params["session"])
+        pipes = [c for c in transport.consumers if isinstance(c, PipeConsumer)] if transport else []
+        if not pipes:
+            raise ControlError("not_found", "no such pipe")
+        for pipe in pipes:
+            if len(params["active"]) != len(pipe.wanted):
+                raise ControlError("bad_request", f"active needs {len(pipe.wanted)} flags")
+            pipe.wanted = list(params["active"])
+        return {}
+
+    def plain_connect(self, params: control.PlainConnectParams, now: float) -> control.Empty:
+        transport = self.sessions.get(params["session"])
+        if not isinstance(transport, PlainTransport):
+            raise ControlError("not_found", "no such plain transport")
+        if not 0 < params["remote_port"] < 65536:
+            raise ControlError("bad_request", "remote_port must be 1-65535")
+        try:
+            transport.connect((params["remote_host"], params["remote_port"]), now)
+        except ValueError as exc:
+            raise ControlError("conflict", str(exc)) from None
+        return {}
 
     def _socket_path(self) -> str:
         if self._socket_dir is None:
@@ -536,6 +676,27 @@ class WorkerCore:
     def ping(self, params: control.Empty, now: float) -> control.PingResult:
         return {"now": now}
 
+    def report_load(self, now: float, cpu: float, queue_bytes: int) -> None:
+        """The ``load`` event (the I/O layer calls this every second with the process's CPU
+        share and its UDP receive queue): what placement and admission control read."""
+        packets = self.closed_counters.get("packets_out", 0) + sum(
+            t.packets_out for t in self.sessions.values()
+        )
+        last_packets, last_at = self._load_mark
+        rate = (packets - last_packets) / (now - last_at) if last_at >= 0 and now > last_at else 0.0
+        self._load_mark = (packets, now)
+        self.emit(
+            "load",
+            {
+                "cpu": round(cpu, 3),
+                "consumers": sum(len(t.consumers) for t in self.sessions.values()),
+                "sessions": len(self.sessions),
+                "packets_out_per_s": round(rate),
+                "queue_bytes": queue_bytes,
+                "loop_lag": round(self.loop_lag, 4),
+            },
+        )
+
     def stats(self, params: control.Empty, now: float) -> control.StatsResult:
         totals = dict(self.closed_counters)
         for transport in self.sessions.values():
@@ -550,3 +711,12 @@ class WorkerCore:
             "loop_lag_seconds": self.loop_lag,
             "counters": totals,
         }
+
+
+def _plain_result(transport: PlainTransport) -> control.PlainTransportResult:
+    local = transport.socket.local
+    return {
+        "local_host": "" if isinstance(local, str) else local[0],
+        "local_port": 0 if isinstance(local, str) else local[1],
+        "local_path": local if isinstance(local, str) else "",
+    }

@@ -20,6 +20,7 @@ from sfu.pool import WorkerHandle, WorkerPool
 from signaling import api, metrics, schema, sdpfrag, tokens, turn, webhooks
 from signaling.conference import Conference
 from signaling.config import Config
+from signaling.placement import BUSY, RETRY_AFTER
 from signaling.rooms import NAME_PATTERN, RoomError
 from signaling.ws import Hub
 
@@ -41,6 +42,7 @@ ROOM_ERROR_STATUS = {
     "room_full": 409,
     "room_ended": 410,
     "unavailable": 503,
+    "server_busy": 503,
     "internal": 500,
 }
 
@@ -79,11 +81,14 @@ def handler_args() -> dict[str, Any]:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def error_response(
@@ -103,6 +108,7 @@ class Server:
         self.conference = Conference(self.pool, resume_grace=config.ws.resume_grace)
         self.metrics = metrics.Metrics()
         self.conference.add_listener(self.metrics.on_event)
+        self.conference.placement.on_refused = self._refused
         self.webhooks = webhooks.Webhooks(config.webhooks, on_outcome=self.metrics.on_webhook)
         self.conference.add_listener(self.webhooks.on_event)
 
@@ -112,6 +118,9 @@ class Server:
 
     def ice_links(self, identity: str) -> list[str]:
         return turn.link_headers(self.ice_servers(identity))
+
+    def _refused(self, kind: str) -> None:
+        self.metrics.sessions_refused.labels(kind).inc()
 
     def _on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
         self.conference.on_worker_event(worker, event, data)
@@ -203,7 +212,9 @@ def _created(
 
 
 def _room_error(exc: RoomError) -> ApiError:
-    return ApiError(ROOM_ERROR_STATUS.get(exc.code, 500), exc.code, exc.message)
+    # A full server says when to come back (RFC 9110 10.2.3); WHIP/WHEP clients retry then.
+    headers = {"Retry-After": str(RETRY_AFTER)} if exc.code == BUSY else None
+    return ApiError(ROOM_ERROR_STATUS.get(exc.code, 500), exc.code, exc.message, headers)
 
 
 async def whip_post(request: web.Request) -> web.Response:
@@ -443,7 +454,7 @@ async def errors_and_cors(request: web.Request, handler: Any) -> web.StreamRespo
                 exc.code,
                 exc.message,
             )
-            response = error_response(exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message, exc.headers)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin or ""
         response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS

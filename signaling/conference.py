@@ -16,14 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool
+from signaling.placement import BUSY, WORKER_EXITED, Placement
 from signaling.rooms import LAYERS, SOURCES, Participant, Room, RoomError, RoomOptions, Track
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, dict[str, Any], str | None], None]
-
-# The reason sfu/pool.py gives the sessions of a media worker that died.
-WORKER_EXITED = "media worker exited"
 
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
@@ -37,6 +35,9 @@ def ice_ufrag(sdp: str) -> str:
 class Conference:
     def __init__(self, pool: WorkerPool, resume_grace: float = 20.0) -> None:
         self.pool = pool
+        self.placement = Placement(pool)  # which worker serves a request; pipes
+        self.placement.on_source_lost = self._source_lost
+        self._sources_lost: set[str] = set()
         self.resume_grace = resume_grace
         self.rooms: dict[str, Room] = {}
         self.listeners: list[Listener] = []
@@ -287,6 +288,8 @@ class Conference:
         if publisher is None or not tracks:
             who = f"{source[:64]!r}" if source else "the room's lead"
             raise RoomError("not_found", f"{who} is not publishing in this room")
+        if not self.placement.has_capacity():  # refused before the room hears of it
+            raise RoomError(BUSY, self.placement.refuse("view").message)
         room, participant, is_new = self.join(room_name, identity, role, name, via="whep")
         session = secrets.token_urlsafe(12)
         self.media_sessions[session] = (room.name, identity, "view")
@@ -505,20 +508,23 @@ class Conference:
         )
 
     # -- media worker plumbing --------------------------------------------------------------------
-    def _worker(self, room: str) -> WorkerHandle:
-        return self.pool.for_room(room)
+    def check_capacity(self, participant: Participant) -> None:
+        """Refuse at once (``server_busy``) what would need a new media session when no
+        worker admits one; sessions already admitted are never refused."""
+        if participant.subscribe_session is None and not self.placement.has_capacity():
+            raise RoomError(BUSY, self.placement.refuse("subscribe").message)
 
     async def _request(
         self, room: str, method: str, params: dict[str, Any], quiet: bool = False
     ) -> dict[str, Any]:
-        worker = self._worker(room)
         try:
-            result = await worker.request(method, params)
+            return await self.placement.request(room, method, params)
         except WorkerError as exc:
             if quiet:
-                logger.debug("%s on worker %d: %s", method, worker.index, exc)
+                logger.debug("%s in room %s: %s", method, room, exc)
                 return {}
             code = {
+                BUSY: BUSY,
                 "bad_sdp": "bad_sdp",
                 "not_found": "not_found",
                 "bad_request": "invalid",
@@ -530,12 +536,11 @@ class Conference:
             if quiet:
                 return {}
             raise RoomError("internal", "the media worker did not answer in time") from None
-        if method in ("publish", "subscriber", "view"):
-            worker.sessions.add(params["session"])
-        return result
 
     def on_worker_event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> bool:
         """Media worker events about conference sessions; False if not ours."""
+        if self.placement.on_worker_event(worker, event, data):
+            return True
         if event == "active_speaker":
             room = self.rooms.get(str(data.get("room")))
             if room is None:
@@ -640,6 +645,26 @@ class Conference:
             },
             target=participant.identity,
         )
+
+    def _source_lost(self, sessions: set[str]) -> None:
+        """Viewers on another worker whose source died with its home worker: told and
+        closed like the viewers on that worker (``media_lost``; a WHEP viewer leaves with
+        reason media_lost). One pass of the dead worker's events may name a session twice."""
+        if not self._sources_lost:
+            asyncio.get_running_loop().call_soon(self._sources_lost.clear)
+        for session in sessions - self._sources_lost:
+            self._sources_lost.add(session)
+            owner = self.session_owner(session)
+            if owner is None:
+                continue
+            room, participant, kind = owner
+            reason = WORKER_EXITED
+            if kind == "subscribe" and participant.via == "ws":
+                self._media_lost(room, participant, kind)
+                reason = "its source's media worker exited"  # media_lost is said already
+            asyncio.ensure_future(
+                self._request(room.name, "close", {"session": session, "reason": reason}, True)
+            )
 
     async def _media_session_closed(
         self, room: Room, participant: Participant, kind: str, session: str, reason: str

@@ -165,6 +165,21 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        # Admission control and placement (signaling/placement.py): the load each worker
+        # reports every second, the pipes into it, and the sessions refused when full.
+        self.worker_load = Gauge(
+            "telebridge_worker_load",
+            "A media worker's last load report: cpu (share of a core over 1 s), consumers, "
+            "queue_bytes (its UDP receive queue), packets_out_per_s, pipes_in",
+            ["worker", "measure"],
+            registry=r,
+        )
+        self.sessions_refused = Counter(
+            "telebridge_sessions_refused",
+            "New media sessions refused because every worker was at capacity",
+            ["kind"],
+            registry=r,
+        )
         self.worker_loop_lag = Gauge(
             "telebridge_worker_loop_lag_seconds",
             "Event loop lag of a media worker",
@@ -301,6 +316,12 @@ class Metrics:
         for worker, stats in zip(workers, results, strict=True):
             label = str(worker.index)
             self.worker_up.labels(label).set(0 if stats is None else 1)
+            load = getattr(worker, "load", None) or {}
+            for measure in ("cpu", "consumers", "queue_bytes", "packets_out_per_s"):
+                self.worker_load.labels(label, measure).set(_number(load.get(measure)))
+            pipes = getattr(worker, "pipes_in", None)
+            if pipes is not None:
+                self.worker_load.labels(label, "pipes_in").set(_number(pipes))
             if stats is not None:
                 self._set_worker(label, stats)
 
