@@ -247,6 +247,7 @@ class _Peer(asyncio.DatagramProtocol):
         self.port = 0
         self.answer: Answer | None = None
         self.remote: tuple[str, int] | None = None
+        self.via: tuple[str, int] | None = None  # a relay (bench.linkemu) to send through
         self.location: str | None = None
         self.dtls: DtlsSession | None = None
         self.srtp: SrtpContext | None = None
@@ -306,7 +307,7 @@ class _Peer(asyncio.DatagramProtocol):
             raise PeerError(
                 f"{self.kind}: the server has a=setup:{self.answer.setup}, we are active"
             )
-        self.remote = self.answer.candidate
+        self.remote = self.via or self.answer.candidate
         self.on_answer(self.answer)
         self.send_check(time.monotonic())
 
