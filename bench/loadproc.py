@@ -11,7 +11,6 @@ The pipe carries tuples. To the process: ``("add", [SiteSpec fields])``, ``("mar
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import resource
 import time
 from multiprocessing.connection import Connection
@@ -20,7 +19,8 @@ from typing import Any
 import aiohttp
 from aiortc.rtcdtlstransport import RTCCertificate
 
-from bench.sites import LAYERS, Site, SiteSpec, synthetic_clip
+from bench.scenarios import SiteSpec
+from bench.sites import LAYERS, Site, synthetic_clip
 
 TIMER_INTERVAL = 0.05
 
@@ -203,7 +203,3 @@ def process_main(conn: Connection, url: str, secret: str | None, concurrency: in
         uvloop.run(_serve(conn, url, secret, concurrency))
     except ImportError:  # pragma: no cover
         asyncio.run(_serve(conn, url, secret, concurrency))
-
-
-def spec_fields(spec: SiteSpec) -> dict[str, Any]:
-    return dataclasses.asdict(spec)

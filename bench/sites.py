@@ -46,6 +46,7 @@ from bench.loadclient import (
     parse_answer,
     read_stamp,
 )
+from bench.scenarios import SiteSpec
 from sfu.rtcp import pli, receiver_report
 from sfu.rtp import RtpError, parse_rtp
 from sfu.srtp import SrtpError
@@ -411,20 +412,6 @@ class Subscriber(_Peer):
 
 
 # -- a site -----------------------------------------------------------------------------------
-
-
-@dataclass
-class SiteSpec:
-    """What one synthetic site does; plain data, so it crosses to a load process."""
-
-    identity: str
-    room: str
-    role: str  # "lead", "participant", "observer"
-    publishes: bool = False
-    watch: tuple[str, ...] = ()  # identities whose tracks it subscribes to
-    max_layer: str | None = "low"  # its ``preferences``; None leaves the choice to the server
-    weak: dict[str, Any] | None = None  # LinkParams fields for its downlink, or None
-    weak_up: dict[str, Any] | None = None
 
 
 @dataclass
