@@ -386,7 +386,7 @@ class Bench:
                 return True
         return False
 
-    def measure(self) -> dict[str, Any]:
+    def measure(self, joining: set[str]) -> dict[str, Any]:
         """One window: mark, wait, report; the figures of every site and the server's."""
         assert self.procs is not None
         self.phase = "warm-up"
@@ -401,7 +401,7 @@ class Bench:
         sites = [row for report in reports for row in report["sites"]]
         from bench import results
 
-        row = results.aggregate(sites, dt)
+        row = results.aggregate(sites, dt, joining)
         row.update(_cpu_pct(start[1], end[1], dt))
         row["loadgen_cpu_pct"] = round(100 * (end[2] - start[2]) / dt, 1)
         server = end[1]
@@ -448,7 +448,7 @@ class Bench:
                 timeout = args.connect_timeout or (30 + 0.03 * len(step))
                 if not self.settle(self.expected, timeout):
                     self.progress.note(f"not every site settled within {timeout:.0f} s")
-                row = self.measure()
+                row = self.measure({spec.identity for spec in step})
                 row["step"] = number
                 rows.append(row)
                 self.progress.note(_line(row))

@@ -29,15 +29,22 @@ def _pct(values: list[float], q: float, digits: int = 2) -> float | None:
     return round(float(np.percentile(values, q)), digits) if values else None
 
 
-def aggregate(sites: list[dict[str, Any]], window_s: float) -> dict[str, Any]:
-    """The figures of one window from every site's report row."""
+def aggregate(
+    sites: list[dict[str, Any]], window_s: float, joining: set[str] | None = None
+) -> dict[str, Any]:
+    """The figures of one window from every site's report row; join times only of the
+    sites in ``joining`` (a ramp step's new sites) when given."""
     subscribers = [s for s in sites if "expected" in s]
     connected = [s for s in sites if s["media"]]
     delays: list[float] = []
     for s in subscribers:
         if s["media"]:
             delays.extend(s.get("delays", []))
-    joins = [s["join_s"] for s in subscribers if s.get("join_s") is not None]
+    joins = [
+        s["join_s"]
+        for s in subscribers
+        if s.get("join_s") is not None and (joining is None or s["identity"] in joining)
+    ]
 
     def loss(rows: list[dict[str, Any]]) -> float | None:
         expected = sum(r["expected"] for r in rows if r["media"])
