@@ -209,7 +209,9 @@ class ServerProbe:
 
 
 class LoadProcs:
-    """The load processes and their latest status lines."""
+    """The load processes and their latest status lines. Process 0 runs the publishers
+    alone, so that their pacing (and stamps) never wait behind the observers' work; the
+    observers are spread over the ``count`` others."""
 
     def __init__(self, count: int, url: str, secret: str | None, concurrency: int) -> None:
         from bench.loadproc import process_main
@@ -217,8 +219,8 @@ class LoadProcs:
         context = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[BaseProcess] = []
-        self.status: list[dict[str, Any]] = [{} for _ in range(count)]
-        for _ in range(count):
+        self.status: list[dict[str, Any]] = [{} for _ in range(count + 1)]
+        for _ in range(count + 1):
             mine, theirs = context.Pipe()
             proc = context.Process(
                 target=process_main, args=(theirs, url, secret, concurrency), daemon=True
@@ -227,7 +229,7 @@ class LoadProcs:
             theirs.close()
             self.conns.append(mine)
             self.procs.append(proc)
-        self.next = 0
+        self.next = 0  # the observer process that gets the next site
 
     def poll(self, timeout: float = 0.0) -> list[tuple[int, str, dict[str, Any]]]:
         """Read what has arrived; statuses are kept, anything else is returned."""
@@ -250,13 +252,14 @@ class LoadProcs:
             time.sleep(0.02)
 
     def add(self, specs: list[Any], only: int | None = None) -> None:
-        """Spread ``specs`` over the processes (round robin), or give them all to ``only``."""
+        """Spread ``specs`` over the observer processes (round robin), or give them all
+        to ``only``."""
         shares: list[list[dict[str, Any]]] = [[] for _ in self.conns]
         for spec in specs:
             if only is not None:
                 shares[only].append(dataclasses.asdict(spec))
             else:
-                shares[self.next % len(self.conns)].append(dataclasses.asdict(spec))
+                shares[1 + self.next % (len(self.conns) - 1)].append(dataclasses.asdict(spec))
                 self.next += 1
         for conn, share in zip(self.conns, shares, strict=True):
             if share:
@@ -605,7 +608,10 @@ def add_parser(sub: Any) -> None:
         help="with --url: its token key (default $TELEBRIDGE_BENCH_SECRET; else /dev/token)",
     )
     parser.add_argument(
-        "--load-procs", type=int, default=1, help="processes running the synthetic sites"
+        "--load-procs",
+        type=int,
+        default=1,
+        help="processes running the observing sites (the publishers get one more of their own)",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="media workers of our server (default: config)"

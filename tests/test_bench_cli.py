@@ -9,6 +9,7 @@ plain install without the dev extras."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import os
 import subprocess
@@ -112,7 +113,9 @@ def test_bench_is_packaged_and_imports_nothing_of_the_dev_extras():
     """The wheel's package list has bench, and nothing in bench/ imports tests or pytest
     (the test above runs it so; a fresh venv install was also checked by hand)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "bench" in project["tool"]["setuptools"]["packages"]
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in ("bench", "sfu", "sfu.feedback", "signaling", "recording"):
+        assert any(fnmatch.fnmatch(package, pattern) for pattern in include), package
     assert any(dep.startswith("matplotlib") for dep in project["project"]["dependencies"])
     for path in (ROOT / "bench").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
