@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios
+from bench.fanout import udp_counters
 from bench.scenarios import DELAY_P99_LIMIT_MS, LOSS_LIMIT_PCT, Plan
 from bench.server import ROOT, RunningServer
 
@@ -396,6 +397,7 @@ class Bench:
         self.wait(WARMUP_S)
         self.phase = "measuring"
         self.procs.ask("mark", "marked")
+        udp = udp_counters()
         start = (time.monotonic(), self.probe.sample(), self.procs.total("cpu_s"))
         self.wait(self.args.duration)
         reports = self.procs.ask("report", "report")
@@ -407,6 +409,11 @@ class Bench:
         row = results.aggregate(sites, dt, joining)
         row.update(_cpu_pct(start[1], end[1], dt))
         row["loadgen_cpu_pct"] = round(100 * (end[2] - start[2]) / dt, 1)
+        after = udp_counters()
+        # the whole machine's: datagrams dropped at a full socket buffer (ours or not)
+        row["udp_rcvbuf_errors"] = after.get("RcvbufErrors", 0) - udp.get("RcvbufErrors", 0)
+        row["udp_sndbuf_errors"] = after.get("SndbufErrors", 0) - udp.get("SndbufErrors", 0)
+        row["loadavg"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         server = end[1]
         if server.get("control_rss_mb") is not None:
             row["control_rss_mb"] = round(server["control_rss_mb"] or 0, 1)

@@ -15,6 +15,7 @@ SUMMARY_FIELDS = (
     "sites_connected",
     "sites_refused",
     "sites_failed",
+    "sites_pending",
     "loss_pct",
     "delay_p50_ms",
     "delay_p99_ms",
@@ -55,7 +56,11 @@ def aggregate(
         "sites": len(sites),
         "sites_connected": len(connected),
         "sites_refused": sum(1 for s in sites if s["refused"]),
-        "sites_failed": sum(1 for s in sites if not s["media"] and not s["refused"]),
+        "sites_failed": sum(1 for s in sites if not s["media"] and not s["refused"] and s["error"]),
+        # still joining when the window ended: neither media, nor an answer, nor an error
+        "sites_pending": sum(
+            1 for s in sites if not s["media"] and not s["refused"] and not s["error"]
+        ),
         "observers": len(subscribers),
         "window_s": round(window_s, 2),
         "loss_pct": loss(subscribers),
@@ -107,6 +112,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], charts: list[str]
         ("sites", "sites"),
         ("sites_connected", "with media"),
         ("sites_refused", "refused"),
+        ("sites_pending", "still joining"),
         ("loss_pct", "loss %"),
         ("delay_p50_ms", "delay p50 ms"),
         ("delay_p99_ms", "delay p99 ms"),
