@@ -128,3 +128,19 @@ def test_bench_is_packaged_and_imports_nothing_of_the_dev_extras():
                 assert name.split(".")[0] not in ("tests", "pytest", "_pytest"), (
                     f"{path.name} imports {name}"
                 )
+
+
+def test_bench_fanout_starts_without_the_dev_extras(tmp_path):
+    """`python -m bench.fanout` once imported tests.conftest (and so pytest)."""
+    env = dict(os.environ, PYTHONPATH=f"{_blocker(tmp_path)}{os.pathsep}{ROOT}")
+    for module in ("bench.fanout", "bench.loadclient", "bench.linkemu"):
+        run = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, module + ": " + run.stderr[-2000:]
+        assert "usage:" in run.stdout
