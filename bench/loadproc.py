@@ -109,6 +109,7 @@ class SiteGroup:
                 or next((p.failed for p in site.peers if p.failed), None)
                 or "",
                 "media": site.has_media,
+                "stage": site.stage,
                 "join_s": site.join_s,
             }
             sub = site.subscriber

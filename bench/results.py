@@ -83,6 +83,12 @@ def aggregate(
         row["loss_pct_good_links"] = loss(good)
         good_delays = [d for s in good if s["media"] for d in s.get("delays", [])]
         row["delay_p99_ms_good_links"] = _pct(good_delays, 99)
+    stuck: dict[str, int] = {}
+    for s in sites:
+        if not s["media"] and not s["refused"] and not s.get("error"):
+            stuck[s.get("stage", "?")] = stuck.get(s.get("stage", "?"), 0) + 1
+    if stuck:
+        row["pending_stages"] = stuck
     errors: dict[str, int] = {}
     for s in sites:
         if s.get("error") and not s["media"]:
@@ -135,6 +141,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], charts: list[str]
     for row in rows:
         if row.get("errors"):
             lines.append(f"- {row['sites']} sites: errors {row['errors']}")
+        if row.get("pending_stages"):
+            lines.append(f"- {row['sites']} sites: still joining, by stage {row['pending_stages']}")
         if row.get("loss_pct_weak_links") is not None:
             lines.append(
                 f"- {row['sites']} sites: loss on weak links {row['loss_pct_weak_links']} %, "

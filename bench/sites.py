@@ -464,6 +464,22 @@ class Site:
         return self.publisher is not None and self.publisher.connected
 
     @property
+    def stage(self) -> str:
+        """How far a site without media got: where a run that stalls is stuck."""
+        if self.has_media:
+            return "media"
+        if not self.state.joined_at:
+            return "joining"
+        for peer in self.peers:
+            if peer.answer is None:
+                return "negotiating"
+            if not peer.ice_ok:
+                return "ice"
+            if not peer.connected:
+                return "dtls"
+        return "awaiting media"
+
+    @property
     def join_s(self) -> float | None:
         """Seconds from its start (token, /ws) to its first media packet."""
         if self.subscriber is not None and self.subscriber.first_rtp_at:
