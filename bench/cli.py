@@ -246,8 +246,11 @@ class LoadProcs:
                         else:
                             other.append((index, kind, data))
                 except (EOFError, OSError):
-                    if not self.procs[index].is_alive():
-                        raise RuntimeError(f"load process {index} died") from None
+                    proc = self.procs[index]
+                    if not proc.is_alive():
+                        raise RuntimeError(
+                            f"load process {index} died (exit code {proc.exitcode})"
+                        ) from None
             if other or time.monotonic() >= deadline:
                 return other
             time.sleep(0.02)

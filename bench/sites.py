@@ -111,6 +111,13 @@ def synthetic_clip(spec: LayerSpec, fps: int = FPS, keyframe_factor: int = 4) ->
 # -- /ws signaling ------------------------------------------------------------------------
 
 
+# Events a site acts on; the others (every participant's join and leave, speakers,
+# quality) are only counted, unparsed, so a big room's event stream costs the load
+# processes little. A server that serialises differently still gets every event parsed.
+WANTED_EVENTS = frozenset({"offer", "track_published", "removed", "room_ended", "media_lost"})
+_EVENT = re.compile(r'^\{[^{]*"type":\s*"event",\s*"event":\s*"(\w+)"')
+
+
 class SignalError(Exception):
     """The server answered a request with ``error`` (``code``), or closed the socket."""
 
@@ -131,6 +138,7 @@ class WsSignal:
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
+        self.skipped = 0
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
         self.ws = await http.ws_connect(self.url, heartbeat=None, max_msg_size=1 << 20)
@@ -139,6 +147,10 @@ class WsSignal:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
             if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            head = _EVENT.search(message.data, 0, 120)
+            if head is not None and head.group(1) not in WANTED_EVENTS:
+                self.skipped += 1  # a browser would parse it; the count is all we need
                 continue
             try:
                 data = json.loads(message.data)
