@@ -114,6 +114,7 @@ def synthetic_clip(spec: LayerSpec, fps: int = FPS, keyframe_factor: int = 4) ->
 # Events a site acts on; the others (every participant's join and leave, speakers,
 # quality) are only counted, unparsed, so a big room's event stream costs the load
 # processes little. A server that serialises differently still gets every event parsed.
+REFUSALS = ("server_busy", "room_full")  # error codes that mean "full", not "broken"
 WANTED_EVENTS = frozenset({"offer", "track_published", "removed", "room_ended", "media_lost"})
 _EVENT = re.compile(r'^\{[^{]*"type":\s*"event",\s*"event":\s*"(\w+)"')
 
@@ -521,11 +522,16 @@ class Site:
             if self.publisher is not None:
                 await self.publisher.publish(self.signal)
         except SignalError as exc:
-            if exc.code in ("server_busy", "room_full"):
-                self.state.refused = True
-            self.state.error = str(exc)
+            self._refused_or_failed(exc)
         except (PeerError, aiohttp.ClientError, ValueError, OSError, TimeoutError) as exc:
             self.state.error = f"{type(exc).__name__}: {exc}"
+
+    def _refused_or_failed(self, exc: SignalError) -> None:
+        """A full server (``server_busy``, at join or when placing a connection) or room
+        refuses the site: counted apart from failures."""
+        if exc.code in REFUSALS:
+            self.state.refused = True
+        self.state.error = str(exc)
 
     def _on_event(self, event: str, data: dict[str, Any]) -> None:
         self.state.events += 1
@@ -535,8 +541,9 @@ class Site:
             track = data.get("track") or {}
             if track.get("owner") in self.spec.watch:
                 asyncio.ensure_future(self._subscribe([track]))
-        elif event == "error" and data.get("code") == "server_busy":
+        elif event == "error" and data.get("code") in REFUSALS:
             self.state.refused = True
+            self.state.error = f"{data.get('code')}: {data.get('message', '')}"
 
     async def _subscribe(self, tracks: list[dict[str, Any]]) -> None:
         ids = [
@@ -550,7 +557,7 @@ class Site:
         try:
             await self.signal.request("subscribe", tracks=ids)
         except SignalError as exc:
-            self.state.error = str(exc)
+            self._refused_or_failed(exc)
 
     async def _answer_offers(self) -> None:
         subscriber = self.subscriber

@@ -144,3 +144,44 @@ def test_bench_fanout_starts_without_the_dev_extras(tmp_path):
         )
         assert run.returncode == 0, module + ": " + run.stderr[-2000:]
         assert "usage:" in run.stdout
+
+
+def test_bench_counts_sites_a_full_server_refuses(tmp_path):
+    """Against a running server (--url) whose room takes 3 observers: the other sites are
+    refused with a clear answer and counted as refused, not as failed; the run goes on
+    with the admitted ones."""
+    from bench.server import RunningServer
+
+    api_secret = "bench-test-" + "s" * 32
+    server = RunningServer(tmp_path, extra=f'[[api.keys]]\nkey = "t"\nsecret = "{api_secret}"\n')
+    try:
+        import base64
+        import urllib.request
+
+        auth = base64.b64encode(f"t:{api_secret}".encode()).decode()
+        request = urllib.request.Request(
+            server.base_url + "/api/v1/rooms",
+            data=json.dumps({"name": "webinar", "max_viewers": 3}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+        out = tmp_path / "results"
+        run = subprocess.run(
+            [sys.executable, "-m", "signaling.cli", "bench", "webinar", "--url", server.base_url,
+             "--sites", "6", "--duration", "3", "--connect-timeout", "90", "--out", str(out)],
+            cwd=ROOT,
+            env=dict(os.environ, TELEBRIDGE_BENCH_SECRET=server.secret),
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sites"] == 6
+    assert summary["sites_connected"] == 4  # the lead and 3 observers
+    assert summary["sites_refused"] == 2 and summary["sites_failed"] == 0
+    assert summary["sfu_rss_mb"] is None  # not our server: no /proc figures
