@@ -116,10 +116,12 @@ class SiteGroup:
             if sub is not None:
                 expected, received = sub.totals()
                 base = self.marks.get(index, (0, 0))
+                delays, lags = sub.take_delays()
                 row.update(
                     expected=expected - base[0],
                     received=received - base[1],
-                    delays=[round(d, 2) for d in sub.take_delays()],
+                    delays=[round(d, 2) for d in delays],
+                    read_lags=[round(d, 2) for d in lags],
                     nacks=sub.nacks_sent,
                     plis=sub.plis_sent,
                     rtx=sub.rtx_received,

@@ -38,9 +38,11 @@ def aggregate(
     subscribers = [s for s in sites if "expected" in s]
     connected = [s for s in sites if s["media"]]
     delays: list[float] = []
+    lags: list[float] = []
     for s in subscribers:
         if s["media"]:
             delays.extend(s.get("delays", []))
+            lags.extend(s.get("read_lags", []))
     joins = [
         s["join_s"]
         for s in subscribers
@@ -68,6 +70,9 @@ def aggregate(
         "delay_p99_ms": _pct(delays, 99),
         "delay_max_ms": round(max(delays), 2) if delays else None,
         "delay_samples": len(delays),
+        # the load processes' own lag reading packets (not in the delays above)
+        "read_lag_p50_ms": _pct(lags, 50),
+        "read_lag_p99_ms": _pct(lags, 99),
         "join_s_p50": _pct(joins, 50, 3),
         "join_s_p99": _pct(joins, 99, 3),
         "join_s_max": round(max(joins), 3) if joins else None,

@@ -18,11 +18,13 @@ ICE, DTLS, SRTP, RTCP receiver reports, NACK and PLI) but never decode.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import json
 import math
 import random
 import re
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,9 @@ from sfu.rtcp import pli, receiver_report
 from sfu.rtp import RtpError, parse_rtp
 from sfu.srtp import SrtpError
 
+SIOCGSTAMP = 0x8906  # linux/sockios.h: the kernel's receive time of a socket's last datagram
+_TIMEVAL = struct.Struct("@ll")
+_EMPTY = bytes(_TIMEVAL.size)
 DELAY_SAMPLE_EVERY = 16  # decrypt one received RTP packet in this many to read its stamp
 MAX_DELAY_SAMPLES = 2000  # per site and window
 RTCP_INTERVAL = 1.0
@@ -284,6 +289,8 @@ class Subscriber(_Peer):
         self.first_rtp_at = 0.0
         self.got: set[str] = set()
         self.delays: list[float] = []  # ms, since the last take_delays()
+        self.read_lags: list[float] = []  # ms from the kernel's arrival to our read
+        self.fileno = -1
         self.stamps = 0
         self.verify_failed = 0
         self.nacks_sent = 0
@@ -341,6 +348,7 @@ class Subscriber(_Peer):
     def _sample(self, data: bytes) -> None:
         if self.srtp is None:
             return
+        arrived = self._arrival()
         try:
             packet = parse_rtp(self.srtp.unprotect(data), NO_EXTENSIONS)
         except (SrtpError, RtpError):
@@ -350,7 +358,22 @@ class Subscriber(_Peer):
         if sent is not None:
             self.stamps += 1
             if len(self.delays) < MAX_DELAY_SAMPLES:
-                self.delays.append(1000 * (time.time() - sent))
+                now = time.time()
+                self.delays.append(1000 * ((arrived or now) - sent))
+                self.read_lags.append(1000 * (now - arrived) if arrived else 0.0)
+
+    def _arrival(self) -> float | None:
+        """When the kernel received the datagram being handled (SIOCGSTAMP: the last
+        one read from this socket, which is it, since the event loop hands each datagram
+        over as it reads it). So the delay measured is the server's and the network's,
+        not the time this busy load process took to read it (``read_lags``)."""
+        if self.fileno < 0:
+            return None
+        try:
+            seconds, micros = _TIMEVAL.unpack(fcntl.ioctl(self.fileno, SIOCGSTAMP, _EMPTY))
+        except OSError:
+            return None
+        return float(seconds + micros / 1e6)
 
     def _nack(self, ssrc: int, top: int, missing: int) -> None:
         if self.srtp is None or self.transport is None:
@@ -410,9 +433,16 @@ class Subscriber(_Peer):
         if compound:
             self.transport.sendto(self.srtp.protect_rtcp(compound), self.remote)
 
-    def take_delays(self) -> list[float]:
+    async def open(self) -> None:
+        await super().open()
+        assert self.transport is not None
+        self.fileno = self.transport.get_extra_info("socket").fileno()
+
+    def take_delays(self) -> tuple[list[float], list[float]]:
+        """(delays, read lags) in ms since the last call."""
         delays, self.delays = self.delays, []
-        return delays
+        lags, self.read_lags = self.read_lags, []
+        return delays, lags
 
     def totals(self) -> tuple[int, int]:
         """(expected, received) media packets so far; RTX repairs count as received."""
