@@ -415,6 +415,13 @@ class Bench:
         after = udp_counters()
         # the whole machine's: datagrams dropped at a full socket buffer (ours or not)
         row["udp_rcvbuf_errors"] = after.get("RcvbufErrors", 0) - udp.get("RcvbufErrors", 0)
+        # of them: at the sites' sockets (the load processes behind), at the SFU's
+        row["site_socket_drops"] = sum(r.get("site_socket_drops", 0) for r in reports)
+        sfu_ports: dict[int, int] = {}
+        for report in reports:
+            for port, count in report.get("sfu_socket_drops", {}).items():
+                sfu_ports[port] = max(sfu_ports.get(port, 0), count)
+        row["sfu_socket_drops"] = sum(sfu_ports.values())
         row["udp_sndbuf_errors"] = after.get("SndbufErrors", 0) - udp.get("SndbufErrors", 0)
         row["loadavg"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         server = end[1]

@@ -25,6 +25,23 @@ from bench.sites import LAYERS, Site, synthetic_clip
 TIMER_INTERVAL = 0.05
 
 
+def udp_drops() -> dict[int, int]:
+    """Datagrams each UDP socket on 127.0.0.1 dropped at a full receive buffer, by local
+    port (/proc/net/udp's last column): tells the sites' drops from the SFU's."""
+    out: dict[int, int] = {}
+    try:
+        with open("/proc/net/udp") as table:
+            next(table, None)
+            for line in table:
+                fields = line.split()
+                address, _, port = fields[1].partition(":")
+                if address == "0100007F":
+                    out[int(port, 16)] = int(fields[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
 class SiteGroup:
     """Sites sharing this event loop, one HTTP session and one certificate; at most
     ``concurrency`` of them joining at a time."""
@@ -40,6 +57,7 @@ class SiteGroup:
         self.tasks: list[asyncio.Task[None]] = []
         self.timers: asyncio.Task[None] | None = None
         self.marks: dict[int, tuple[int, int]] = {}
+        self.drops: dict[int, int] = {}
         self.started = time.monotonic()
 
     async def open(self) -> None:
@@ -91,6 +109,7 @@ class SiteGroup:
     def mark(self) -> None:
         """A measuring window starts: remember each site's counters, drop old delays."""
         self.marks = {}
+        self.drops = udp_drops()
         for index, site in enumerate(self.sites):
             if site.subscriber is not None:
                 self.marks[index] = site.subscriber.totals()
@@ -99,6 +118,16 @@ class SiteGroup:
     def report(self) -> dict[str, Any]:
         """Per site since :meth:`mark`: expected and received media packets, delays."""
         rows = []
+        drops = udp_drops()
+        site_drops = 0
+        sfu_drops: dict[int, int] = {}
+        for site in self.sites:
+            for peer in site.peers:
+                if peer.port in drops:
+                    site_drops += drops[peer.port] - self.drops.get(peer.port, 0)
+                if peer.remote is not None and peer.remote[1] in drops and not site.link:
+                    port = peer.remote[1]
+                    sfu_drops[port] = drops[port] - self.drops.get(port, 0)
         for index, site in enumerate(self.sites):
             row: dict[str, Any] = {
                 "identity": site.spec.identity,
@@ -135,7 +164,12 @@ class SiteGroup:
                     plis_in=site.publisher.plis + site.publisher.firs,
                 )
             rows.append(row)
-        return {"sites": rows, "status": self.status()}
+        return {
+            "sites": rows,
+            "status": self.status(),
+            "site_socket_drops": site_drops,
+            "sfu_socket_drops": sfu_drops,
+        }
 
     async def close(self) -> None:
         for task in self.tasks:
