@@ -41,6 +41,7 @@ from bench.server import ROOT, RunningServer
 EMBEDDED_CONFIG = "configs/telebridge.toml"
 WARMUP_S = 2.0
 API_KEY = "bench"
+ADD_CHUNK = 100  # sites per message to a load process
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -266,8 +267,8 @@ class LoadProcs:
                 shares[1 + self.next % (len(self.conns) - 1)].append(dataclasses.asdict(spec))
                 self.next += 1
         for conn, share in zip(self.conns, shares, strict=True):
-            if share:
-                conn.send(("add", share))
+            for start in range(0, len(share), ADD_CHUNK):
+                conn.send(("add", share[start : start + ADD_CHUNK]))
 
     def ask(self, command: str, answer: str, timeout: float = 60.0) -> list[dict[str, Any]]:
         for conn in self.conns:

@@ -11,6 +11,7 @@ The pipe carries tuples. To the process: ``("add", [SiteSpec fields])``, ``("mar
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import time
 from multiprocessing.connection import Connection
@@ -213,6 +214,9 @@ async def _serve(conn: Connection, url: str, secret: str | None, concurrency: in
             stop.set()
 
     loop.add_reader(conn.fileno(), on_command)
+    # uvloop's reader (libuv's uv_poll) makes the socket non-blocking; a large message
+    # (hundreds of sites to add, a report) would then fail half read or half written.
+    os.set_blocking(conn.fileno(), True)
     try:
         while not stop.is_set():
             conn.send(("status", group.status()))
