@@ -1,4 +1,4 @@
-"""``telebridge bench SCENARIO``: run a named load scenario (bench/scenarios.py) against
+"""telebridge bench SCENARIO: run a named load scenario (bench/scenarios.py) against
 a server on this machine and write its results (bench/results.py).
 
 Without ``--url`` it starts its own server on the embedded config (configs/telebridge.toml
