@@ -154,6 +154,7 @@ class SiteGroup:
                     read_lags=[round(d, 2) for d in lags],
                     nacks=sub.nacks_sent,
                     plis=sub.plis_sent,
+                    twcc=sub.twcc_sent,
                     rtx=sub.rtx_received,
                     verify_failed=sub.verify_failed,
                 )

@@ -78,6 +78,7 @@ def aggregate(
         "join_s_max": round(max(joins), 3) if joins else None,
         "nacks_sent": sum(s.get("nacks", 0) for s in subscribers),
         "plis_sent": sum(s.get("plis", 0) for s in subscribers),
+        "twcc_feedback_sent": sum(s.get("twcc", 0) for s in subscribers),
         "rtx_received": sum(s.get("rtx", 0) for s in subscribers),
         "verify_failed": sum(s.get("verify_failed", 0) for s in subscribers),
     }

@@ -49,8 +49,9 @@ from bench.loadclient import (
     read_stamp,
 )
 from bench.scenarios import SiteSpec
-from sfu.rtcp import pli, receiver_report
+from sfu.rtcp import build_transport_feedback, pli, receiver_report
 from sfu.rtp import RtpError, parse_rtp
+from sfu.sdp import URI_TWCC
 from sfu.srtp import SrtpError
 
 SIOCGSTAMP = 0x8906  # linux/sockios.h: the kernel's receive time of a socket's last datagram
@@ -59,6 +60,7 @@ _EMPTY = bytes(_TIMEVAL.size)
 DELAY_SAMPLE_EVERY = 16  # decrypt one received RTP packet in this many to read its stamp
 MAX_DELAY_SAMPLES = 2000  # per site and window
 RTCP_INTERVAL = 1.0
+TWCC_INTERVAL = 0.1  # seconds between transport-cc feedbacks, as browsers send them
 NACK_MAX = 32  # sequence numbers NACKed per gap at most (a longer gap is a PLI's job)
 PLI_AFTER = 1.0  # seconds a NACKed gap may stay unrepaired before a PLI
 FPS = 20
@@ -227,8 +229,8 @@ class LayeredPublisher(SimulcastPublisher):
 
 def answer_for(offer: str, ufrag: str, pwd: str, fingerprint: str) -> str:
     """A recvonly answer to the server's offer, as a browser writes it: every section
-    accepted with the offer's codecs and extensions (transport-cc left out: these sites
-    do not send its feedback), our ICE credentials and certificate, ``setup:active``."""
+    accepted with the offer's codecs and extensions (transport-cc too: :class:`Subscriber`
+    sends its feedback), our ICE credentials and certificate, ``setup:active``."""
     session, *sections = re.split(r"\r?\n(?=m=)", offer.strip())
     lines = ["v=0", f"o=- {random.getrandbits(62)} 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
     lines += [ln for ln in session.splitlines() if ln.startswith("a=group:")]
@@ -248,8 +250,6 @@ def answer_for(offer: str, ufrag: str, pwd: str, fingerprint: str) -> str:
         lines.append("a=inactive" if inactive else "a=recvonly")
         lines += ["a=rtcp-mux", "a=rtcp-rsize"]
         for line in media:
-            if "transport-cc" in line or "transport-wide-cc" in line:
-                continue
             if line.startswith(("a=extmap:", "a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
                 lines.append(line)
     return "\r\n".join(lines) + "\r\n"
@@ -301,15 +301,25 @@ class Subscriber(_Peer):
         self.rtx_at_nack = 0
         self.next_rtcp = 0.0
         self.version = 0
+        self.twcc_id = 0  # the offer's transport-wide sequence number extension id
+        self.twcc_top = -1  # highest extended transport-wide sequence number seen
+        self.twcc_next = -1  # the first one the next feedback reports
+        self.twcc_arrivals: dict[int, int] = {}
+        self.twcc_count = 0
+        self.twcc_sent = 0
+        self.next_twcc = 0.0
 
     def on_answer(self, answer: Answer) -> None:
         self.next_rtcp = time.monotonic() + RTCP_INTERVAL
 
     def learn(self, offer: str) -> None:
-        """Payload types of the server's offer: which are video, audio, RTX."""
+        """Payload types of the server's offer (which are video, audio, RTX) and the id
+        of its transport-wide sequence number extension."""
         for pt, name in re.findall(r"a=rtpmap:(\d+) ([\w-]+)/", offer):
             low = name.lower()
             self.kinds[int(pt)] = "rtx" if low == "rtx" else "audio" if low == "opus" else "video"
+        found = re.search(r"a=extmap:(\d+) " + re.escape(URI_TWCC), offer)
+        self.twcc_id = int(found.group(1)) if found else 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         first = data[0]
@@ -342,8 +352,59 @@ class Subscriber(_Peer):
                 if delta > 1 and stream.kind == "video":
                     self._nack(ssrc, stream.top, delta - 1)
                 stream.top += delta
+        if self.twcc_id and data[0] & 0x10:
+            self._twcc_arrival(data)
         if not self.rtp % DELAY_SAMPLE_EVERY and stream.kind != "rtx":
             self._sample(data)
+
+    def _twcc_arrival(self, data: bytes) -> None:
+        """Note the transport-wide sequence number (one-byte header extension) and when
+        it arrived, for the next transport-cc feedback."""
+        pos = 12 + 4 * (data[0] & 0x0F)
+        if len(data) < pos + 4 or data[pos] != 0xBE or data[pos + 1] != 0xDE:
+            return
+        end = pos + 4 + 4 * (data[pos + 2] << 8 | data[pos + 3])
+        pos += 4
+        while pos < end and pos < len(data):
+            head = data[pos]
+            if head == 0:
+                pos += 1
+                continue
+            size = (head & 0x0F) + 1
+            if head >> 4 == self.twcc_id and size == 2 and pos + 3 <= len(data):
+                seq = data[pos + 1] << 8 | data[pos + 2]
+                if self.twcc_top < 0:
+                    self.twcc_top = seq
+                    extended = seq
+                else:
+                    delta = (seq - self.twcc_top) & 0xFFFF
+                    extended = self.twcc_top + (delta if delta < 0x8000 else delta - 0x10000)
+                    self.twcc_top = max(self.twcc_top, extended)
+                self.twcc_arrivals[extended] = int(time.monotonic() * 4000)  # 250 us ticks
+                return
+            pos += 1 + size
+
+    def _send_twcc(self) -> None:
+        """One transport-cc feedback for what arrived since the last (as browsers do
+        every ~100 ms), lost sequence numbers included as not received."""
+        arrivals, self.twcc_arrivals = self.twcc_arrivals, {}
+        if not arrivals or self.srtp is None or self.transport is None or not self.streams:
+            return
+        base = min(arrivals)
+        if self.twcc_next >= 0 and self.twcc_next < base and base - self.twcc_next < 1000:
+            base = self.twcc_next  # report the gap since the last feedback as lost
+        top = min(max(arrivals), base + 2000)
+        self.twcc_next = top + 1
+        statuses = [arrivals.get(seq) for seq in range(base, top + 1)]
+        try:
+            feedback = build_transport_feedback(
+                self.ssrc, next(iter(self.streams)), base, self.twcc_count, statuses
+            )
+        except ValueError:
+            return
+        self.twcc_count = (self.twcc_count + 1) & 0xFF
+        self.transport.sendto(self.srtp.protect_rtcp(feedback), self.remote)
+        self.twcc_sent += 1
 
     def _sample(self, data: bytes) -> None:
         if self.srtp is None:
@@ -394,6 +455,9 @@ class Subscriber(_Peer):
         if now >= self.next_rtcp:
             self.next_rtcp = now + RTCP_INTERVAL
             self._report(now)
+        if self.twcc_id and now >= self.next_twcc:
+            self.next_twcc = now + TWCC_INTERVAL
+            self._send_twcc()
 
     def _report(self, now: float) -> None:
         """Receiver reports for every stream and, when NACKs went unrepaired, a PLI."""
