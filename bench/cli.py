@@ -531,6 +531,7 @@ def run(args: argparse.Namespace) -> int:
             args.room_size,
             args.step,
             args.weak_share,
+            args.twcc,
         )
     except ValueError as exc:
         print(f"telebridge bench: {exc}", file=sys.stderr)
@@ -563,6 +564,7 @@ def run(args: argparse.Namespace) -> int:
         "duration": args.duration,
         "load_procs": args.load_procs,
         "layer": args.layer,
+        "twcc": args.twcc,
         "cpus": os.cpu_count(),
         "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": sys.version.split()[0],
@@ -650,6 +652,12 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--concurrency", type=int, default=32, help="sites joining at once per load process"
+    )
+    parser.add_argument(
+        "--no-twcc",
+        dest="twcc",
+        action="store_false",
+        help="sites send no transport-cc feedback (browsers do, every 50-100 ms)",
     )
     parser.add_argument(
         "--shared", action="store_true", help="note in the results that the machine was shared"

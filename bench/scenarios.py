@@ -39,6 +39,7 @@ class SiteSpec:
     max_layer: str | None = "low"  # its ``preferences``; None leaves the choice to the server
     weak: dict[str, Any] | None = None  # LinkParams fields for its downlink, or None
     weak_up: dict[str, Any] | None = None
+    twcc: bool = True  # send transport-cc feedback, as browsers do
 
 
 @dataclass
@@ -70,10 +71,25 @@ def build(
     room_size: int = 5,
     step: int | None = None,
     weak_share: float = 0.2,
+    twcc: bool = True,
 ) -> Plan:
     """The plan of ``scenario`` with ``sites`` sites in all (publishers included, but
     at least one observer). ``layer``: the observers' ``max_layer`` (None: the server's
-    choice)."""
+    choice); ``twcc``: whether the sites send transport-cc feedback."""
+    plan = _build(scenario, sites, layer, room_size, step, weak_share)
+    for spec in [*plan.publishers, *(s for step_ in plan.steps for s in step_)]:
+        spec.twcc = twcc
+    return plan
+
+
+def _build(
+    scenario: str,
+    sites: int,
+    layer: str | None = "low",
+    room_size: int = 5,
+    step: int | None = None,
+    weak_share: float = 0.2,
+) -> Plan:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
     if sites < 2:

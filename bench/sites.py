@@ -227,7 +227,7 @@ class LayeredPublisher(SimulcastPublisher):
         self.start(answer["sdp"])
 
 
-def answer_for(offer: str, ufrag: str, pwd: str, fingerprint: str) -> str:
+def answer_for(offer: str, ufrag: str, pwd: str, fingerprint: str, twcc: bool = True) -> str:
     """A recvonly answer to the server's offer, as a browser writes it: every section
     accepted with the offer's codecs and extensions (transport-cc too: :class:`Subscriber`
     sends its feedback), our ICE credentials and certificate, ``setup:active``."""
@@ -250,6 +250,8 @@ def answer_for(offer: str, ufrag: str, pwd: str, fingerprint: str) -> str:
         lines.append("a=inactive" if inactive else "a=recvonly")
         lines += ["a=rtcp-mux", "a=rtcp-rsize"]
         for line in media:
+            if not twcc and ("transport-cc" in line or URI_TWCC in line):
+                continue
             if line.startswith(("a=extmap:", "a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
                 lines.append(line)
     return "\r\n".join(lines) + "\r\n"
@@ -278,8 +280,11 @@ class Subscriber(_Peer):
 
     kind = "subscriber"
 
-    def __init__(self, base_url: str, room: str, certificate: RTCCertificate) -> None:
+    def __init__(
+        self, base_url: str, room: str, certificate: RTCCertificate, twcc: bool = True
+    ) -> None:
         super().__init__(base_url, room, "", certificate)
+        self.twcc = twcc  # send transport-cc feedback (and accept the extension)
         self.ssrc = random.randint(1, 0xFFFFFFFE)  # ours, as the sender of RTCP
         self.kinds: dict[int, str] = {}  # payload type -> "video", "audio", "rtx"
         self.streams: dict[int, _Stream] = {}
@@ -319,7 +324,7 @@ class Subscriber(_Peer):
             low = name.lower()
             self.kinds[int(pt)] = "rtx" if low == "rtx" else "audio" if low == "opus" else "video"
         found = re.search(r"a=extmap:(\d+) " + re.escape(URI_TWCC), offer)
-        self.twcc_id = int(found.group(1)) if found else 0
+        self.twcc_id = int(found.group(1)) if found and self.twcc else 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         first = data[0]
@@ -553,7 +558,9 @@ class Site:
             if spec.publishes
             else None
         )
-        self.subscriber = Subscriber(base_url, spec.room, certificate) if spec.watch else None
+        self.subscriber = (
+            Subscriber(base_url, spec.room, certificate, spec.twcc) if spec.watch else None
+        )
         self.wanted: set[str] = set()
         self.link: LinkEmulator | None = None
         self._answering: asyncio.Task[None] | None = None
@@ -661,7 +668,11 @@ class Site:
             offer = str(data.get("sdp", ""))
             subscriber.learn(offer)
             answer = answer_for(
-                offer, subscriber.ufrag, subscriber.pwd, subscriber.local_fingerprint
+                offer,
+                subscriber.ufrag,
+                subscriber.pwd,
+                subscriber.local_fingerprint,
+                subscriber.twcc,
             )
             try:
                 await self.signal.request("answer", sdp=answer, version=data.get("version", 0))
