@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/telebridge.toml
 
-.PHONY: run test lint bench install install-dev browser-deps clean
+.PHONY: run test lint bench bench-fanout install install-dev browser-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -51,9 +51,15 @@ lint: install-dev
 	$(BIN)/ruff format --check sfu signaling recording bench tests
 	$(BIN)/mypy
 
-bench: install-dev
+# `telebridge bench` (bench/README.md): a small webinar on the embedded config, ~1 min;
+# results in bench-results/. BENCH_ARGS adds options (--sites 500 --load-procs 2 ...).
+bench: install
+	$(BIN)/telebridge bench webinar --sites 50 --duration 15 $(BENCH_ARGS)
+
+# The forwarding path's micro-benchmarks and the WHIP/WHEP fan-out load test.
+bench-fanout: install-dev
 	$(BIN)/python -m pytest tests/test_bench_fanout.py --benchmark-enable -p no:randomly
 	$(BIN)/python -m bench.fanout --viewers 50 --seconds 10
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench-results

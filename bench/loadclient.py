@@ -31,6 +31,7 @@ import re
 import resource
 import secrets
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -246,6 +247,7 @@ class _Peer(asyncio.DatagramProtocol):
         self.port = 0
         self.answer: Answer | None = None
         self.remote: tuple[str, int] | None = None
+        self.via: tuple[str, int] | None = None  # a relay (bench.linkemu) to send through
         self.location: str | None = None
         self.dtls: DtlsSession | None = None
         self.srtp: SrtpContext | None = None
@@ -293,10 +295,19 @@ class _Peer(asyncio.DatagramProtocol):
             if response.status != 201:
                 raise PeerError(f"{self.kind}: HTTP {response.status}: {body[:200]}")
             self.location = response.headers.get("Location")
-        self.answer = parse_answer(body)
-        if self.answer.setup not in ("passive", ""):
-            raise PeerError(f"{self.kind}: answer has a=setup:{self.answer.setup}, we are active")
-        self.remote = self.answer.candidate
+        self.start(body)
+
+    def start(self, description: str) -> None:
+        """Take the server's answer (or, for a /ws subscriber, its offer: we answer
+        ``a=setup:active`` to its ``actpass``) and start ICE toward its candidate."""
+        if not self.started_at:
+            self.started_at = time.monotonic()
+        self.answer = parse_answer(description)
+        if self.answer.setup not in ("passive", "actpass", ""):
+            raise PeerError(
+                f"{self.kind}: the server has a=setup:{self.answer.setup}, we are active"
+            )
+        self.remote = self.via or self.answer.candidate
         self.on_answer(self.answer)
         self.send_check(time.monotonic())
 
@@ -558,8 +569,54 @@ def make_clip(
     return Clip(frames, audio, width, height, bitrate)
 
 
+STAMP_MAGIC = b"TBst"
+STAMP = struct.Struct("!4sd")  # magic, the sender's time.time(): the last 12 bytes of a payload
+
+
+def stamp(payload: bytearray, now: float) -> None:
+    """Write the send time over the payload's last 12 bytes (a synthetic payload keeps
+    room for it), so a viewer on this machine reads the one-way delay."""
+    if len(payload) >= STAMP.size + 4:
+        STAMP.pack_into(payload, len(payload) - STAMP.size, STAMP_MAGIC, now)
+
+
+def read_stamp(payload: bytes | memoryview) -> float | None:
+    """The send time :func:`stamp` wrote, or None."""
+    if len(payload) < STAMP.size:
+        return None
+    magic, sent = STAMP.unpack_from(payload, len(payload) - STAMP.size)
+    return float(sent) if magic == STAMP_MAGIC else None
+
+
+class _Layer:
+    """One video encoding of a publisher: its clip and its RTP state."""
+
+    def __init__(self, clip: Clip) -> None:
+        self.clip = clip
+        self.ssrc = random.randint(1, 0xFFFFFFFE)
+        self.rtx_ssrc = random.randint(1, 0xFFFFFFFE)
+        self.seq = random.randint(0, 0x7FFF)
+        self.rtx_seq = random.randint(0, 0x7FFF)
+        self.picture_id = random.randint(0, 0x7FFF)
+        self.frame_index = 0
+        self.packet_index = 0  # within the frame, for per-packet pacing
+        self.ts = 0
+        self.keyframe_due = True
+        self.last_keyframe = 0.0
+        self.sent = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.plis = 0
+        self.history: list[tuple[int, int, bool, bytes] | None] = [None] * 1024
+
+
 class SyntheticPublisher(_Peer):
-    """A WHIP publisher sending pre-encoded VP8 at ``rate`` packets/s and Opus at 50/s."""
+    """A WHIP publisher sending pre-encoded VP8 at ``rate`` packets/s and Opus at 50/s.
+
+    Its video state lives in ``layers`` (one :class:`_Layer` here, several in
+    :class:`SimulcastPublisher`), so RTCP feedback, retransmission and sender reports
+    are the same code for both; only the pacing differs. With ``stamp`` the send time
+    is written into every payload's last 12 bytes (:func:`stamp`)."""
 
     kind = "publisher"
 
@@ -573,29 +630,21 @@ class SyntheticPublisher(_Peer):
         keyframe_interval: float = 4.0,
         audio: bool = True,
         certificate: RTCCertificate | None = None,
+        stamp: bool = False,
     ) -> None:
         super().__init__(base_url, room, token, certificate)
         self.clip = clip
         self.rate = rate
         self.keyframe_interval = keyframe_interval
         self.audio = audio
-        self.video_ssrc = random.randint(1, 0xFFFFFFFE)
-        self.rtx_ssrc = random.randint(1, 0xFFFFFFFE)
+        self.stamp = stamp
+        self.layers = [_Layer(clip)]
         self.audio_ssrc = random.randint(1, 0xFFFFFFFE)
         self.cname = secrets.token_hex(6)
-        self.video_seq = random.randint(0, 0x7FFF)
-        self.rtx_seq = random.randint(0, 0x7FFF)
         self.audio_seq = random.randint(0, 0x7FFF)
         self.video_ts0 = random.randint(0, 0x7FFFFFFF)
         self.audio_ts = random.randint(0, 0x7FFFFFFF)
-        self.video_ts = self.video_ts0
-        self.picture_id = random.randint(0, 0x7FFF)
-        self.frame_index = 0
-        self.packet_index = 0
-        self.keyframe_due = True
-        self.last_keyframe = 0.0
         self.video_sent = 0
-        self.video_bytes = 0
         self.audio_sent = 0
         self.audio_bytes = 0
         self.keyframes_sent = 0
@@ -603,21 +652,41 @@ class SyntheticPublisher(_Peer):
         self.firs = 0
         self.nacks = 0
         self.rtx_sent = 0
-        self.history: list[tuple[int, int, int, bytes] | None] = [None] * 1024
+        self.remb: int | None = None  # the bitrate the server last said we may send
         self.video_ext = b""
         self.audio_ext = b""
         self.send_start = 0.0
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def video_ssrc(self) -> int:
+        return self.layers[-1].ssrc
+
+    @property
+    def rtx_ssrc(self) -> int:
+        return self.layers[-1].rtx_ssrc
+
     def endpoint(self) -> str:
         return f"/whip/{self.room}"
 
     def offer(self) -> str:
-        ssrcs: dict[str, tuple[int, int | None]] = {"video": (self.video_ssrc, self.rtx_ssrc)}
+        ssrcs: dict[str, tuple[int, int | None]] = {}
+        simulcast = None
+        if len(self.layers) == 1:
+            ssrcs["video"] = (self.video_ssrc, self.rtx_ssrc)
+        else:
+            simulcast = [(layer.ssrc, layer.rtx_ssrc) for layer in self.layers]
         if self.audio:
             ssrcs["audio"] = (self.audio_ssrc, None)
         text = build_offer(
-            self.port, self.ufrag, self.pwd, self.local_fingerprint, "sendonly", ssrcs, self.cname
+            self.port,
+            self.ufrag,
+            self.pwd,
+            self.local_fingerprint,
+            "sendonly",
+            ssrcs,
+            self.cname,
+            simulcast=simulcast,
         )
         if not self.audio:  # keep only the video section
             text = re.sub(r"m=audio.*", "", text, flags=re.S).replace(
@@ -663,52 +732,60 @@ class SyntheticPublisher(_Peer):
         self.transport.sendto(data, self.remote)
         return len(data)
 
-    def _send_video(self, now: float) -> None:
-        clip = self.clip.video
-        if self.packet_index == 0:  # a frame starts: keyframe when due, else the next frame
-            if (
-                self.keyframe_due
-                or now - self.last_keyframe >= self.keyframe_interval
-                or self.frame_index >= len(clip)
-            ):
-                self.frame_index = 0
-            if self.frame_index == 0:
-                self.keyframe_due = False
-                self.last_keyframe = now
-                self.keyframes_sent += 1
-            self.video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
-            self.picture_id = (self.picture_id + 1) & 0x7FFF
-        frame = clip[self.frame_index]
-        payload = bytearray(frame[self.packet_index])
+    def _start_frame(self, layer: _Layer, now: float) -> None:
+        """A frame starts: the keyframe when one is due (asked for, periodic, or the
+        clip's end: every loop starts with its keyframe), else the clip's next frame."""
+        if (
+            layer.keyframe_due
+            or now - layer.last_keyframe >= self.keyframe_interval
+            or layer.frame_index >= len(layer.clip.video)
+        ):
+            layer.frame_index = 0
+        if layer.frame_index == 0:
+            layer.keyframe_due = False
+            layer.last_keyframe = now
+            layer.keyframes += 1
+            self.keyframes_sent += 1
+        layer.ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
+        layer.picture_id = (layer.picture_id + 1) & 0x7FFF
+
+    def _send_video_packet(self, layer: _Layer, original: bytes, marker: bool, now: float) -> None:
+        payload = bytearray(original)
         if len(payload) > 3 and payload[0] & 0x80 and payload[1] & 0x80 and payload[2] & 0x80:
-            payload[2] = 0x80 | (self.picture_id >> 8)
-            payload[3] = self.picture_id & 0xFF
-        self.packet_index += 1
-        marker = self.packet_index == len(frame)
-        if marker:
-            self.packet_index = 0
-            self.frame_index += 1
-        self.video_seq = (self.video_seq + 1) & 0xFFFF
-        self.history[self.video_seq & 1023] = (
-            self.video_seq,
-            self.video_ts,
-            marker,
-            bytes(payload),
-        )
+            payload[2] = 0x80 | (layer.picture_id >> 8)
+            payload[3] = layer.picture_id & 0xFF
+        if self.stamp:
+            stamp(payload, time.time())
+        layer.seq = (layer.seq + 1) & 0xFFFF
+        data = bytes(payload)
+        layer.history[layer.seq & 1023] = (layer.seq, layer.ts, marker, data)
         plain = self._packet(
-            VIDEO_PT,
-            marker,
-            self.video_seq,
-            self.video_ts,
-            self.video_ssrc,
-            self.video_ext,
-            bytes(payload),
+            VIDEO_PT, marker, layer.seq, layer.ts, layer.ssrc, self.video_ext, data
         )
-        self.video_bytes += self._send(plain)
+        layer.bytes += self._send(plain)
+        layer.sent += 1
         self.video_sent += 1
+
+    def _send_video(self, now: float) -> None:
+        """One packet of the single encoding (paced per packet at ``rate``)."""
+        layer = self.layers[0]
+        if layer.packet_index == 0:
+            self._start_frame(layer, now)
+        frame = layer.clip.video[layer.frame_index]
+        original = frame[layer.packet_index]
+        layer.packet_index += 1
+        marker = layer.packet_index == len(frame)
+        if marker:
+            layer.packet_index = 0
+            layer.frame_index += 1
+        self._send_video_packet(layer, original, marker, now)
 
     def _send_audio(self) -> None:
         payload = self.clip.audio[self.audio_sent % len(self.clip.audio)]
+        if self.stamp:
+            buf = bytearray(payload)
+            stamp(buf, time.time())
+            payload = bytes(buf)
         self.audio_seq = (self.audio_seq + 1) & 0xFFFF
         self.audio_ts = (self.audio_ts + 960) & 0xFFFFFFFF
         plain = self._packet(
@@ -726,182 +803,6 @@ class SyntheticPublisher(_Peer):
     def _send_reports(self, now: float) -> None:
         ntp = ntp_now()
         video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
-        compound = sender_report(self.video_ssrc, ntp, video_ts, self.video_sent, self.video_bytes)
-        if self.audio:
-            compound += sender_report(
-                self.audio_ssrc, ntp, self.audio_ts, self.audio_sent, self.audio_bytes
-            )
-        assert self.srtp is not None and self.transport is not None
-        self.transport.sendto(self.srtp.protect_rtcp(compound), self.remote)
-
-    async def _send_loop(self) -> None:
-        """Pace video at ``rate`` and audio at 50 packets/s in 5 ms steps."""
-        self.send_start = time.monotonic()
-        next_report = self.send_start + 1.0
-        while not self.closed and self.failed is None:
-            await asyncio.sleep(0.005)
-            now = time.monotonic()
-            elapsed = now - self.send_start
-            due = min(int(elapsed * self.rate) - self.video_sent, 200)
-            for _ in range(due):
-                self._send_video(now)
-            if self.audio:
-                for _ in range(min(int(elapsed * 50) - self.audio_sent + 1, 10)):
-                    self._send_audio()
-            if now >= next_report:
-                next_report = now + 1.0
-                self._send_reports(now)
-
-    def _retransmit(self, seqs: list[int]) -> None:
-        for seq in seqs:
-            entry = self.history[seq & 1023]
-            if entry is None or entry[0] != seq:
-                continue
-            _, ts, marker, payload = entry
-            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            plain = self._packet(
-                RTX_PT,
-                bool(marker),
-                self.rtx_seq,
-                ts,
-                self.rtx_ssrc,
-                self.video_ext,
-                U16.pack(seq) + payload,
-            )
-            self._send(plain)
-            self.rtx_sent += 1
-
-    def on_srtp(self, data: bytes) -> None:
-        if not is_rtcp(data) or self.srtp is None:
-            return  # the server sends us RTCP only
-        try:
-            packets = parse_compound(self.srtp.unprotect_rtcp(data))
-        except (SrtpError, RtcpError):
-            return
-        for packet in packets:
-            if isinstance(packet, RtcpPsfbPacket):
-                if packet.fmt == RTCP_PSFB_PLI and packet.media_ssrc == self.video_ssrc:
-                    self.plis += 1
-                    self.keyframe_due = True
-                elif packet.fmt == RTCP_PSFB_FIR and packet.fci[:4] == self.video_ssrc.to_bytes(
-                    4, "big"
-                ):
-                    # RFC 5104 4.3.1: a FIR names the stream in its FCI, media SSRC is 0.
-                    self.firs += 1
-                    self.keyframe_due = True
-            elif (
-                isinstance(packet, RtcpRtpfbPacket)
-                and packet.fmt == RTCP_RTPFB_NACK
-                and packet.media_ssrc == self.video_ssrc
-            ):
-                self.nacks += 1
-                self._retransmit(nack_seqs(packet))
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        super().close()
-
-
-class _Layer:
-    """One simulcast encoding of :class:`SimulcastPublisher`: its clip and RTP state."""
-
-    def __init__(self, clip: Clip) -> None:
-        self.clip = clip
-        self.ssrc = random.randint(1, 0xFFFFFFFE)
-        self.rtx_ssrc = random.randint(1, 0xFFFFFFFE)
-        self.seq = random.randint(0, 0x7FFF)
-        self.rtx_seq = random.randint(0, 0x7FFF)
-        self.picture_id = random.randint(0, 0x7FFF)
-        self.frame_index = 0
-        self.keyframe_due = True
-        self.last_keyframe = 0.0
-        self.sent = 0
-        self.bytes = 0
-        self.keyframes = 0
-        self.plis = 0
-        self.history: list[tuple[int, int, bool, bytes] | None] = [None] * 1024
-
-
-class SimulcastPublisher(SyntheticPublisher):
-    """A WHIP publisher sending several encodings of one picture (``clips``, lowest
-    first), announced with ``a=ssrc-group:SIM`` as a browser's simulcast is, each a
-    whole frame every 1/``fps`` s with its own SSRC, RTX, picture ids and keyframes
-    (every ``keyframe_interval`` s and on a PLI or FIR naming it)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        room: str,
-        token: str,
-        clips: list[Clip],
-        fps: int = 15,
-        keyframe_interval: float = 4.0,
-        audio: bool = True,
-        certificate: RTCCertificate | None = None,
-    ) -> None:
-        super().__init__(
-            base_url, room, token, clips[-1], 0.0, keyframe_interval, audio, certificate
-        )
-        self.fps = fps
-        self.layers = [_Layer(clip) for clip in clips]
-        self.remb: int | None = None  # the bitrate the server last said we may send
-        self.frames_sent = 0
-
-    def offer(self) -> str:
-        ssrcs: dict[str, tuple[int, int | None]] = {}
-        if self.audio:
-            ssrcs["audio"] = (self.audio_ssrc, None)
-        text = build_offer(
-            self.port,
-            self.ufrag,
-            self.pwd,
-            self.local_fingerprint,
-            "sendonly",
-            ssrcs,
-            self.cname,
-            simulcast=[(layer.ssrc, layer.rtx_ssrc) for layer in self.layers],
-        )
-        if not self.audio:
-            text = re.sub(r"m=audio.*", "", text, flags=re.S).replace(
-                "a=group:BUNDLE 0 1", "a=group:BUNDLE 0"
-            )
-        return text
-
-    def _send_frame(self, layer: _Layer, now: float) -> None:
-        frames = layer.clip.video
-        if (
-            layer.keyframe_due
-            or now - layer.last_keyframe >= self.keyframe_interval
-            or layer.frame_index >= len(frames)
-        ):
-            layer.frame_index = 0
-        if layer.frame_index == 0:
-            layer.keyframe_due = False
-            layer.last_keyframe = now
-            layer.keyframes += 1
-        ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
-        layer.picture_id = (layer.picture_id + 1) & 0x7FFF
-        packets = frames[layer.frame_index]
-        layer.frame_index += 1
-        for index, original in enumerate(packets):
-            payload = bytearray(original)
-            if len(payload) > 3 and payload[0] & 0x80 and payload[1] & 0x80 and payload[2] & 0x80:
-                payload[2] = 0x80 | (layer.picture_id >> 8)
-                payload[3] = layer.picture_id & 0xFF
-            marker = index == len(packets) - 1
-            layer.seq = (layer.seq + 1) & 0xFFFF
-            layer.history[layer.seq & 1023] = (layer.seq, ts, marker, bytes(payload))
-            plain = self._packet(
-                VIDEO_PT, marker, layer.seq, ts, layer.ssrc, self.video_ext, bytes(payload)
-            )
-            layer.bytes += self._send(plain)
-            layer.sent += 1
-            self.video_sent += 1
-
-    def _send_reports(self, now: float) -> None:
-        ntp = ntp_now()
-        video_ts = (self.video_ts0 + int((now - self.send_start) * 90000)) & 0xFFFFFFFF
         compound = b"".join(
             sender_report(layer.ssrc, ntp, video_ts, layer.sent, layer.bytes)
             for layer in self.layers
@@ -913,18 +814,21 @@ class SimulcastPublisher(SyntheticPublisher):
         assert self.srtp is not None and self.transport is not None
         self.transport.sendto(self.srtp.protect_rtcp(compound), self.remote)
 
+    def _send_media(self, now: float, elapsed: float) -> None:
+        """Video due by now: ``rate`` packets/s."""
+        due = min(int(elapsed * self.rate) - self.video_sent, 200)
+        for _ in range(due):
+            self._send_video(now)
+
     async def _send_loop(self) -> None:
+        """Video as :meth:`_send_media` paces it, audio at 50 packets/s, in 5 ms steps."""
         self.send_start = time.monotonic()
         next_report = self.send_start + 1.0
         while not self.closed and self.failed is None:
             await asyncio.sleep(0.005)
             now = time.monotonic()
             elapsed = now - self.send_start
-            for _ in range(min(int(elapsed * self.fps) + 1 - self.frames_sent, 5)):
-                self.frames_sent += 1
-                for layer in self.layers:
-                    if layer.clip.video:
-                        self._send_frame(layer, now)
+            self._send_media(now, elapsed)
             if self.audio:
                 for _ in range(min(int(elapsed * 50) - self.audio_sent + 1, 10)):
                     self._send_audio()
@@ -937,7 +841,7 @@ class SimulcastPublisher(SyntheticPublisher):
 
     def on_srtp(self, data: bytes) -> None:
         if not is_rtcp(data) or self.srtp is None:
-            return
+            return  # the server sends us RTCP only
         try:
             packets = parse_compound(self.srtp.unprotect_rtcp(data))
         except (SrtpError, RtcpError):
@@ -952,6 +856,7 @@ class SimulcastPublisher(SyntheticPublisher):
                 RTCP_PSFB_PLI,
                 RTCP_PSFB_FIR,
             ):
+                # RFC 5104 4.3.1: a FIR names the stream in its FCI, media SSRC is 0.
                 named = packet.media_ssrc if packet.fmt == RTCP_PSFB_PLI else None
                 if named is None and len(packet.fci) >= 4:
                     named = int.from_bytes(packet.fci[:4], "big")
@@ -959,7 +864,10 @@ class SimulcastPublisher(SyntheticPublisher):
                 if layer is not None:
                     layer.plis += 1
                     layer.keyframe_due = True
-                    self.plis += 1
+                    if packet.fmt == RTCP_PSFB_PLI:
+                        self.plis += 1
+                    else:
+                        self.firs += 1
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 layer = self._layer(packet.media_ssrc)
                 if layer is not None:
@@ -984,6 +892,52 @@ class SimulcastPublisher(SyntheticPublisher):
             )
             self._send(plain)
             self.rtx_sent += 1
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        super().close()
+
+
+class SimulcastPublisher(SyntheticPublisher):
+    """A WHIP publisher sending several encodings of one picture (``clips``, lowest
+    first), announced with ``a=ssrc-group:SIM`` as a browser's simulcast is, each a
+    whole frame every 1/``fps`` s with its own SSRC, RTX, picture ids and keyframes
+    (every ``keyframe_interval`` s and on a PLI or FIR naming it)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        room: str,
+        token: str,
+        clips: list[Clip],
+        fps: int = 15,
+        keyframe_interval: float = 4.0,
+        audio: bool = True,
+        certificate: RTCCertificate | None = None,
+        stamp: bool = False,
+    ) -> None:
+        super().__init__(
+            base_url, room, token, clips[-1], 0.0, keyframe_interval, audio, certificate, stamp
+        )
+        self.fps = fps
+        self.layers = [_Layer(clip) for clip in clips]
+        self.frames_sent = 0
+
+    def _send_frame(self, layer: _Layer, now: float) -> None:
+        self._start_frame(layer, now)
+        packets = layer.clip.video[layer.frame_index]
+        layer.frame_index += 1
+        for index, original in enumerate(packets):
+            self._send_video_packet(layer, original, index == len(packets) - 1, now)
+
+    def _send_media(self, now: float, elapsed: float) -> None:
+        """Every encoding's frames due by now: ``fps`` frames/s, each sent whole."""
+        for _ in range(min(int(elapsed * self.fps) + 1 - self.frames_sent, 5)):
+            self.frames_sent += 1
+            for layer in self.layers:
+                if layer.clip.video:
+                    self._send_frame(layer, now)
 
 
 # -- a load run ---------------------------------------------------------------------------

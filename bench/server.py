@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from signaling import tokens
@@ -38,15 +39,20 @@ class RunningServer:
         dev_tokens: bool = True,
         extra: str = "",
         host: str = "127.0.0.1",
+        config_text: Callable[[int, str], str] | None = None,
     ) -> None:
         """``host``: the address HTTP and media listen on (a test's veth, say); ``extra``:
-        more [media] keys, or whole tables after them."""
+        more [media] keys, or whole tables after them; ``config_text(port, secret)``:
+        the whole config instead (``telebridge bench`` derives it from the embedded one)."""
         self.secret = secrets.token_urlsafe(48)
         self.port = free_port(host)
         self.base_url = f"http://{host}:{self.port}"
         self.config = tmp / "telebridge.toml"
-        self.config.write_text(
-            f"""
+        if config_text is not None:
+            self.config.write_text(config_text(self.port, self.secret))
+        else:
+            self.config.write_text(
+                f"""
 [server]
 host = "{host}"
 port = {self.port}
@@ -63,7 +69,7 @@ consent_timeout = {consent_timeout}
 [logging]
 level = "INFO"
 """
-        )
+            )
         self.log = tmp / "server.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("TELEBRIDGE_SECRET", None)

@@ -1,5 +1,5 @@
 """`telebridge serve` runs the server (`--check` only validates its config); `telebridge
-token` mints an access token."""
+token` mints an access token; `telebridge bench` runs a load scenario (bench/cli.py)."""
 
 from __future__ import annotations
 
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_token.add_argument("--name", default=None, help="display name")
     p_token.set_defaults(func=token)
+    from bench.cli import add_parser as add_bench  # light: the load machinery loads on use
+
+    add_bench(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
