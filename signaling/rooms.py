@@ -38,7 +38,7 @@ class RoomOptions:
     max_publishers: int = 16
     max_viewers: int = 1000
     empty_timeout: float = 300.0  # seconds an empty room lives before it ends
-    auto_record: bool = False  # stored; recording comes in a later issue
+    auto_record: bool = False  # record from the first published track (signaling/recordings.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {

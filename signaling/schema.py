@@ -79,6 +79,8 @@ MESSAGES: dict[str, dict[str, Any]] = {
     ),
     "remove": _message(["identity"], identity=_NAME),
     "end_room": _message([]),
+    "start_recording": _message([]),
+    "stop_recording": _message([]),
     "leave": _message([]),
 }
 
