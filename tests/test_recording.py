@@ -464,3 +464,25 @@ async def test_auto_record_and_retention(tmp_path: Path) -> None:
         assert not folder.exists()
     finally:
         server.stop()
+
+
+async def test_h264_is_recorded_to_matroska(rec_server: RunningServer, tmp_path: Path) -> None:
+    room = "h264"
+    lead = await TelebridgeClient.connect(
+        rec_server.base_url, rec_server.token(room, "dr-lan", "lead")
+    )
+    try:
+        await lead.publish(video=FlashTrack(time.time()), video_codec="H264")
+        _, created, _ = await rest(rec_server, "POST", f"/api/v1/rooms/{room}/recordings")
+        await wait_recorded(rec_server, created["id"], 1)
+        await asyncio.sleep(3.0)
+        _, manifest, _ = await rest(rec_server, "POST", f"/api/v1/recordings/{created['id']}/stop")
+    finally:
+        await lead.close()
+    (entry,) = manifest["files"]
+    assert entry["codec"] == "h264" and entry["name"].endswith(".mkv")
+    folder = rec_server.config.parent / "recordings" / created["id"]
+    with av.open(str(folder / entry["name"])) as container:
+        assert container.format.name == "matroska,webm"
+        frames = list(container.decode(video=0))
+    assert len(frames) > 30 and (frames[0].width, frames[0].height) == (320, 240)
