@@ -197,6 +197,9 @@ class Recording:
                     "duration": (end - start) if start is not None and end is not None else None,
                     "width": info.get("width"),
                     "height": info.get("height"),
+                    "packets": info.get("packets"),
+                    "lost": info.get("lost"),
+                    "timing": info.get("timing"),
                 }
             )
         return entries
