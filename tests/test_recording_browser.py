@@ -73,7 +73,6 @@ def test_recording_from_the_demo_page(browser: Any, tmp_path: Path) -> None:
         driver.switch_to.window(lead)
         driver.find_element("id", "recBtn").click()
         wait_mark(driver, False)
-        stopped = time.time()
         driver.switch_to.window(observer)
         wait_mark(driver, False)
     finally:
