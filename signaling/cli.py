@@ -1,5 +1,5 @@
 """`telebridge serve` runs the server (`--check` only validates its config); `telebridge
-token` mints an access token."""
+token` mints an access token; `telebridge recordings list|compose` (recording/cli.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sys
 
+from recording import cli as recordings_cli
 from sfu.settings import SettingsError
 from signaling import tokens
 from signaling.config import Config, ConfigError, load
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_token.add_argument("--name", default=None, help="display name")
     p_token.set_defaults(func=token)
+    recordings_cli.add_parser(sub, DEFAULT_CONFIG)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -16,6 +16,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,7 @@ async def join_raw(server: RunningServer, room: str, identity: str, role: str) -
 
 
 async def test_the_lead_records_from_the_websocket_and_everyone_sees_it(
-    rec_server: RunningServer,
+    rec_server: RunningServer, tmp_path: Path
 ) -> None:
     room = "ward-round"
     t0 = time.time()
@@ -304,6 +305,7 @@ async def test_the_lead_records_from_the_websocket_and_everyone_sees_it(
             await resident.publish(video=FlashTrack(t0), video_codec="VP8")
             manifest = await wait_recorded(rec_server, started["id"], 3)
             assert {f["owner"] for f in manifest["files"]} == {"dr-lan", "resident"}
+            await asyncio.sleep(5.0)  # a few flashes of both
             mark = nurse.mark()
             with pytest.raises(ProtocolError) as refused:
                 await nurse.request("stop_recording")
@@ -322,6 +324,71 @@ async def test_the_lead_records_from_the_websocket_and_everyone_sees_it(
     finally:
         await nurse.close()
         await lead.close()
+    check_composed(rec_server, manifest, t0, tmp_path)
+
+
+def check_composed(
+    server: RunningServer, manifest: dict[str, Any], t0: float, tmp_path: Path
+) -> None:
+    """`telebridge recordings compose`: an H.264 + AAC MP4 as long as the recording, the
+    lead large on the left and the resident beside it, both flashing when they did."""
+    from recording.compose import HEIGHT, LEAD_BOX, SIDE_H, SIDE_W, WIDTH
+
+    cli = [sys.executable, "-m", "signaling.cli", "recordings", "--config", str(server.config)]
+    listed = subprocess.run([*cli, "list"], capture_output=True, text=True, timeout=60)
+    assert manifest["id"] in listed.stdout and "stopped" in listed.stdout, listed
+    out = tmp_path / "teaching.mp4"
+    done = subprocess.run(
+        [*cli, "compose", manifest["id"], "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "100.0%" in done.stderr and "lead dr-lan" in done.stdout, (done.stdout, done.stderr)
+    span = max(f["end"] for f in manifest["files"]) - manifest["started_at"]
+    boxes = {
+        "lead": (LEAD_BOX[0], LEAD_BOX[1], LEAD_BOX[2], LEAD_BOX[3]),
+        "beside": (LEAD_BOX[2], 0, SIDE_W, SIDE_H),
+    }
+    bright: dict[str, list[float]] = {"lead": [], "beside": []}
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio[0].codec_context.name == "aac"
+        duration = float(container.duration or 0) / av.time_base
+        times = []
+        for frame in container.decode(video=0):
+            assert (frame.width, frame.height) == (WIDTH, HEIGHT)
+            image = frame.to_ndarray(format="gray")
+            t = float(frame.time)
+            times.append(t)
+            for name, (x, y, w, h) in boxes.items():
+                if image[y + h // 4 : y + h // 2, x + w // 4 : x + 3 * w // 4].mean() > 128:
+                    bright[name].append(t)
+    assert abs(duration - span) < 0.05 * span, (duration, span)
+    assert abs(times[-1] - span) < 0.05 * span, (times[-1], span)
+    flashes_at = [
+        t0 + k * PERIOD - manifest["started_at"]
+        for k in range(100)
+        if 1.0 < t0 + k * PERIOD - manifest["started_at"] < span - 1.0
+    ]
+    for name, moments in bright.items():
+        seen = [f for f in flashes_at if any(f - 0.1 <= m <= f + PULSE + 0.15 for m in moments)]
+        stray = [
+            m for m in moments if all(not f - 0.1 <= m <= f + PULSE + 0.15 for f in flashes_at)
+        ]
+        if name == "beside":  # the resident published later than the lead
+            (theirs,) = [f for f in manifest["files"] if f["owner"] == "resident"]
+            seen_from = theirs["start"] - manifest["started_at"] + 0.5
+            flashes_expected = [f for f in flashes_at if f > seen_from]
+        else:
+            flashes_expected = flashes_at
+        assert len(seen) >= len(flashes_expected) - 1 and len(flashes_expected) >= 1, (
+            name,
+            flashes_expected,
+            moments,
+        )
+        assert len([m for m in stray if 1.0 < m < span - 1.0]) <= 1, (name, stray)
 
 
 def recorder_pid(server: RunningServer) -> int:
