@@ -27,7 +27,11 @@ logger = logging.getLogger(__name__)
 CODECS = ("vp8", "h264", "opus")
 KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between our PLIs while waiting for a keyframe
 _NO_EXTENSIONS = read_map({})
-Held = tuple[int, int, bytes, float]  # RTP timestamp, marker, payload, wall-clock time
+Held = tuple[int, int, bytes, float]  # RTP timestamp, marker, payload, arrival time
+# How long packets wait for the first sender report before arrival times anchor them. The
+# first packets may be old (a consumer starts at a cached keyframe), so arrival time is
+# only a last resort; the worker sends an SR within a second or two of the first packet.
+SR_WAIT = 3.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class TrackRecorder:
         self._frame_size: tuple[int, int] | None = None
         self._frame_broken = False
         self.packets = 0
+        self.first_arrival: float | None = None
         self.lost = 0
         self.frames_dropped = 0
 
@@ -102,9 +107,10 @@ class TrackRecorder:
         if not packet.payload:
             return
         self.packets += 1
-        wall = self.clock.wall(packet.ts, arrival)
+        if self.first_arrival is None:
+            self.first_arrival = arrival
         self.buffer.push(
-            self.seq(packet.seq), (packet.ts, packet.marker, packet.payload, wall), arrival
+            self.seq(packet.seq), (packet.ts, packet.marker, packet.payload, arrival), arrival
         )
 
     def _rtcp(self, data: bytes) -> None:
@@ -119,7 +125,12 @@ class TrackRecorder:
 
     # -- output --------------------------------------------------------------------------
     def poll(self, now: float) -> list[Frame]:
-        """Frames complete by ``now`` (packets held past the reorder delay are released)."""
+        """Frames complete by ``now`` (packets held past the reorder delay are released),
+        once the stream's timing is known (see :data:`SR_WAIT`)."""
+        if not self.clock.from_sr and (
+            self.first_arrival is None or now - self.first_arrival < SR_WAIT
+        ):
+            return []
         return self._frames(self.buffer.pop(now))
 
     def flush(self) -> list[Frame]:
@@ -142,7 +153,8 @@ class TrackRecorder:
     def _frames(self, released: list[tuple[int, Held, bool]]) -> list[Frame]:
         out: list[Frame] = []
         for _seq, item, gap in released:
-            ts, marker, payload, wall = item
+            ts, marker, payload, arrival = item
+            wall = self.clock.wall(ts, arrival)
             if gap:
                 self.lost += 1
             if not self.video:

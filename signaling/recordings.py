@@ -531,10 +531,11 @@ class RecordingService:
 
     async def delete(self, recording_id: str) -> None:
         recording = self.get(recording_id)
-        if recording.state in ("recording", "stopping"):
-            raise RoomError("conflict", "stop the recording before deleting it")
-        self.recordings.pop(recording.id, None)
+        if recording.state in ("recording", "stopping", "deleting"):
+            raise RoomError("conflict", f"the recording is {recording.state}")
+        recording.state = "deleting"
         await asyncio.to_thread(shutil.rmtree, recording.folder, True)
+        self.recordings.pop(recording.id, None)
         logger.info("recording %s of room %s deleted", recording.id, recording.room)
 
     async def _retain(self) -> None:

@@ -81,6 +81,17 @@ def vp8_packets(frames: int, keyframes: tuple[int, ...] = (0,)) -> list[tuple[by
     return out
 
 
+def sender_report(unix: float, rtp_ts: int) -> bytes:
+    return bytes(
+        rtcp.RtcpSrPacket(
+            ssrc=SSRC,
+            sender_info=rtcp.RtcpSenderInfo(
+                ntp_timestamp=ntp(unix), rtp_timestamp=rtp_ts, packet_count=1, octet_count=1
+            ),
+        )
+    )
+
+
 def spec(kind: str = "video") -> TrackSpec:
     return TrackSpec.from_dict(
         {
@@ -100,6 +111,7 @@ def test_a_lost_packet_drops_frames_until_the_next_keyframe_which_is_asked_for()
     recorder = TrackRecorder(spec())
     assert recorder.keyframe_wanted(0.0), "a recording starts by asking for a keyframe"
     assert not recorder.keyframe_wanted(0.5), "throttled"
+    recorder.datagram(sender_report(100.0, 0), 100.0)
     frames = []
     asked = []
     for i, (packet, index) in enumerate(packets):
@@ -121,6 +133,20 @@ def test_a_lost_packet_drops_frames_until_the_next_keyframe_which_is_asked_for()
     decoder = av.CodecContext.create("vp8", "r")
     decoded = [d for f in frames for d in decoder.decode(av.Packet(f.data))]
     assert len(decoded) == 30
+
+
+def test_frames_wait_for_the_first_sender_report_then_fall_back_to_arrival() -> None:
+    """A consumer may start with a cached keyframe: its arrival time says little."""
+    recorder = TrackRecorder(spec("audio"))
+    recorder.datagram(struct.pack("!BBHII", 0x80, 111, 1, 960, SSRC) + b"a", 50.0)
+    assert recorder.poll(51.0) == [], "held for the SR"
+    (frame,) = recorder.poll(53.1)
+    assert frame.time == 50.0, "no SR in 3 s: the arrival time it is"
+    recorder = TrackRecorder(spec("audio"))
+    recorder.datagram(struct.pack("!BBHII", 0x80, 111, 1, 960, SSRC) + b"a", 50.0)
+    recorder.datagram(sender_report(40.0, 0), 50.5)
+    (frame,) = recorder.poll(50.6)
+    assert abs(frame.time - 40.02) < 1e-6, "mapped through the SR that came later"
 
 
 def test_rtcp_sender_reports_set_the_clock_and_strangers_are_ignored() -> None:
@@ -146,6 +172,7 @@ def test_the_writer_makes_a_private_webm_that_a_truncation_leaves_playable(
     recorder = TrackRecorder(spec())
     packets = vp8_packets(90)
     writer = TrackWriter(recorder.spec, tmp_path / "v.webm", origin=100.0)
+    recorder.datagram(sender_report(100.0, 0), 100.0)
     copy = tmp_path / "copy.webm"
     for i, (packet, _) in enumerate(packets):
         recorder.datagram(packet, 100.0 + i * 0.01)
