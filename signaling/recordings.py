@@ -230,6 +230,7 @@ class RecordingService:
         self.recorder = RecorderClient(self._on_recorder_event, self._on_recorder_exit)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._auto_started: set[str] = set()  # auto_record rooms whose recording began
         self._retention: asyncio.Task[None] | None = None
         conference.add_listener(self.on_event)
 
@@ -303,18 +304,21 @@ class RecordingService:
         elif event == "track_published":
             live = self.conference.rooms.get(room)
             track = live.tracks.get(data["track"]["id"]) if live is not None else None
-            if track is None:
+            if live is None or track is None:
                 return
             if recording is not None:
                 self._spawn(self._add_track(recording, track))
-            elif live is not None and live.options.auto_record:
+            elif live.options.auto_record and room not in self._auto_started:
+                self._auto_started.add(room)  # once: a lead who stops it is not overruled
                 self._spawn(self._auto_start(room))
         elif event == "track_unpublished" and recording is not None:
             recorded = recording.tracks.get(str(data.get("track")))
             if recorded is not None:
                 self._spawn(self._close_track(recording, recorded))
-        elif event == "room_ended" and recording is not None:
-            self._spawn(self.stop_recording(recording.id, by=None, reason="room ended"))
+        elif event == "room_ended":
+            self._auto_started.discard(room)
+            if recording is not None:
+                self._spawn(self.stop_recording(recording.id, by=None, reason="room ended"))
 
     async def _auto_start(self, room: str) -> None:
         try:

@@ -518,6 +518,16 @@ async def test_auto_record_and_retention(tmp_path: Path) -> None:
             (recording,) = await wait_until(listed, 20, "an automatic recording")
             await wait_recorded(server, recording["id"], 2)
             await rest(server, "POST", f"/api/v1/recordings/{recording['id']}/stop")
+            # Stopped by someone: a track published later does not start another.
+            other = await TelebridgeClient.connect(
+                server.base_url, server.token(room, "resident", "participant")
+            )
+            try:
+                await other.publish(audio=BeepTrack(time.time()))
+                await asyncio.sleep(2.0)
+                assert len(await listed()) == 1
+            finally:
+                await other.close()
         finally:
             await lead.close()
         folder = tmp_path / "rec" / recording["id"]
