@@ -563,3 +563,23 @@ async def test_h264_is_recorded_to_matroska(rec_server: RunningServer, tmp_path:
         assert container.format.name == "matroska,webm"
         frames = list(container.decode(video=0))
     assert len(frames) > 30 and (frames[0].width, frames[0].height) == (320, 240)
+
+
+async def test_a_simulcast_track_is_recorded_at_its_top_layer(rec_server: RunningServer) -> None:
+    """Three encodings (bench/loadclient.py's simulcast publisher, as a browser sends
+    them): the recording holds the top one, 640x360, from its first frame."""
+    from bench.loadclient import make_clip
+    from tests.test_simulcast import ROOM, SIZES, simulcast_publisher
+
+    clips = [make_clip(0, 2.0, 15, w, h, bitrate=b) for w, h, b in SIZES]
+    async with simulcast_publisher(rec_server, clips):
+        _, created, _ = await rest(rec_server, "POST", f"/api/v1/rooms/{ROOM}/recordings")
+        await wait_recorded(rec_server, created["id"], 2)
+        await asyncio.sleep(3.0)
+        _, manifest, _ = await rest(rec_server, "POST", f"/api/v1/recordings/{created['id']}/stop")
+    (video,) = [f for f in manifest["files"] if f["kind"] == "video"]
+    assert (video["width"], video["height"]) == (640, 360), video
+    folder = rec_server.config.parent / "recordings" / created["id"]
+    with av.open(str(folder / video["name"])) as container:
+        sizes = [(f.width, f.height) for f in container.decode(video=0)]
+    assert len(sizes) > 30 and set(sizes) == {(640, 360)}, set(sizes)
