@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from signaling import tokens
 from signaling.config import ApiKey, Config
 from signaling.metrics import Metrics, Pool
-from signaling.recordings import ROUTES as RECORDING_ROUTES
+from signaling.recordings_api import ROUTES as RECORDING_ROUTES
 from signaling.rooms import Participant, Room, RoomError, RoomOptions
 
 if TYPE_CHECKING:
