@@ -223,6 +223,9 @@ class RecordingService:
                 self._spawn(self._close_track(recording, recorded))
         elif event == "room_ended":
             self._auto_started.discard(room)
+            lock = self._locks.get(room)
+            if lock is not None and not lock.locked():
+                del self._locks[room]
             if recording is not None:
                 self._spawn(self.stop_recording(recording.id, by=None, reason="room ended"))
 

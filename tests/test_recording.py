@@ -456,7 +456,7 @@ async def test_a_full_disk_stops_the_recording_and_the_consultation_goes_on(
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     server = None
     try:
-        (disk / "filler").write_bytes(b"\0" * (1024 * 1024 - 160 * 1024))  # ~150 KiB left
+        (disk / "filler").write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))  # ~60 KiB left
         server = RunningServer(tmp_path, extra=recording_config(disk / "recordings"))
         room = "full"
         lead = await publish_signal(server, room, time.time())
