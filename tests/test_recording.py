@@ -31,6 +31,7 @@ from signaling.client import ProtocolError, TelebridgeClient
 from tests.conftest import RunningServer
 from tests.peers import start_whep_viewer
 from tests.test_api import AUTH, api_config
+from tests.test_webhooks import Receiver
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -190,9 +191,25 @@ def beeps(path: Path) -> tuple[list[float], float, float]:
     return onsets(times, levels, 0.05 * 32768 if max(levels) > 2 else 0.05), first, last
 
 
-async def test_a_recorded_consultation_has_synchronised_playable_files(
-    rec_server: RunningServer, tmp_path: Path
-) -> None:
+async def test_a_recorded_consultation_has_synchronised_playable_files(tmp_path: Path) -> None:
+    hooks = Receiver()
+    await hooks.start()
+    events = '["recording_started", "recording_stopped", "recording_downloaded"]'
+    rec_server = RunningServer(
+        tmp_path,
+        extra=recording_config(
+            tmp_path / "recordings",
+            f'[[webhooks]]\nurl = "{hooks.url}"\nsecret = "{"w" * 40}"\nevents = {events}\n',
+        ),
+    )
+    try:
+        await record_and_check(rec_server, hooks, tmp_path)
+    finally:
+        rec_server.stop()
+        await hooks.stop()
+
+
+async def record_and_check(rec_server: RunningServer, hooks: Receiver, tmp_path: Path) -> None:
     room = "consult"
     t0 = time.time() + 0.5
     lead = await publish_signal(rec_server, room, t0)
@@ -248,6 +265,22 @@ async def test_a_recorded_consultation_has_synchronised_playable_files(
     assert len(video_onsets) >= 3 and len(audio_onsets) >= 3, (video_onsets, audio_onsets)
     offsets = [min(abs(v - a) for a in audio_onsets) for v in video_onsets]
     assert max(offsets) < 0.1, f"audio/video offsets {offsets}"
+
+    # Webhooks: started, stopped (sizes and durations), and each download.
+    await hooks.wait(2 + 2 * len(files))
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for payload in hooks.payloads():
+        by_event.setdefault(payload["event"], []).append(payload["data"])
+    assert by_event["recording_started"][0]["recording"]["id"] == recording
+    (stopped,) = by_event["recording_stopped"]
+    assert {f["name"]: f["size"] for f in stopped["files"]} == {
+        f["name"]: f["size"] for f in manifest["files"]
+    }
+    assert all(abs(f["duration"] - session) < 0.05 * session for f in stopped["files"])
+    assert {d["file"] for d in by_event["recording_downloaded"]} == {
+        f["name"] for f in manifest["files"]
+    }
+    assert all(d["api_key"] == "backend" for d in by_event["recording_downloaded"])
 
     status, listing, _ = await rest(rec_server, "GET", f"/api/v1/recordings?room={room}")
     assert [r["id"] for r in listing["recordings"]] == [recording]
