@@ -616,3 +616,49 @@ async def test_a_simulcast_track_is_recorded_at_its_top_layer(rec_server: Runnin
     with av.open(str(folder / video["name"])) as container:
         sizes = [(f.width, f.height) for f in container.decode(video=0)]
     assert len(sizes) > 30 and set(sizes) == {(640, 360)}, set(sizes)
+
+
+async def test_a_killed_server_leaves_playable_files_listed_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of the control process: the recorder sees its stdin close and finishes the
+    files; the next server lists the recording as failed, with its files downloadable."""
+    root = tmp_path / "recordings"
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first = RunningServer(tmp_path / "a", extra=recording_config(root))
+    room = "power-cut"
+    try:
+        lead = await publish_signal(first, room, time.time())
+        try:
+            _, created, _ = await rest(first, "POST", f"/api/v1/rooms/{room}/recordings")
+            await wait_recorded(first, created["id"], 2)
+            await asyncio.sleep(4.0)
+            recorder = recorder_pid(first)
+            first.process.kill()
+            first.process.wait(10)
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{recorder}").exists():
+                assert time.monotonic() < deadline, "the recorder outlived its server"
+                await asyncio.sleep(0.1)
+        finally:
+            await lead.close()
+    finally:
+        first.stop()
+    second = RunningServer(tmp_path / "b", extra=recording_config(root))
+    try:
+        _, manifest, _ = await rest(second, "GET", f"/api/v1/recordings/{created['id']}")
+        assert manifest["state"] == "failed" and "stopped while recording" in manifest["error"]
+        assert len(manifest["files"]) == 2
+        for entry in manifest["files"]:
+            status, body, _ = await rest(
+                second, "GET", f"/api/v1/recordings/{created['id']}/files/{entry['name']}"
+            )
+            assert status == 200
+            path = tmp_path / entry["name"]
+            path.write_bytes(body)
+            with av.open(str(path)) as container:
+                times = [float(f.time) for f in container.decode(container.streams[0])]
+            assert times[-1] - times[0] > 3.0, (entry["name"], times[0], times[-1])
+    finally:
+        second.stop()
