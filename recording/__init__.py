@@ -1,4 +1,4 @@
-"""Recording of consultations to disk without transcoding.
-
-Not built yet: a later issue adds recorders as consumers of a room's producers.
-"""
+"""Recording of consultations to disk without transcoding: the recorder process
+(process.py) over sans-I/O timing and depacketising (timing.py, recorder.py) and the
+muxer (writer.py); the offline teaching video (compose.py) and its CLI (cli.py). The
+control side is signaling/recordings.py."""

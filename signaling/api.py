@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from signaling import tokens, views
 from signaling.config import ApiKey, Config
 from signaling.metrics import Metrics, Pool
+from signaling.recordings_api import ROUTES as RECORDING_ROUTES
 from signaling.rooms import OBSERVER_VIEW, Participant, Room, RoomError, RoomOptions
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ ROOM_OPTIONS: dict[str, Any] = {
     "auto_record": {
         "type": "boolean",
         "default": False,
-        "description": "stored for the recording feature, which comes in a later release",
+        "description": "start a recording when the first track is published",
     },
     "observer_view": {
         "type": "integer",
@@ -473,14 +474,6 @@ class Api:
     # -- documents -------------------------------------------------------------------------
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
-
-    async def recordings(self, request: web.Request) -> web.Response:
-        path_name(request, "room")
-        raise ApiError(
-            501,
-            "not_implemented",
-            "recording comes in a later release; this endpoint is reserved for it",
-        )
 
     # -- rooms -----------------------------------------------------------------------------
     async def create_room(self, request: web.Request) -> web.Response:
@@ -856,22 +849,6 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
-        "GET",
-        "/rooms/{room}/recordings",
-        "recordings",
-        {
-            "operationId": "listRecordings",
-            "tags": ["recordings"],
-            "summary": "Reserved: recording comes in a later release",
-            "description": "Always answers 501 not_implemented for now.",
-            "parameters": [_ROOM_PARAM],
-            "responses": {
-                "501": _json(_ref("Error"), "Recording is not implemented yet"),
-                **_errors(400),
-            },
-        },
-    ),
-    Route(
         "POST",
         "/tokens",
         "create_token",
@@ -949,7 +926,8 @@ OPENAPI: dict[str, Any] = {
 
 def _build_paths() -> None:
     paths: dict[str, dict[str, Any]] = OPENAPI["paths"]
-    for route in ROUTES:
+    routes: list[Route | Any] = [*ROUTES, *RECORDING_ROUTES]  # recording ones: own handlers
+    for route in routes:
         operation = dict(route.operation)
         responses = dict(operation["responses"])
         if operation.get("security") != []:

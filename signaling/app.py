@@ -17,7 +17,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from sfu.pool import WorkerHandle, WorkerPool
-from signaling import api, metrics, schema, sdpfrag, tokens, turn, webhooks
+from signaling import (
+    api,
+    metrics,
+    recordings,
+    recordings_api,
+    schema,
+    sdpfrag,
+    tokens,
+    turn,
+    webhooks,
+)
 from signaling.conference import Conference
 from signaling.config import Config
 from signaling.placement import BUSY, RETRY_AFTER
@@ -482,6 +492,10 @@ def create_app(config: Config) -> web.Application:
         on_fanout=server.metrics.on_ws_fanout,
     )
     api.setup(app, server.conference, config, server.metrics, pool=server.pool)
+    recorder = recordings.RecordingService(server.conference, config.recording)
+    recordings_api.setup(app, recorder)
+    hub.handlers.update(recordings.ws_handlers(recorder))
+    hub.join_extras.append(lambda room: {"recording": recorder.state_of(room.name)})
     app.router.add_get("/ws", hub.handle)
     app.router.add_get("/ice-servers", ice_servers)
     app.router.add_get("/api/v1/protocol.schema.json", protocol_schema)

@@ -1,5 +1,6 @@
 """`telebridge serve` runs the server (`--check` only validates its config); `telebridge
-token` mints an access token; `telebridge bench` runs a load scenario (bench/cli.py)."""
+token` mints an access token; `telebridge bench` runs a load scenario (bench/cli.py);
+`telebridge recordings list|compose` (recording/cli.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import logging
 import sys
 
+from recording import cli as recordings_cli
 from sfu.settings import SettingsError
 from signaling import tokens
 from signaling.config import Config, ConfigError, load
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_token.add_argument("--name", default=None, help="display name")
     p_token.set_defaults(func=token)
+    recordings_cli.add_parser(sub, DEFAULT_CONFIG)
     from bench.cli import add_parser as add_bench  # light: the load machinery loads on use
 
     add_bench(sub)

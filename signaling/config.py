@@ -53,6 +53,8 @@ WEBHOOK_EVENTS = (
     "hand_raised",
     "recording_started",
     "recording_stopped",
+    "recording_failed",
+    "recording_downloaded",
 )
 
 
@@ -216,6 +218,24 @@ class TurnSettings:
 
 
 @dataclass(frozen=True)
+class RecordingSettings:
+    """``[recording]``: where recordings go (signaling/recordings.py, recording/)."""
+
+    enabled: bool = True
+    """Off: every start is refused (the API answers 403 code forbidden)."""
+    root: str = "recordings"
+    """Folder of the recordings (made with mode 0700); relative to the config file."""
+    retention_days: float = 0
+    """Recordings older than this many days are deleted; 0 keeps them."""
+
+    def __post_init__(self) -> None:
+        if not self.root:
+            raise SettingsError("root must name a folder")
+        if not (math.isfinite(self.retention_days) and self.retention_days >= 0):
+            raise SettingsError("retention_days must be 0 (keep) or a positive number of days")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one frozen dataclass per TOML table, whose field defaults
     are the only place a default is written."""
@@ -229,6 +249,7 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = ()
     ws: WsSettings = WsSettings()
     turn: TurnSettings = TurnSettings()
+    recording: RecordingSettings = RecordingSettings()
     source: Path | None = None
     """The file it was read from; None for the built-in defaults."""
 
@@ -313,7 +334,7 @@ def _array(cls: type[Any], value: Any, table: str) -> tuple[Any, ...]:
     return tuple(from_mapping(cls, entry, table, i) for i, entry in enumerate(value))
 
 
-TABLES = ("server", "auth", "media", "logging", "api", "webhooks", "ws", "turn")
+TABLES = ("server", "auth", "media", "logging", "api", "webhooks", "ws", "turn", "recording")
 
 
 def _table(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -370,10 +391,18 @@ def load(path: str | Path | None) -> Config:
             webhooks=_array(WebhookConfig, data.get("webhooks", []), "webhooks"),
             ws=from_mapping(WsSettings, _table(data, "ws", source), "ws"),
             turn=from_mapping(TurnSettings, _table(data, "turn", source), "turn"),
+            recording=from_mapping(
+                RecordingSettings, _table(data, "recording", source), "recording"
+            ),
             source=source,
         )
     except SettingsError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    if not Path(config.recording.root).is_absolute():
+        root = str(source.resolve().parent / config.recording.root)
+        config = dataclasses.replace(
+            config, recording=dataclasses.replace(config.recording, root=root)
+        )
     names = [k.key for k in config.api.keys]
     for i, name in enumerate(names):
         if name in names[:i]:

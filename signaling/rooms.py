@@ -42,7 +42,7 @@ class RoomOptions:
     max_publishers: int = 16
     max_viewers: int = 1000
     empty_timeout: float = 300.0  # seconds an empty room lives before it ends
-    auto_record: bool = False  # stored; recording comes in a later issue
+    auto_record: bool = False  # record from the first published track (signaling/recordings.py)
     # Observers get the compact view (signaling/views.py) once the room has had more than
     # this many observers: 0 from the first one on.
     observer_view: int = OBSERVER_VIEW

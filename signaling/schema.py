@@ -86,6 +86,8 @@ MESSAGES: dict[str, dict[str, Any]] = {
         limit={"type": "integer", "minimum": 1, "maximum": views.PAGE_MAX},
     ),
     "end_room": _message([]),
+    "start_recording": _message([]),
+    "stop_recording": _message([]),
     "leave": _message([]),
 }
 

@@ -16,7 +16,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
@@ -28,6 +28,7 @@ from signaling.rooms import NAME_PATTERN, Participant, Room, RoomError
 logger = logging.getLogger(__name__)
 
 SEND_QUEUE = 1000  # messages waiting for a slow client before it is disconnected
+ExtraHandler = Callable[[Room, Participant, dict[str, Any]], Awaitable[dict[str, Any]]]
 RATE = 20.0  # messages per second per connection
 BURST = 40.0
 MAX_STRIKES = 50  # rate-limited messages before the connection is closed
@@ -197,6 +198,10 @@ class Hub:
         self.counts = views.CountCoalescer()
         self.joins = JoinLimiter(join_limit) if join_limit else None
         self.identity_joins = JoinLimiter(identity_join_limit) if identity_join_limit else None
+        # Request types served elsewhere (signaling/recordings.py): type -> handler, and what
+        # they add to a join's answer.
+        self.handlers: dict[str, ExtraHandler] = {}
+        self.join_extras: list[Callable[[Room], dict[str, Any]]] = []
         conference.add_listener(self.on_event)
 
     # -- the index ----------------------------------------------------------------------------
@@ -665,6 +670,9 @@ class Connection:
             self.left = True
             await conference.leave(room.name, participant.identity, "left")
             return {}
+        handler = self.hub.handlers.get(kind)
+        if handler is not None:
+            return await handler(room, participant, message)
         raise RoomError("unknown_type", kind)  # pragma: no cover - the schema lists every type
 
     def _renegotiate(self, room: Room, participant: Participant, ice_restart: bool = False) -> None:
@@ -714,7 +722,11 @@ class Connection:
         logger.info(
             "ws %s joined as %s%s", self.label, participant.role, " (resumed)" if resume else ""
         )
+        extras: dict[str, Any] = {}
+        for extra in self.hub.join_extras:
+            extras.update(extra(room))
         return {
+            **extras,
             "participant": participant.as_dict(),
             "room": room.as_dict(),
             "participants": [p.as_dict() for p in views.join_view(room, participant, view)],

@@ -25,7 +25,6 @@ import schemathesis
 from aiortc.mediastreams import AudioStreamTrack
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate as validate_openapi
-from schemathesis.checks import not_a_server_error
 
 from signaling import api, tokens
 from signaling.client import ConnectionLost, TelebridgeClient
@@ -316,10 +315,9 @@ async def test_invalid_path_names_are_400(http, path):
     assert_error(status, data, 400, "invalid")
 
 
-async def test_recordings_are_reserved(http):
-    status, data, _ = await http.call("GET", f"/api/v1/rooms/{unique('r')}/recordings")
-    assert_error(status, data, 501, "not_implemented")
-    assert "later" in data["error"]["message"]
+async def test_recording_a_room_that_does_not_exist_is_not_found(http):
+    status, data, _ = await http.call("POST", f"/api/v1/rooms/{unique('r')}/recordings")
+    assert_error(status, data, 404, "not_found")
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -537,15 +535,13 @@ def test_openapi_document_is_valid_and_covers_every_route():
     documented = {
         (method.upper(), path) for path, item in api.OPENAPI["paths"].items() for method in item
     }
-    routed = {(r.method, api.PREFIX + r.path) for r in api.ROUTES}
+    routed = {(r.method, api.PREFIX + r.path) for r in (*api.ROUTES, *api.RECORDING_ROUTES)}
     assert documented == routed
     for path, item in api.OPENAPI["paths"].items():
         for method, operation in item.items():
             assert operation.get("operationId") and operation.get("summary"), (method, path)
             if path != "/api/v1/openapi.json":
                 assert "401" in operation["responses"], (method, path)
-    recordings = api.OPENAPI["paths"]["/api/v1/rooms/{room}/recordings"]["get"]
-    assert "501" in recordings["responses"] and "later" in recordings["summary"]
 
 
 def test_request_schemas_reject_what_python_re_would_let_through():
@@ -561,14 +557,8 @@ SCHEMA.config.update(basic_auth=(KEY, SECRET))  # schemathesis leaves it out whe
 @SCHEMA.parametrize()
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_per_the_document(case, api_server):
-    """Generated requests (valid and invalid) for every operation: no 5xx (but the
-    documented 501), every answer as documented."""
-    if case.operation.path.endswith("/recordings"):  # reserved: 501 by design
-        response = case.call_and_validate(
-            base_url=api_server.base_url, timeout=10, excluded_checks=[not_a_server_error]
-        )
-        assert response.status_code in (400, 401, 404, 405, 501), response.text
-        return
+    """Generated requests (valid and invalid) for every operation: no 5xx, every answer
+    as documented."""
     case.call_and_validate(base_url=api_server.base_url, timeout=10)
 
 

@@ -15,6 +15,7 @@ from signaling.config import (
     Config,
     ConfigError,
     LoggingSettings,
+    RecordingSettings,
     ServerSettings,
     WebhookConfig,
     WsSettings,
@@ -61,8 +62,24 @@ def test_empty_tables_give_the_dataclass_defaults(tmp_path: Path):
     )
     assert loaded.auth == AuthSettings(secret=SECRET)
     assert loaded == dataclasses.replace(
-        Config(), auth=AuthSettings(secret=SECRET), source=tmp_path / "telebridge.toml"
+        Config(),
+        auth=AuthSettings(secret=SECRET),
+        source=tmp_path / "telebridge.toml",
+        recording=RecordingSettings(root=str(tmp_path / "recordings")),  # beside the config
     )
+
+
+def test_the_recording_table(tmp_path: Path):
+    loaded = load(tmp_path, AUTH + '[recording]\nroot = "/srv/rec"\nretention_days = 30\n')
+    assert loaded.recording == RecordingSettings(root="/srv/rec", retention_days=30)
+    for bad, message in (
+        ("retention_days = -1", "retention_days"),
+        ('root = ""', "root"),
+        ("enabled = 1", "enabled"),
+        ("days = 3", "unknown key"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load(tmp_path, AUTH + f"[recording]\n{bad}\n")
 
 
 def test_missing_tables_are_the_defaults_too(tmp_path: Path):

@@ -30,6 +30,7 @@
   let client = null;
   let localStream = null; // our camera + microphone (getUserMedia)
   let publishing = false;
+  let recording = null; // the room's live recording ({id, state, ...}) or null
   let speakerEvents = 0; // active_speaker events seen (tests)
   const tiles = new Map(); // identity -> {el, video, key}
   let everyone = null; // the compact view's "show all": a paged snapshot of the room
@@ -165,6 +166,25 @@
       if (client === c) scheduleRender();
     });
     c.on("remote_track", () => scheduleRender());
+    // Everyone sees that the consultation is recorded: the join answer says so, then events.
+    const recordingFrom = (data) => {
+      recording = data && data.recording ? data.recording : null;
+      scheduleRender();
+    };
+    c.on("joined", recordingFrom);
+    c.on("resumed", recordingFrom);
+    c.on("recording_started", ({ recording: r }) => {
+      recording = r;
+      log("Bắt đầu ghi hình", "Recording started");
+    });
+    c.on("recording_stopped", () => {
+      recording = null;
+      log("Đã dừng ghi hình", "Recording stopped");
+    });
+    c.on("recording_failed", ({ error }) => {
+      recording = null;
+      log(`Ghi hình bị lỗi: ${error}`, `Recording failed: ${error}`);
+    });
     c.on("remote_track_removed", () => scheduleRender());
     c.on("participant_joined", ({ participant }) => {
       const [vi, en] = ROLE_LABELS[participant.role] || [participant.role, participant.role];
@@ -377,6 +397,11 @@
     setBi(handBtn, me.hand_raised ? "Hạ tay" : "Giơ tay", me.hand_raised ? "Lower hand" : "Raise hand");
     handBtn.setAttribute("aria-pressed", me.hand_raised ? "true" : "false");
     $("endBtn").hidden = me.role !== "lead";
+    $("recMark").hidden = !recording;
+    const recBtn = $("recBtn");
+    recBtn.hidden = me.role !== "lead";
+    setBi(recBtn, recording ? "Dừng ghi hình" : "Ghi hình", recording ? "Stop recording" : "Record");
+    recBtn.setAttribute("aria-pressed", recording ? "true" : "false");
   }
 
   // Who gets a tile: whoever sends us media, the lead and participants (a placeholder until
@@ -639,6 +664,11 @@
       if (window.confirm("Kết thúc phiên cho mọi người? / End the room for everyone?")) endRoom().catch(ignore);
     });
     $("leaveBtn").addEventListener("click", () => leave().catch(ignore));
+    $("recBtn").addEventListener("click", () => {
+      if (!client) return;
+      client.request(recording ? "stop_recording" : "start_recording", {})
+        .catch(reportError("Ghi hình", "Recording")).catch(ignore);
+    });
     $("people").addEventListener("click", (event) => {
       const b = event.target.closest("button[data-action]");
       if (!b) return;
