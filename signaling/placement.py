@@ -88,7 +88,11 @@ class Placement:
         return self.pool.place() is not None
 
     def refuse(self, kind: str) -> WorkerError:
-        """Count a refusal; the error to raise."""
+        """Count a refusal; the error to raise. With no worker running at all (one is
+        being restarted) that is not a full server: ``worker_gone``, which clients retry
+        (telebridge.js republishes after ``media_lost``)."""
+        if not any(w.alive for w in self.pool.workers):
+            return WorkerError("worker_gone", "no media worker is running; one is restarting")
         self.refused[kind] = self.refused.get(kind, 0) + 1
         if self.on_refused is not None:
             self.on_refused(kind)

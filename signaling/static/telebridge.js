@@ -971,7 +971,7 @@
       this.publish(sources).then(
         (tracks) => this._emit("republished", { tracks }),
         (err) => {
-          if (attempts > 1 && this.connectionState === "joined" && ["unavailable", "internal", "timeout"].includes(err.code)) {
+          if (attempts > 1 && this.connectionState === "joined" && ["unavailable", "internal", "timeout", "server_busy"].includes(err.code)) {
             setTimeout(() => this._republish(sources, attempts - 1), REPUBLISH_DELAY_MS);
           } else this._emit("error", err);
         },
