@@ -504,7 +504,9 @@ async def test_a_viewer_behind_a_limited_link_gets_media_and_the_limit_holds(ser
         lifted = time.monotonic()
         await viewer.wait_frames(viewer.video_frames + 60, timeout=40)
         print(f"60 more frames {time.monotonic() - lifted:.1f} s after lifting the limit")
-        assert viewer.rate(1.0) >= 20, viewer.rate(1.0)
+        # Full rate again (aiortc's receiver can still be catching up on the frames it held
+        # when the 60th arrives: 17 fps was seen on a loaded machine), so wait for it.
+        await wait_for(lambda: viewer.rate(1.0) >= 20, 20, "20+ fps after lifting the limit")
         assert emu.down.params.rate is None and emu.down.queued_bytes == 0
     finally:
         emu.close()
