@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ class MediaSettings:
     """What the media workers need to know. Field names are the ``[media]`` keys."""
 
     workers: int = 1
-    """Media worker processes; one core each. The embedded default runs one."""
+    """Media worker processes, one core each; 0 runs one per core of this machine (a room's
+    viewers spread over all of them: signaling/placement.py)."""
     listen: str = "127.0.0.1"
     """Address the workers' UDP ports bind to."""
     announce: str = ""
@@ -60,8 +62,10 @@ class MediaSettings:
     another worker) takes no new session. 0: no limit."""
 
     def __post_init__(self) -> None:
+        if self.workers == 0:  # one per core; resolved here so every reader sees a count
+            object.__setattr__(self, "workers", os.cpu_count() or 1)
         if self.workers < 1:
-            raise SettingsError("workers must be at least 1")
+            raise SettingsError("workers must be 0 (one per core) or more")
         if not 0 <= self.base_port <= 65535:
             raise SettingsError("base_port must be 0-65535")
         if not 0 <= self.tcp_base_port <= 65535:

@@ -109,7 +109,7 @@ def test_shipped_configs_load(monkeypatch, tmp_path: Path):
     default = config.load(copy)
     assert (
         default.server.dev_tokens is True
-        and default.media.workers == 1
+        and default.media.workers == (os.cpu_count() or 1)  # `workers = 0`: one per core
         and default.server.port == 8080
     )
     # Its token secret and demo API key secret are made on first use, readable by us alone.

@@ -196,6 +196,7 @@ def test_an_unknown_media_key_lists_the_keys_that_are_known(tmp_path: Path):
         ),
         ("[server]\ncors_origins = [1]\n", "server.cors_origins must be a list of strings"),
         ("[media]\nworkers = 1.5\n", "media.workers must be an integer, not 1.5"),
+        ("[media]\nworkers = -1\n", "workers must be 0 (one per core) or more"),
         ("[media]\nconsent_timeout = true\n", "media.consent_timeout must be a number, not True"),
         ("[media]\nlisten = 127\n", "media.listen must be a string, not 127"),
         ("[ws]\nforwarded_for = 1\n", "ws.forwarded_for must be true or false, not 1"),
