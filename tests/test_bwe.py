@@ -14,6 +14,7 @@ import random
 
 import pytest
 
+from sfu import bwe
 from sfu.bwe import INITIAL_BPS, BandwidthEstimator
 
 PACKET = 1200
@@ -150,3 +151,30 @@ def test_bad_feedback_never_raises():
     bwe.on_packets([(1.0, 100, None)] * 50, 1.0)  # everything lost
     bwe.on_packets([(2.0, 100, 5.0), (1.0, 100, 0.0), (1.0, 100, -1e9)], 2.0)  # reordered
     assert bwe.min_bps <= bwe.estimate_bps <= bwe.max_bps
+
+
+def _direct_slope(points: list[tuple[float, float]]) -> float:
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    num = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    den = sum((x - mean_x) ** 2 for x, _ in points)
+    return num / den if den > 0 else 0.0
+
+
+def test_the_running_trendline_is_the_least_squares_slope_of_its_window():
+    """The O(1) trendline gives what a pass over the last 20 points gives, also hours into a
+    connection (x in ms since the first arrival: ~10^7) and across its rebases."""
+    rng = random.Random(7)
+    line = bwe.Trendline(20)
+    window: list[tuple[float, float]] = []
+    x, y = 3.6e6 * 3, 0.0  # three hours in; y: the smoothed accumulated delay, ms
+    for i in range(5000):
+        x += rng.uniform(0.0, 40.0)
+        y += rng.gauss(0.5 if i % 700 < 350 else -0.2, 3.0)  # queues building, draining
+        window = (window + [(x, y)])[-20:]
+        slope = line.add(x, y)
+        if len(window) < 20:
+            assert slope is None
+        else:
+            assert slope == pytest.approx(_direct_slope(window), rel=1e-6, abs=1e-7)
