@@ -156,6 +156,7 @@ class SiteGroup:
                     plis=sub.plis_sent,
                     twcc=sub.twcc_sent,
                     rtx=sub.rtx_received,
+                    padding=sub.padding_received,
                     verify_failed=sub.verify_failed,
                 )
             if site.publisher is not None:

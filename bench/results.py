@@ -80,6 +80,7 @@ def aggregate(
         "plis_sent": sum(s.get("plis", 0) for s in subscribers),
         "twcc_feedback_sent": sum(s.get("twcc", 0) for s in subscribers),
         "rtx_received": sum(s.get("rtx", 0) for s in subscribers),
+        "probe_padding_received": sum(s.get("padding", 0) for s in subscribers),
         "verify_failed": sum(s.get("verify_failed", 0) for s in subscribers),
     }
     weak = [s for s in subscribers if s["weak"]]

@@ -301,6 +301,7 @@ class Subscriber(_Peer):
         self.nacks_sent = 0
         self.plis_sent = 0
         self.rtx_received = 0
+        self.padding_received = 0  # the server's probes (RTX, padding only)
         self.nacked = 0  # sequence numbers NACKed since the last PLI check
         self.nacked_at = 0.0
         self.rtx_at_nack = 0
@@ -349,7 +350,10 @@ class Subscriber(_Peer):
                 self.first_rtp_at = time.monotonic()
         stream.received += 1
         if stream.kind == "rtx":
-            self.rtx_received += 1
+            if data[0] & 0x20:  # padding only: a bandwidth probe (still fed back), not a repair
+                self.padding_received += 1
+            else:
+                self.rtx_received += 1
         else:
             self.got.add(stream.kind)
             delta = (seq - stream.top) & 0xFFFF
