@@ -189,7 +189,7 @@ AUTH = f'[auth]\nsecret = "{SECRET}"\n'
         '[auth]\nsecret = "short"\n',
         AUTH + "[server]\nport = 70000\n",
         AUTH + "[media]\nconsent_timeout = 0\n",
-        AUTH + "[media]\nworkers = 0\n",
+        AUTH + "[media]\nworkers = -1\n",
         AUTH + "[media]\npublisher_bitrate = -1\n",
         'server = "not a table"\n' + AUTH,
         AUTH + '[server]\ncors_origins = "*"\n',
