@@ -228,7 +228,8 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
     pinned = ""
     worker_cpu: str | None = None
     if url is None:
-        server = RunningServer(tmp, workers=args.workers)
+        pacing = "" if args.pacing is None else f"pacing = {'true' if args.pacing else 'false'}\n"
+        server = RunningServer(tmp, workers=args.workers, extra=pacing)
         url, secret = server.base_url, server.secret
     loadgen_log = (tmp / "loadclient.log").open("wb")
     command = [
@@ -472,6 +473,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="pin",
         action="store_false",
         help="do not pin the server (with its one worker) and the load generator to separate CPUs",
+    )
+    parser.add_argument(
+        "--pacing",
+        default=None,
+        type=lambda v: {"on": True, "off": False}[v],
+        metavar="on|off",
+        help="the worker's [media] pacing (default: the server's default)",
     )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument(

@@ -321,11 +321,18 @@ class LayerControl(FeedbackUnit):
         media = self._media_rate(now)
         extra = max(0.0, self.probe_goal - media) / 8  # bytes per second
         self.probe_sent += extra * PROBE_STEP
-        while self.probe_sent > 0:
-            sent = carrier.send_padding(255, now)
-            if not sent:
-                break
-            self.probe_sent -= sent
+        pacer = self.transport.pacer
+        if pacer is not None:
+            pacer.bypass = True  # a probe goes above the estimate on purpose
+        try:
+            while self.probe_sent > 0:
+                sent = carrier.send_padding(255, now)
+                if not sent:
+                    break
+                self.probe_sent -= sent
+        finally:
+            if pacer is not None:
+                pacer.bypass = False
         self.probe_next = now + PROBE_STEP
         self.transport.wake(self.probe_next)
 
@@ -448,9 +455,7 @@ class LayerControl(FeedbackUnit):
             # into a thin link must not be the flood that breaks it.
             known = max(budget, self._media_rate(now) + audio)
             growth = PROBE_GROWTH_AFTER_FAILURE if self.probe_failed else PROBE_GROWTH
-            goal = need * UP_HEADROOM * PROBE_OVERSHOOT
-            if layer is not None:  # a paused video's probe is small: what its lowest layer needs
-                goal = min(goal, known * growth)
+            goal = min(need * UP_HEADROOM * PROBE_OVERSHOOT, known * growth)
             self._start_probe(goal, now)
             return
 

@@ -3,17 +3,27 @@
 Audio, retransmissions and video share it in that order of priority:
 
 * audio is never held (it is small and late audio is worse than a late frame);
-* a retransmission is dropped when the bucket is short (:meth:`Pacer.retransmission_allowed`,
-  asked by the NACK responder before it builds anything): repairing the past must not add
-  to a queue that is already too long;
-* video beyond the budget waits in a short queue (at most ``MAX_QUEUE_DELAY`` of it at the
-  current rate) and is sent as the bucket refills; beyond that it is dropped, and the
-  receiver's NACK/PLI machinery takes over.
+* a retransmission (sent while :attr:`Pacer.retransmitting` is set, by the NACK responder)
+  goes ahead of any queued video: a loss then costs the viewer one round trip, not a round
+  trip plus the queue. When the bucket is short it waits in its own short queue
+  (``MAX_RETRANSMIT_DELAY``), drained first; beyond that it is dropped, first of all
+  traffic: repairing the past must not flood a link that is already too full;
+* video beyond the budget waits in a queue and is sent as the bucket refills: a keyframe
+  burst leaves at the estimate's pace instead of overflowing a thin link's router buffer.
+  As in libwebrtc's pacer, video is not dropped for being late: when the queue would
+  keep a packet longer than ``MAX_QUEUE_DELAY`` at the budget rate, the pacer drains
+  faster, so that none waits longer (a dropped packet of a keyframe costs a NACK round trip, or
+  a new keyframe, which is worse than a burst). Only beyond ``MAX_QUEUE_BYTES`` is video
+  dropped, and the receiver's NACK/PLI machinery takes over;
+* padding probes (sent while :attr:`Pacer.bypass` is set) are not paced: a probe's whole
+  point is to go above the estimate for a moment.
 
-The hot path stays cheap: while the bucket holds enough, :meth:`admit` is a refill and a
+It paces only while the viewer sends transport-cc feedback (``FRESH``): without it there is
+no estimate to pace to (a REMB-only or feedback-less receiver is not held back, as
+before). The hot path stays cheap: while the bucket holds enough, :meth:`admit` is a refill and a
 subtraction; nothing is buffered unless the transport is over budget. Packets are queued
 before their transport-wide sequence number is stamped, so the estimator sees the time
-they really left. Enabled per worker by ``MediaSettings.pacing``.
+they really left. Enabled per worker by ``MediaSettings.pacing`` (on by default).
 """
 
 from __future__ import annotations
@@ -29,8 +39,11 @@ if TYPE_CHECKING:
 
 FACTOR = 1.25  # the budget runs this much above the estimate (GCC's pacing factor is 2.5)
 BURST = 0.04  # seconds of budget the bucket holds when idle
-MAX_QUEUE_DELAY = 0.1  # seconds of queued video, at the budget rate, before dropping
+MAX_QUEUE_DELAY = 0.5  # seconds the queue takes to drain at most (libwebrtc: 2 s)
+MAX_QUEUE_BYTES = 256_000  # beyond this, video is dropped (a stuck peer's memory)
+MAX_RETRANSMIT_DELAY = 0.1  # seconds of queued retransmissions before dropping them
 DRAIN_STEP = 0.005  # seconds between sends from the queue
+FRESH = 5.0  # seconds transport-cc feedback stands (as Transport.available_bitrate)
 
 
 class Pacer(FeedbackUnit):
@@ -39,22 +52,34 @@ class Pacer(FeedbackUnit):
     def __init__(self, transport: Transport, factor: float = FACTOR) -> None:
         super().__init__(transport)
         self.factor = factor
+        self.bandwidth = transport.bandwidth
         self.tokens = 0.0  # bytes that may leave now
         self.last = -inf
-        self.queue: deque[tuple[bytearray, int]] = deque()
+        self.queue: deque[tuple[bytearray, int, float]] = deque()  # (packet, offset, since)
         self.queued_bytes = 0
-        self.bypass = False  # set while the queue drains through send_rtp
+        self.resends: deque[tuple[bytearray, int, float]] = deque()
+        self.resend_bytes = 0
+        self.bypass = False  # set while the queue drains, or a probe pads, through send_rtp
+        self.retransmitting = False  # set by the NACK responder around its resends
         self._due = inf
         self.dropped_video = 0
         self.dropped_retransmissions = 0
         self.queued = 0
 
-    def rate(self) -> float:
-        """Bytes per second of budget."""
-        return self.transport.bandwidth.estimate_bps * self.factor / 8
+    def rate(self, now: float) -> float:
+        """Bytes per second of budget, raised so that no queued packet waits longer than
+        MAX_QUEUE_DELAY."""
+        rate = self.bandwidth.estimate_bps * self.factor / 8
+        queued = self.queued_bytes + self.resend_bytes
+        if queued:
+            oldest = min(q[0][2] for q in (self.queue, self.resends) if q)
+            left = oldest + MAX_QUEUE_DELAY - now
+            if queued > rate * left:
+                return queued / max(left, DRAIN_STEP)
+        return rate
 
     def _refill(self, now: float) -> float:
-        rate = self.rate()
+        rate = self.rate(now)
         elapsed = now - self.last
         self.last = now
         cap = rate * BURST
@@ -66,35 +91,42 @@ class Pacer(FeedbackUnit):
         """May ``buf`` leave now? False: it was queued or dropped (the pacer owns it)."""
         if self.bypass:
             return True
-        self._refill(now)
+        if now - self.bandwidth.last_feedback > FRESH and self._due == inf:
+            return True  # no estimate to pace to, and nothing queued to keep order with
+        rate = self._refill(now)
         size = len(buf)
+        if self.retransmitting:
+            if not self.resends and self.tokens >= size:
+                self.tokens -= size
+                return True
+            if self.resend_bytes + size > rate * MAX_RETRANSMIT_DELAY:
+                self.dropped_retransmissions += 1
+                self.transport.counters.dropped += 1
+                return False
+            self.resends.append((buf, twcc_offset, now))
+            self.resend_bytes += size
+            self._schedule(now)
+            return False
         if self._is_audio(buf):
             self.tokens -= size  # never held; it still spends the budget
             return True
-        if not self.queue and self.tokens >= size:
+        if not self.queue and not self.resends and self.tokens >= size:
             self.tokens -= size
             return True
-        if self.queued_bytes + size > self.rate() * MAX_QUEUE_DELAY:
+        if self.queued_bytes + size > MAX_QUEUE_BYTES:
             self.dropped_video += 1
             self.transport.counters.dropped += 1
             return False
-        self.queue.append((buf, twcc_offset))
+        self.queue.append((buf, twcc_offset, now))
         self.queued_bytes += size
         self.queued += 1
+        self._schedule(now)
+        return False
+
+    def _schedule(self, now: float) -> None:
         if self._due == inf:
             self._due = now + DRAIN_STEP
             self.transport.wake(self._due)
-        return False
-
-    def retransmission_allowed(self, size: int, now: float) -> bool:
-        """A retransmission of ``size`` bytes fits the budget (and spends it); else it is
-        dropped, first of all traffic."""
-        self._refill(now)
-        if self.queue or self.tokens < size:
-            self.dropped_retransmissions += 1
-            return False
-        self.tokens -= size
-        return True
 
     def _is_audio(self, buf: bytearray) -> bool:
         consumer = self.transport.consumers_by_ssrc.get(int.from_bytes(buf[8:12], "big"))
@@ -106,16 +138,21 @@ class Pacer(FeedbackUnit):
     def on_timer(self, now: float) -> None:
         self._due = inf
         self._refill(now)
-        queue = self.queue
         self.bypass = True
         try:
-            while queue and self.tokens >= len(queue[0][0]):
-                buf, twcc_offset = queue.popleft()
-                self.queued_bytes -= len(buf)
-                self.tokens -= len(buf)
-                self.transport.send_rtp(buf, twcc_offset, now)
+            for queue in (self.resends, self.queue):
+                while queue and self.tokens >= len(queue[0][0]):
+                    buf, twcc_offset, _ = queue.popleft()
+                    size = len(buf)
+                    if queue is self.resends:
+                        self.resend_bytes -= size
+                    else:
+                        self.queued_bytes -= size
+                    self.tokens -= size
+                    self.transport.send_rtp(buf, twcc_offset, now)
+                if queue:
+                    break  # what is left of the resends goes before any video
         finally:
             self.bypass = False
-        if queue:
-            self._due = now + DRAIN_STEP
-            self.transport.wake(self._due)
+        if self.resends or self.queue:
+            self._schedule(now)

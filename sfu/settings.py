@@ -50,9 +50,10 @@ class MediaSettings:
     """Seconds between RTCP reports (RR and REMB to publishers, SR to viewers)."""
     log_level: str = "INFO"
     """The worker's log level; set from ``[logging] level``."""
-    pacing: bool = False
+    pacing: bool = True
     """Hold each viewer's sending to ~1.25x its bandwidth estimate (sfu/pacer.py): audio
-    first, then video (briefly queued), retransmissions dropped first when over budget."""
+    first, then retransmissions, then video (briefly queued: keyframe bursts leave at the
+    estimate's pace); retransmissions are dropped first when over budget."""
     admission_max_cpu: float = 0.9
     """Admission control: a worker whose process used more than this share of a core over
     its last load report (1 s) takes no new session; when none is below, new sessions are

@@ -4,7 +4,8 @@ numeric clock (tests/sansio.py, as in tests/test_media_model.py).
 What a viewer on a weak link would notice: a NACK storm for the same packets gives one
 resend per round trip, not one per NACK; packets it can no longer use (older than a second,
 or older than the keyframe it already has) are not resent; with pacing on, audio always
-goes, video over budget waits briefly then is dropped, and retransmissions go first.
+goes, video over budget waits briefly then is dropped, and retransmissions go ahead of
+queued video and are dropped first.
 """
 
 from __future__ import annotations
@@ -89,45 +90,94 @@ def test_packets_older_than_a_second_or_the_last_keyframe_are_not_resent():
     assert rig.nack([fresh[2].seq], 0.5) == []
 
 
-def test_pacing_queues_video_over_budget_drops_beyond_and_keeps_audio():
+def test_pacing_spreads_a_burst_over_the_budget_and_drops_only_beyond_its_bound():
     rig = Rig(pacing=True)
     pacer = rig.view.pacer
     assert isinstance(pacer, Pacer)
     rig.view.bandwidth.delay_bps = 400_000  # 500 kbps of budget: ~62 bytes/ms
+    rig.view.bandwidth.last_feedback = rig.now  # the viewer sends transport-cc
     sent = rig.publish(1, dt=0.1, key=True)
     assert len(sent) == 1
-    burst = 0
-    for _ in range(40):  # a 40-packet frame arriving at once: far over budget
+
+    def burst(count: int) -> None:  # a keyframe's packets arriving at once
+        for _ in range(count):
+            rig.pub.receive(
+                rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
+                PUBLISHER_ADDR,
+                rig.now,
+            )
+            rig.seq += 1
+
+    burst(20)  # 21 kB: 0.33 s of budget
+    first = rig.sock.rtp()
+    assert len(first) <= 3, "only the bucket's burst goes at once"
+    assert pacer.queued > 0 and pacer.dropped_video == 0, "the rest waits; nothing is lost"
+    times = []
+    start = rig.now
+    while pacer.queue:
+        rig.now += 0.005
+        rig.timers.run(rig.now)
+        times += [rig.now - start] * len(rig.sock.rtp())
+    assert len(first) + len(times) == 20
+    assert 0.25 < times[-1] < 0.4, "sent at the budget's pace (500 kbps), not at once"
+
+    burst(60)  # 62 kB: over 0.5 s of budget, so the queue drains faster than the budget
+    start = rig.now
+    while pacer.queue:
+        rig.now += 0.005
+        rig.timers.run(rig.now)
+    assert rig.now - start < 0.6, "a long queue drains within MAX_QUEUE_DELAY"
+    assert pacer.dropped_video == 0
+
+    burst(300)  # 310 kB: more than MAX_QUEUE_BYTES
+    assert pacer.dropped_video > 0, "a bound on what a stuck viewer may hold"
+
+
+def test_pacing_sends_retransmissions_before_queued_video_and_drops_them_first():
+    rig = Rig(pacing=True)
+    rig.view.bandwidth.delay_bps = 400_000  # 500 kbps of budget: ~62 bytes/ms
+    rig.view.bandwidth.last_feedback = rig.now  # the viewer sends transport-cc
+    out = rig.publish(3, dt=0.1, key=True)
+    assert len(rig.nack([out[1].seq], 0.1)) == 1, "within budget: resent at once"
+    pacer = rig.view.pacer
+    assert pacer is not None
+    for _ in range(10):  # a frame over budget: queued
         rig.pub.receive(
             rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
             PUBLISHER_ADDR,
             rig.now,
         )
         rig.seq += 1
-        burst += 1
+    rig.sock.rtp()
+    assert pacer.queue, "video waits"
+    pacer.tokens = 0
+    assert rig.nack([out[2].seq]) == [], "the bucket is short: the resend waits too"
+    rig.now += 0.02
+    rig.timers.run(rig.now)
     first = rig.sock.rtp()
-    assert len(first) <= 3, "only the bucket's burst goes at once"
-    assert pacer.queued > 0 and pacer.dropped_video > 0, "queued up to 100 ms, rest dropped"
-    drained = 0
-    for _ in range(40):
+    assert first and first[0].ssrc == rig.consumer.rtx_ssrc, "but ahead of the queued video"
+    for _ in range(100):  # the queue drains
         rig.now += 0.005
         rig.timers.run(rig.now)
-        drained += len(rig.sock.rtp())
-    assert drained == pacer.queued, "the queue drains as the bucket refills"
-    assert len(first) + drained + pacer.dropped_video == burst
     assert not pacer.queue
-
-
-def test_pacing_drops_retransmissions_first():
-    rig = Rig(pacing=True)
-    rig.view.bandwidth.delay_bps = 400_000
-    out = rig.publish(3, dt=0.1, key=True)
-    assert len(rig.nack([out[1].seq], 0.1)) == 1, "within budget: resent"
-    pacer = rig.view.pacer
-    assert pacer is not None
-    pacer.tokens = 0  # a bucket just emptied by video
-    assert rig.nack([out[2].seq]) == []
-    assert pacer.dropped_retransmissions == 1
+    rig.sock.rtp()
+    big = []
+    for _ in range(12):  # sent one at a time, within budget
+        rig.now += 0.05
+        rig.timers.run(rig.now)
+        rig.pub.receive(
+            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
+            PUBLISHER_ADDR,
+            rig.now,
+        )
+        rig.seq += 1
+        big += rig.sock.rtp()
+    assert len(big) == 12
+    # Far more resends than 100 ms of budget, with the bucket empty: the rest is dropped.
+    pacer.tokens = 0
+    rig.nack([p.seq for p in big])
+    assert pacer.dropped_retransmissions > 0
+    assert pacer.dropped_video == 0, "video is not what gives way"
 
 
 def test_audio_is_never_held():
@@ -143,6 +193,21 @@ def test_audio_is_never_held():
     producer = sansio.producer(pub, kind="audio")
     sansio.consumer(view, producer)
     view.bandwidth.delay_bps = 30_000
+    view.bandwidth.last_feedback = 1.0
     for seq in range(50):  # 50 packets of 200 bytes at once: far over a 30 kbps budget
         pub.receive(rtp(0x1111, seq, seq * 960, bytes(200), pt=111), PUBLISHER_ADDR, 1.0)
     assert len(sock.rtp()) == 50
+
+
+def test_without_transport_cc_feedback_nothing_is_paced():
+    rig = Rig(pacing=True)
+    rig.view.bandwidth.delay_bps = 400_000  # an estimate nothing confirms
+    rig.publish(1, dt=0.1, key=True)
+    for _ in range(40):  # 40 kB at once: far over that "budget"
+        rig.pub.receive(
+            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
+            PUBLISHER_ADDR,
+            rig.now,
+        )
+        rig.seq += 1
+    assert len(rig.sock.rtp()) == 40, "a receiver without transport-cc is not held back"

@@ -8,7 +8,8 @@ a NACK storm cannot turn into a retransmission storm into a link that is already
   have arrived is a duplicate;
 * nothing older than ``MAX_AGE`` (past any jitter buffer) or, for video, older than the
   newest keyframe (the decoder restarts from it) is resent;
-* with pacing on, retransmissions are dropped first when the send budget is short.
+* with pacing on, retransmissions go ahead of queued video, and are dropped first when
+  the send budget is short (sfu/pacer.py).
 """
 
 from __future__ import annotations
@@ -43,13 +44,18 @@ class NackResponder(FeedbackUnit):
         counters.nacks_in += 1
         asked = rtcp.nack_seqs(packet)
         wanted = self._worth_resending(consumer, packet.media_ssrc, asked, now)
-        pacer = transport.pacer
-        if pacer is not None and wanted:
-            size = self._size_estimate(consumer)
-            wanted = [seq for seq in wanted if pacer.retransmission_allowed(size, now)]
         self.suppressed += len(asked) - len(wanted)
-        if wanted:
+        if not wanted:
+            return
+        pacer = transport.pacer
+        if pacer is None:
             counters.retransmissions += consumer.retransmit(packet.media_ssrc, wanted, now)
+            return
+        pacer.retransmitting = True  # ahead of queued video; dropped first when over budget
+        try:
+            counters.retransmissions += consumer.retransmit(packet.media_ssrc, wanted, now)
+        finally:
+            pacer.retransmitting = False
 
     def _worth_resending(
         self, consumer: object, media_ssrc: int, seqs: list[int], now: float
@@ -78,10 +84,3 @@ class NackResponder(FeedbackUnit):
             for key in [k for k, at in resent.items() if now - at > MAX_AGE]:
                 del resent[key]
         return out
-
-    @staticmethod
-    def _size_estimate(consumer: object) -> int:
-        """Bytes a retransmission of this consumer costs, roughly (its average packet)."""
-        if isinstance(consumer, SimpleConsumer) and consumer.packets:
-            return consumer.octets // consumer.packets + 40
-        return 1200
