@@ -228,8 +228,10 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
     pinned = ""
     worker_cpu: str | None = None
     if url is None:
-        pacing = "" if args.pacing is None else f"pacing = {'true' if args.pacing else 'false'}\n"
-        server = RunningServer(tmp, workers=args.workers, extra=pacing)
+        extra = "" if args.pacing is None else f"pacing = {'true' if args.pacing else 'false'}\n"
+        if args.no_admission:
+            extra += "admission_max_cpu = 0\n"
+        server = RunningServer(tmp, workers=args.workers, extra=extra)
         url, secret = server.base_url, server.secret
     loadgen_log = (tmp / "loadclient.log").open("wb")
     command = [
@@ -480,6 +482,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda v: {"on": True, "off": False}[v],
         metavar="on|off",
         help="the worker's [media] pacing (default: the server's default)",
+    )
+    parser.add_argument(
+        "--no-admission",
+        action="store_true",
+        help="turn admission control off (on a shared machine it refuses viewers mid-run)",
     )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument(

@@ -340,6 +340,19 @@ class BandwidthEstimator:
     def on_rtt(self, rtt: float) -> None:
         self.rtt = max(rtt, 0.001)
 
+    def on_probe_result(self, bps: float) -> None:
+        """A padding probe showed the path carries ``bps`` (no loss, no delay growth): the
+        estimate starts there, as libwebrtc's does after a probe, instead of climbing
+        8 %/s from where a weak spell left it (and pacing at the old estimate while a
+        higher layer flows, which looks like congestion)."""
+        if bps > self.delay_bps:
+            self.delay_bps = min(float(bps), float(self.max_bps))
+        if bps > self.loss_bps:
+            self.loss_bps = inf
+        if self.capacity is not None and bps / 1000 > self.capacity:
+            self.capacity = None  # the path changed: multiplicative increase again
+        self.state = "hold"
+
     def on_remb(self, bps: int, now: float) -> None:
         self.remb_bps = float(bps)
         if now - self.last_feedback > REMB_ONLY_AFTER:

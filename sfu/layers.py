@@ -44,12 +44,14 @@ DOWN_SLACK = 1.25  # a downgrade waits until the estimate is this far below the 
 # estimates wobble around what a receiver gets, and a REMB-only receiver's starts there
 HOLD_AFTER_DOWN = 8.0  # seconds without upgrades after a bandwidth downgrade (mediasoup: 10)
 PROBE_INTERVAL = 3.0  # seconds between probes at first (LiveKit: 3 s, x1.5 after a failure)
-PROBE_MAX_INTERVAL = 8.0  # LiveKit backs off to 2 min; a site's link that recovers
-# should see its picture come back within seconds, and failed probes are kept small
-PROBE_AFTER_SUCCESS = 0.5  # a clean probe may be followed by a bigger one this soon
+PROBE_MAX_INTERVAL = 4.0  # LiveKit backs off to 2 min; a site's link that recovers
+# should see its picture come back within seconds, and failed probes are kept small and
+# cut short (a probe stops as soon as the delay detector sees the queue grow)
+PROBE_AFTER_SUCCESS = 0.0  # a clean probe may be followed by a bigger one at once
+PROBE_VERDICT_WAIT = 0.5  # at most this long (else one RTT) after a probe for its reports
 PROBE_DURATION = 1.5  # seconds of padding per probe
 PROBE_OVERSHOOT = 1.2  # probe at this much of what the next step needs
-PROBE_GROWTH = 2.0  # and at most this many times what the link is known to carry,
+PROBE_GROWTH = 3.0  # and at most this many times what the link is known to carry,
 PROBE_GROWTH_AFTER_FAILURE = 1.3  # or this many after a failed probe or a downgrade
 PROBE_STEP = 0.02  # seconds between padding bursts
 PROBE_LOSS = 5  # receiver-reported loss (/256, about 2 %) that fails a probe or a verified rate
@@ -57,6 +59,40 @@ VERIFIED_FOR = 10.0  # a rate a probe carried stands while reports stay clean th
 AUDIO_NOMINAL = 40_000  # bits/s of an audio track not measured yet
 VIDEO_NOMINAL = (150_000, 500_000, 1_500_000)  # a layer not measured yet, lowest first
 LAYER_NAMES = ("low", "medium", "high")
+
+
+def probe_goal(need: float, known: float, failed: bool) -> float:
+    """The rate to probe at for a step that needs ``need`` bits/s: with room to spare, but
+    never more than PROBE_GROWTH times what the link is ``known`` to carry
+    (PROBE_GROWTH_AFTER_FAILURE after a failed probe or a downgrade): a probe into a thin
+    link must not be the flood that breaks it."""
+    growth = PROBE_GROWTH_AFTER_FAILURE if failed else PROBE_GROWTH
+    return min(need * UP_HEADROOM * PROBE_OVERSHOOT, known * growth)
+
+
+def warm_layer(track: Track, step: int | None, room: float) -> int | None:
+    """The highest layer up to ``step`` that a probe leaving ``room`` bits/s for this
+    track could show the link carries (None: not even the lowest)."""
+    if step is None:
+        return None
+    best = None
+    for layer in range(min(step, track.cap) + 1):
+        if track.rates[layer] <= room:
+            best = layer
+    return best
+
+
+def probe_was_clean(
+    aborted: bool, loss: int, loss_before: int, estimate: float | None, base: float | None
+) -> bool:
+    """A probe carried cleanly: the delay detector did not stop it, the receiver lost no
+    more than before (a lossy radio link loses some whatever we send; a full one loses
+    more: ``loss`` in 1/256), and its estimate did not fall."""
+    if aborted:
+        return False
+    if loss >= max(PROBE_LOSS, loss_before + PROBE_LOSS):
+        return False
+    return estimate is None or base is None or estimate >= base * 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +237,11 @@ class LayerControl(FeedbackUnit):
         self.probe_base: float | None = None
         self.probe_loss = 0
         self.probe_failed = False
+        self.probe_aborted = False  # the delay detector saw the probe fill a queue
+        # Layers a probe aims at, per consumer: counted as wanted (Producer.layer_demand),
+        # so a publisher that paused them resumes them while the probe runs, and the
+        # layer is there when the probe shows the link carries it.
+        self.warming: dict[SimpleConsumer, int] = {}
         self.probes = 0
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -280,10 +321,19 @@ class LayerControl(FeedbackUnit):
         base = self.probe_base
         # Clean: no more loss than the link had before (a lossy radio link loses some
         # packets whatever we send; a full one loses more), and no falling estimate.
-        clean = self._loss() < max(PROBE_LOSS, self.probe_loss + PROBE_LOSS) and (
-            estimate is None or base is None or estimate >= base * 0.9
+        aborted = self.probe_aborted
+        clean = probe_was_clean(
+            self.probe_aborted,
+            self._loss(),
+            self.probe_loss,
+            estimate,
+            base,
         )
+        self.probe_aborted = False
         if clean:
+            acked = self.transport.bandwidth.acked_rate_bps  # what got through, probe included
+            if acked:
+                self.transport.bandwidth.on_probe_result(min(self.probe_goal, acked))
             self.verified = max(self.verified, self.probe_goal)
             self.verified_until = now + VERIFIED_FOR
             self.verified_base = estimate or 0.0
@@ -294,18 +344,34 @@ class LayerControl(FeedbackUnit):
             self.probe_interval = min(self.probe_interval * 1.5, PROBE_MAX_INTERVAL)
             self.probe_failed = True
             self.next_probe_at = now + self.probe_interval
+            self.warming.clear()
         logger.info(
-            "session %s: probe at %d bit/s %s",
+            "session %s: probe at %d bit/s %s (loss %d/256, before %d; estimate %s, before %s)",
             self.transport.session_id,
             self.probe_goal,
-            "carried cleanly" if clean else "failed",
+            "carried cleanly" if clean else "stopped: the queue grew" if aborted else "failed",
+            self._loss(),
+            self.probe_loss,
+            estimate,
+            base,
         )
         self.probe_goal = 0.0
 
     def _pad(self, now: float) -> None:
         """Send the padding due since the last burst on top of what media sends."""
+        if now < self.probe_until and self.transport.bandwidth.detector.state == "overusing":
+            # The link's queue grows under the probe: stop now rather than fill it (on a
+            # thin link a 1.5 s probe at 1.3x overflows a 300 ms router buffer).
+            self.probe_aborted = True
+            self.probe_until = now
         if now >= self.probe_until:
             self.probe_next = inf
+            # The verdict once the receiver's reports on the probe's last packets are in,
+            # not at the next once-a-second decision: a recovered link climbs faster.
+            wait = min(self.transport.bandwidth.rtt, PROBE_VERDICT_WAIT)
+            if now + wait < self.deadline:
+                self.deadline = now + wait
+                self.transport.wake(self.deadline)
             return
         carrier = next(
             (
@@ -370,7 +436,7 @@ class LayerControl(FeedbackUnit):
             for current, fit, track in zip(currents, fits, tracks, strict=True)
         )
         if not pressed:  # never probe a link that is already too thin for what it gets
-            self._maybe_probe(budget, audio, tracks, fits_with_room, holding, now)
+            self._maybe_probe(budget, audio, videos, tracks, fits_with_room, holding, now)
         self.low_count = self.low_count + 1 if pressed else 0
         # One low estimate may be a dip (a keyframe burst, a REMB-only receiver's
         # estimator settling): go down on the second in a row, or at once on heavy loss.
@@ -427,6 +493,7 @@ class LayerControl(FeedbackUnit):
         self,
         budget: float | None,
         audio: float,
+        videos: list[SimpleConsumer],
         tracks: list[Track],
         roomy: list[int | None],
         holding: bool,
@@ -451,11 +518,13 @@ class LayerControl(FeedbackUnit):
             need = audio + sum(
                 t.rates[c] for t, c in zip(tracks, step, strict=True) if c is not None
             )
-            # Never more than PROBE_GROWTH times what the link is known to carry: a probe
-            # into a thin link must not be the flood that breaks it.
             known = max(budget, self._media_rate(now) + audio)
-            growth = PROBE_GROWTH_AFTER_FAILURE if self.probe_failed else PROBE_GROWTH
-            goal = min(need * UP_HEADROOM * PROBE_OVERSHOOT, known * growth)
+            goal = probe_goal(need, known, self.probe_failed)
+            self.warming = {
+                consumer: layer
+                for consumer, track, step_layer in zip(videos, tracks, step, strict=True)
+                if (layer := warm_layer(track, step_layer, goal - audio)) is not None
+            }
             self._start_probe(goal, now)
             return
 

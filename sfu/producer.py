@@ -169,7 +169,7 @@ class Producer:
 
     def layer_demand(self) -> list[bool]:
         """Which encodings someone needs: a consumer's current, target or wished-for
-        layer, what a pipe's far side needs (every layer until it says), and always the
+        layer, one its viewer's probe aims at, what a pipe's far side needs (every layer until it says), and always the
         lowest (a new or struggling viewer starts there without waiting for the publisher)."""
         wanted = [False] * len(self.streams)
         wanted[0] = True
@@ -185,6 +185,10 @@ class Producer:
             target = getattr(consumer, "target", None)
             if target is not None:
                 wanted[target.index] = True
+            layers = getattr(consumer.transport, "layers", None)  # a probe aims here
+            warming = layers.warming.get(consumer) if layers is not None else None
+            if warming is not None and warming < len(wanted):
+                wanted[warming] = True
         return wanted
 
     def request_keyframe(self, now: float) -> None:

@@ -178,3 +178,13 @@ def test_the_running_trendline_is_the_least_squares_slope_of_its_window():
             assert slope is None
         else:
             assert slope == pytest.approx(_direct_slope(window), rel=1e-6, abs=1e-7)
+
+
+def test_a_clean_probe_moves_the_estimate_up_at_once():
+    estimator = BandwidthEstimator()
+    estimator.delay_bps = 300_000.0
+    estimator.loss_bps = 250_000.0  # left low by a lossy spell
+    estimator.on_probe_result(900_000)
+    assert estimator.estimate_bps == 900_000
+    estimator.on_probe_result(500_000)
+    assert estimator.estimate_bps == 900_000, "a smaller probe never lowers it"

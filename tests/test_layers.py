@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sfu.layers import Preferences, Track, allocate, cap_for
+from sfu.layers import (
+    Preferences,
+    Track,
+    allocate,
+    cap_for,
+    probe_goal,
+    probe_was_clean,
+    warm_layer,
+)
 
 RATES = (150_000.0, 500_000.0, 1_500_000.0)
 
@@ -41,3 +49,28 @@ def test_preferences_cap_the_layer():
     assert cap_for(layers, Preferences(encoding="h")) == 1
     assert cap_for(layers, Preferences(encoding="2")) == 2, "an index for SSRC simulcast"
     assert cap_for(streams(0, 0, 0), Preferences(max_height=200)) == 2, "sizes not known yet"
+
+
+def test_a_probe_never_floods_a_thin_link():
+    top = 40_000 + 1_500_000
+    assert probe_goal(top, 300_000, failed=False) == 900_000, "3x what the link carries"
+    assert probe_goal(top, 300_000, failed=True) == 390_000, "1.3x after a failure"
+    assert probe_goal(200_000, 1_000_000, failed=False) == 200_000 * 1.15 * 1.2, (
+        "no more than needed"
+    )
+
+
+def test_a_probe_is_clean_without_a_stop_more_loss_or_a_falling_estimate():
+    assert probe_was_clean(False, loss=13, loss_before=12, estimate=400_000, base=300_000)
+    assert not probe_was_clean(True, 0, 0, 400_000, 300_000), "the delay detector stopped it"
+    assert not probe_was_clean(False, 20, 12, 400_000, 300_000), "more loss than the link's own"
+    assert not probe_was_clean(False, 0, 0, 250_000, 300_000), "the estimate fell"
+
+
+def test_a_probe_warms_the_highest_layer_it_could_show_the_link_carries():
+    track = Track(RATES, 2)
+    assert warm_layer(track, 2, 600_000) == 1, "the top needs 1.5 Mbit/s: warm the middle"
+    assert warm_layer(track, 2, 2_000_000) == 2
+    assert warm_layer(track, 1, 2_000_000) == 1, "no further than the probe's step"
+    assert warm_layer(Track(RATES, 0), 2, 2_000_000) == 0, "nor above the viewer's cap"
+    assert warm_layer(track, 2, 100_000) is None
