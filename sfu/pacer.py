@@ -44,6 +44,7 @@ MAX_QUEUE_BYTES = 256_000  # beyond this, video is dropped (a stuck peer's memor
 MAX_RETRANSMIT_DELAY = 0.1  # seconds of queued retransmissions before dropping them
 DRAIN_STEP = 0.005  # seconds between sends from the queue
 FRESH = 5.0  # seconds transport-cc feedback stands (as Transport.available_bitrate)
+RATE_EVERY = 0.005  # seconds between re-reads of the estimate (not per packet)
 
 
 class Pacer(FeedbackUnit):
@@ -62,6 +63,9 @@ class Pacer(FeedbackUnit):
         self.bypass = False  # set while the queue drains, or a probe pads, through send_rtp
         self.retransmitting = False  # set by the NACK responder around its resends
         self._due = inf
+        self._rate_at = -inf
+        self._rate = 0.0
+        self._fresh = False
         self.dropped_video = 0
         self.dropped_retransmissions = 0
         self.queued = 0
@@ -78,23 +82,36 @@ class Pacer(FeedbackUnit):
                 return queued / max(left, DRAIN_STEP)
         return rate
 
+    def _update(self, now: float) -> None:
+        """Re-read the estimate and feedback freshness (every RATE_EVERY, not per packet)."""
+        self._rate_at = now
+        self._rate = self.rate(now)
+        self._fresh = now - self.bandwidth.last_feedback <= FRESH
+
     def _refill(self, now: float) -> float:
-        rate = self.rate(now)
+        if now - self._rate_at >= RATE_EVERY:
+            self._update(now)
+        rate = self._rate
         elapsed = now - self.last
         self.last = now
         cap = rate * BURST
         tokens = self.tokens + elapsed * rate if elapsed > 0 else self.tokens
-        self.tokens = tokens = cap if tokens > cap else tokens
+        self.tokens = cap if tokens > cap else tokens
         return rate
 
     def admit(self, buf: bytearray, twcc_offset: int, now: float) -> bool:
         """May ``buf`` leave now? False: it was queued or dropped (the pacer owns it)."""
         if self.bypass:
             return True
-        if now - self.bandwidth.last_feedback > FRESH and self._due == inf:
+        if now - self._rate_at >= RATE_EVERY:
+            self._update(now)
+        if not self._fresh and self._due == inf:
             return True  # no estimate to pace to, and nothing queued to keep order with
         rate = self._refill(now)
         size = len(buf)
+        if self.tokens >= size and not self.queue and not self.resends:
+            self.tokens -= size  # the hot path: within budget, nothing waiting
+            return True
         if self.retransmitting:
             if not self.resends and self.tokens >= size:
                 self.tokens -= size
@@ -109,9 +126,6 @@ class Pacer(FeedbackUnit):
             return False
         if self._is_audio(buf):
             self.tokens -= size  # never held; it still spends the budget
-            return True
-        if not self.queue and not self.resends and self.tokens >= size:
-            self.tokens -= size
             return True
         if self.queued_bytes + size > MAX_QUEUE_BYTES:
             self.dropped_video += 1
@@ -137,6 +151,7 @@ class Pacer(FeedbackUnit):
 
     def on_timer(self, now: float) -> None:
         self._due = inf
+        self._update(now)  # the queue's drain rate follows its length
         self._refill(now)
         self.bypass = True
         try:
