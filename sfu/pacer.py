@@ -37,7 +37,8 @@ from sfu.feedback.base import FeedbackUnit
 if TYPE_CHECKING:
     from sfu.transport import Transport
 
-FACTOR = 1.25  # the budget runs this much above the estimate (GCC's pacing factor is 2.5)
+FACTOR = 2.5  # the budget runs this much above the estimate (GCC's pacing factor): it smooths
+# bursts and orders traffic; holding a flow to its estimate is the layer choice's job
 BURST = 0.04  # seconds of budget the bucket holds when idle
 MAX_QUEUE_DELAY = 0.5  # seconds the queue takes to drain at most (libwebrtc: 2 s)
 MAX_QUEUE_BYTES = 256_000  # beyond this, video is dropped (a stuck peer's memory)

@@ -51,7 +51,7 @@ class MediaSettings:
     log_level: str = "INFO"
     """The worker's log level; set from ``[logging] level``."""
     pacing: bool = True
-    """Hold each viewer's sending to ~1.25x its bandwidth estimate (sfu/pacer.py): audio
+    """Pace each viewer's sending at 2.5x its bandwidth estimate (sfu/pacer.py): audio
     first, then retransmissions, then video (briefly queued: keyframe bursts leave at the
     estimate's pace); retransmissions are dropped first when over budget."""
     admission_max_cpu: float = 0.9

@@ -94,7 +94,7 @@ def test_pacing_spreads_a_burst_over_the_budget_and_drops_only_beyond_its_bound(
     rig = Rig(pacing=True)
     pacer = rig.view.pacer
     assert isinstance(pacer, Pacer)
-    rig.view.bandwidth.delay_bps = 400_000  # 500 kbps of budget: ~62 bytes/ms
+    rig.view.bandwidth.delay_bps = 200_000  # 2.5x: 500 kbps of budget, ~62 bytes/ms
     rig.view.bandwidth.last_feedback = rig.now  # the viewer sends transport-cc
     sent = rig.publish(1, dt=0.1, key=True)
     assert len(sent) == 1
@@ -135,7 +135,7 @@ def test_pacing_spreads_a_burst_over_the_budget_and_drops_only_beyond_its_bound(
 
 def test_pacing_sends_retransmissions_before_queued_video_and_drops_them_first():
     rig = Rig(pacing=True)
-    rig.view.bandwidth.delay_bps = 400_000  # 500 kbps of budget: ~62 bytes/ms
+    rig.view.bandwidth.delay_bps = 200_000  # 2.5x: 500 kbps of budget, ~62 bytes/ms
     rig.view.bandwidth.last_feedback = rig.now  # the viewer sends transport-cc
     out = rig.publish(3, dt=0.1, key=True)
     assert len(rig.nack([out[1].seq], 0.1)) == 1, "within budget: resent at once"
