@@ -520,10 +520,15 @@ class LayerControl(FeedbackUnit):
             )
             known = max(budget, self._media_rate(now) + audio)
             goal = probe_goal(need, known, self.probe_failed)
+            # A probe for every track's cap (after a clean one) warms the caps: an upper
+            # encoding the publisher paused takes seconds to come back (its encoder and
+            # its own estimate ramp up), so it starts while the probes run. After a
+            # failure, only what this probe could show the link carries.
+            room = inf if not self.probe_failed else goal - audio
             self.warming = {
                 consumer: layer
                 for consumer, track, step_layer in zip(videos, tracks, step, strict=True)
-                if (layer := warm_layer(track, step_layer, goal - audio)) is not None
+                if (layer := warm_layer(track, step_layer, room)) is not None
             }
             self._start_probe(goal, now)
             return

@@ -430,39 +430,39 @@ async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_ba
         start, sent_before = await page(VIEWER_STATS), emu.down.counters.snapshot()
         await asyncio.sleep(window)  # the measurement window
         end, sent_after = await page(VIEWER_STATS), emu.down.counters.snapshot()
+        # What the viewer saw (Chromium's getStats), the link, and the lead's encodings:
+        # the figures to read when the frame rate is off.
+        changes = {k: end[k] - start[k] for k in end if k != "height" and k in start}
+        link = {
+            k: getattr(sent_after, k) - getattr(sent_before, k)
+            for k in ("packets_in", "dropped_queue", "dropped_loss")
+        }
         await asyncio.to_thread(driver.switch_to.window, lead)
-        print("lead:", await page(LEAD_STATS))
+        print(f"viewer over the window: {changes}; link down: {link}")
+        print("lead (rid, height, fps, frames, limited by):", await page(LEAD_STATS))
         await asyncio.to_thread(driver.switch_to.window, viewer_window)
         fps = (end["decoded"] - start["decoded"]) / window
         concealed = (end["concealed"] - start["concealed"]) / max(
             1, end["samples"] - start["samples"]
         )
         offered = (sent_after.bytes_in - sent_before.bytes_in) * 8 / window
+        print(
+            f"weak link: {good['height']}p -> {low['height']}p in {moved:.1f} s; from 10 s on, "
+            f"{end['height']}p at {fps:.1f} fps, audio concealed {concealed:.1%}, server sent "
+            f"{offered / 1000:.0f} kbit/s ({offered / rate:.2f}x the link)"
+        )
         emu.update("down", rate=None, loss=0.0, delay=0.0)
         emu.update("up", loss=0.0, delay=0.0)
         lifted = time.monotonic()
         await stats_when(lambda s: s.get("height") == 720, 40, "the top layer again")
-        back = time.monotonic() - lifted
-        print(
-            f"weak link: {good['height']}p -> {low['height']}p in {moved:.1f} s; from 10 s on, "
-            f"{end['height']}p at {fps:.1f} fps, audio concealed {concealed:.1%}, server sent "
-            f"{offered / 1000:.0f} kbit/s ({offered / rate:.2f}x the link); top layer "
-            f"{back:.1f} s after the link recovered"
-        )
-        changes = {k: end[k] - start[k] for k in end if k not in ("height",) and k in start}
-        link = {
-            k: getattr(sent_after, k) - getattr(sent_before, k)
-            for k in ("packets_in", "dropped_queue", "dropped_loss")
-        }
-        print(
-            f"viewer over the window: {changes}; link down: {link}, max queue {sent_after.max_queue_delay:.2f} s"
-        )
+        print(f"top layer {time.monotonic() - lifted:.1f} s after the link recovered")
         assert end["height"] < 720, "still on a lower layer while the link is weak"
-        # 3-15 fps measured here (the issue targets 15: FEC is not negotiated, so each
-        # lost packet waits a 300 ms round trip for its retransmission).
-        assert fps >= 2, "the lower layer keeps moving (not paused, not frozen)"
+        # 16.5-19.2 fps measured with the pacer (the fake camera sends 20; without the
+        # pacer 3-16): retransmissions go ahead of queued video, so a loss costs one round
+        # trip. Audio is concealed about as much as the link loses (no FEC or RED for it).
+        assert fps >= 12, "the lower layer plays smoothly (not paused, not frozen)"
         assert concealed < 0.10, "audio first"
-        assert offered <= 1.3 * rate, "the server sends about what the link carries"
+        assert offered <= 1.2 * rate, "the server sends what the link carries"
         await asyncio.to_thread(driver.switch_to.window, lead)
     finally:
         emu.close()
