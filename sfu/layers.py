@@ -45,8 +45,7 @@ DOWN_SLACK = 1.25  # a downgrade waits until the estimate is this far below the 
 HOLD_AFTER_DOWN = 8.0  # seconds without upgrades after a bandwidth downgrade (mediasoup: 10)
 PROBE_INTERVAL = 3.0  # seconds between probes at first (LiveKit: 3 s, x1.5 after a failure)
 PROBE_MAX_INTERVAL = 4.0  # LiveKit backs off to 2 min; a site's link that recovers
-# should see its picture come back within seconds, and failed probes are kept small and
-# cut short (a probe stops as soon as the delay detector sees the queue grow)
+# should see its picture come back within seconds, and failed probes are kept small
 PROBE_AFTER_SUCCESS = 0.0  # a clean probe may be followed by a bigger one at once
 PROBE_VERDICT_WAIT = 0.5  # at most this long (else one RTT) after a probe for its reports
 PROBE_DURATION = 1.5  # seconds of padding per probe
@@ -83,13 +82,11 @@ def warm_layer(track: Track, step: int | None, room: float) -> int | None:
 
 
 def probe_was_clean(
-    aborted: bool, loss: int, loss_before: int, estimate: float | None, base: float | None
+    loss: int, loss_before: int, estimate: float | None, base: float | None
 ) -> bool:
-    """A probe carried cleanly: the delay detector did not stop it, the receiver lost no
-    more than before (a lossy radio link loses some whatever we send; a full one loses
-    more: ``loss`` in 1/256), and its estimate did not fall."""
-    if aborted:
-        return False
+    """A probe carried cleanly: the receiver lost no more than before (a lossy radio link
+    loses some whatever we send; a full one loses more: ``loss`` in 1/256), and its
+    estimate did not fall."""
     if loss >= max(PROBE_LOSS, loss_before + PROBE_LOSS):
         return False
     return estimate is None or base is None or estimate >= base * 0.9
@@ -237,7 +234,6 @@ class LayerControl(FeedbackUnit):
         self.probe_base: float | None = None
         self.probe_loss = 0
         self.probe_failed = False
-        self.probe_aborted = False  # the delay detector saw the probe fill a queue
         # Layers a probe aims at, per consumer: counted as wanted (Producer.layer_demand),
         # so a publisher that paused them resumes them while the probe runs, and the
         # layer is there when the probe shows the link carries it.
@@ -321,15 +317,12 @@ class LayerControl(FeedbackUnit):
         base = self.probe_base
         # Clean: no more loss than the link had before (a lossy radio link loses some
         # packets whatever we send; a full one loses more), and no falling estimate.
-        aborted = self.probe_aborted
         clean = probe_was_clean(
-            self.probe_aborted,
             self._loss(),
             self.probe_loss,
             estimate,
             base,
         )
-        self.probe_aborted = False
         if clean:
             acked = self.transport.bandwidth.acked_rate_bps  # what got through, probe included
             if acked:
@@ -349,7 +342,7 @@ class LayerControl(FeedbackUnit):
             "session %s: probe at %d bit/s %s (loss %d/256, before %d; estimate %s, before %s)",
             self.transport.session_id,
             self.probe_goal,
-            "carried cleanly" if clean else "stopped: the queue grew" if aborted else "failed",
+            "carried cleanly" if clean else "failed",
             self._loss(),
             self.probe_loss,
             estimate,
@@ -359,11 +352,6 @@ class LayerControl(FeedbackUnit):
 
     def _pad(self, now: float) -> None:
         """Send the padding due since the last burst on top of what media sends."""
-        if now < self.probe_until and self.transport.bandwidth.detector.state == "overusing":
-            # The link's queue grows under the probe: stop now rather than fill it (on a
-            # thin link a 1.5 s probe at 1.3x overflows a 300 ms router buffer).
-            self.probe_aborted = True
-            self.probe_until = now
         if now >= self.probe_until:
             self.probe_next = inf
             # The verdict once the receiver's reports on the probe's last packets are in,

@@ -415,7 +415,9 @@ async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_ba
         await open_demo(driver, server.base_url)
         token = server.token(ROOM, "island", "observer")
         await page(VIEW_THROUGH_RELAY, ROOM, token, emu.port)
-        good = await stats_when(lambda s: s.get("height") == 720, 30, "the top layer")
+        # Generous: on a loaded 2-core machine the first estimate dips (CPU-starved
+        # timestamps look like queueing); the time to the top layer is another test's.
+        good = await stats_when(lambda s: s.get("height") == 720, 45, "the top layer")
 
         # A 300 ms router buffer (mobile and satellite links have at least that): with the
         # emulator's default 80 ms (3 kB at this rate) a keyframe burst overflows it, which
