@@ -53,7 +53,7 @@ def test_preferences_cap_the_layer():
 
 def test_a_probe_never_floods_a_thin_link():
     top = 40_000 + 1_500_000
-    assert probe_goal(top, 300_000, failed=False) == 900_000, "3x what the link carries"
+    assert probe_goal(top, 300_000, failed=False) == 600_000, "2x what the link carries"
     assert probe_goal(top, 300_000, failed=True) == 390_000, "1.3x after a failure"
     assert probe_goal(200_000, 1_000_000, failed=False) == 200_000 * 1.15 * 1.2, (
         "no more than needed"
