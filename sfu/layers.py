@@ -507,7 +507,11 @@ class LayerControl(FeedbackUnit):
                 t.rates[c] for t, c in zip(tracks, step, strict=True) if c is not None
             )
             known = max(budget, self._media_rate(now) + audio)
-            goal = probe_goal(need, known, self.probe_failed)
+            # On a lossy link (a radio or satellite hop loses some whatever we send) a
+            # probe can pass by chance; the next one at 2x would flood a thin link's
+            # queue. Such a link climbs in the small steps used after a failure.
+            careful = self.probe_failed or self._loss() >= PROBE_LOSS
+            goal = probe_goal(need, known, careful)
             # A probe for every track's cap (after a clean one) warms the caps: an upper
             # encoding the publisher paused takes seconds to come back (its encoder and
             # its own estimate ramp up), so it starts while the probes run. After a
