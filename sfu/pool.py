@@ -244,12 +244,3 @@ class WorkerPool:
         if not open_:
             return None
         return min(open_, key=lambda w: (w.consumers, w is not prefer, len(w.sessions), w.index))
-
-    def for_room(self, room: str) -> WorkerHandle:
-        for worker in self.workers:
-            if room in worker.rooms and worker.alive:
-                return worker
-        alive = [w for w in self.workers if w.alive] or self.workers
-        worker = min(alive, key=lambda w: len(w.sessions))
-        worker.rooms.add(room)
-        return worker
