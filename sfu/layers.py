@@ -307,6 +307,10 @@ class LayerControl(FeedbackUnit):
         if now >= self.probe_until:
             self.probe_next = inf
             return
+        if self.transport.load.overloaded:
+            self.probe_until = now  # cut short; decide() finishes it as it stands
+            self.probe_next = inf
+            return
         carrier = next(
             (
                 c
@@ -430,6 +434,8 @@ class LayerControl(FeedbackUnit):
         in one go), or after a failed probe one step for the first such track."""
         if budget is None or holding or self.probe_goal or now < self.next_probe_at:
             return
+        if self.transport.load.overloaded:
+            return  # the delay the estimate sees may be the worker's own: padding adds to it
         if self._loss() >= HEAVY_LOSS:
             return  # congested now: a probe would only add to it
         for index, (track, layer) in enumerate(zip(tracks, roomy, strict=True)):

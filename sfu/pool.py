@@ -71,12 +71,15 @@ class WorkerHandle:
         return float(self.load.get("cpu", 0.0))
 
     def admits(self, settings: MediaSettings) -> bool:
-        """Below both admission thresholds (a threshold of 0 is off)."""
+        """Below both admission thresholds (a threshold of 0 is off), and not overloaded:
+        the CPU share is the worker's own; a late loop also sees the rest of the machine."""
         if not self.alive:
             return False
         if settings.admission_max_cpu and self.cpu > settings.admission_max_cpu:
             return False
         if int(self.load.get("queue_bytes", 0)) > QUEUE_FULL:
+            return False
+        if self.load.get("overloaded"):  # its loop has run late for seconds (sfu/overload.py)
             return False
         limit = settings.admission_max_consumers
         return not (limit and self.consumers >= limit)
