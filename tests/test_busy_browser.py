@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import chromium_available, launch_chromium, missing_reason
+from tests.browser import browser_fixture
 from tests.conftest import RunningServer
 from tests.peers import WhepViewer, start_whep_viewer, start_whip_publisher
 from tests.test_demo_conference import app_call, app_state, open_app, status_text
@@ -24,15 +24,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 ROOM = "teaching-round"
 
 
-@pytest.fixture
-def browser():
-    if not chromium_available():
-        pytest.skip(reason=missing_reason())
-    chromium = launch_chromium(window_size=(1000, 700))
-    try:
-        yield chromium
-    finally:
-        chromium.quit()
+browser = browser_fixture((1000, 700))
 
 
 async def wait_for(check, timeout: float, what: str):
