@@ -292,6 +292,7 @@ class WorkerCore:
             params.get("max_height", current.max_height),
             params.get("max_layer", current.max_layer),
             params.get("encoding", current.encoding),
+            params.get("max_temporal", current.max_temporal),
         )
         transport.layers.set_preferences(wishes, now)
         return {}
