@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sfu.layers import Preferences, Track, allocate, cap_for
+from sfu.layers import Preferences, Track, allocate, cap_for, temporal_steps
 
 RATES = (150_000.0, 500_000.0, 1_500_000.0)
 
@@ -41,3 +41,21 @@ def test_preferences_cap_the_layer():
     assert cap_for(layers, Preferences(encoding="h")) == 1
     assert cap_for(layers, Preferences(encoding="2")) == 2, "an index for SSRC simulcast"
     assert cap_for(streams(0, 0, 0), Preferences(max_height=200)) == 2, "sizes not known yet"
+
+
+def test_lower_temporal_layers_are_steps_before_video_pauses():
+    """Chromium's encodings carry three temporal layers: T0 of the lowest is a quarter
+    of its frames at well under its bitrate, the last step before audio only."""
+    low = SimpleNamespace(index=0, temporal_layers=3, tid_rates=(60_000.0, 100_000.0, 150_000.0))
+    layers = [low, *streams(180, 360, 720)[1:]]
+    steps = temporal_steps(layers)
+    assert steps == (60_000.0, 100_000.0), "T0, T0+T1; the full rate is the layer itself"
+    ladder = Track(steps + RATES, 2 + len(steps))
+    assert allocate(90_000, 40_000, [ladder]) == [None], "not even T0 and audio: audio only"
+    assert allocate(110_000, 40_000, [ladder]) == [0], "T0 of the lowest encoding"
+    assert allocate(150_000, 40_000, [ladder]) == [1], "T0 and T1"
+    assert allocate(200_000, 40_000, [ladder]) == [2], "the lowest encoding, every frame"
+    assert allocate(10_000_000, 40_000, [ladder]) == [4]
+    assert temporal_steps([SimpleNamespace(temporal_layers=0, tid_rates=())]) == ()
+    unmeasured = SimpleNamespace(temporal_layers=3, tid_rates=())
+    assert temporal_steps([unmeasured]) == (), "no steps until each layer's rate is known"

@@ -12,11 +12,14 @@ from __future__ import annotations
 import random
 import struct
 
+import pytest
+
+from sfu import rtcp
 from sfu.codecs import vp8_picture_ids, vp8_temporal
 from sfu.consumer import SimulcastConsumer
 from sfu.nack import build_nack
 from sfu.streams import Encoding
-from tests.sansio import VIEWER_ADDR, VP8_KEY, rtp
+from tests.sansio import VIEWER_ADDR, VP8_DELTA, VP8_KEY, rtp
 from tests.test_media_model import Rig, rid
 
 PATTERN = (0, 2, 1, 2)
@@ -60,6 +63,7 @@ class Publisher:
         self.ts = 0
         self.sent: dict[int, bytes] = {}  # source seq -> payload
         self.tids: dict[int, int] = {}
+        self.pad = (12, 12, 12)  # payload bytes after the header, per TID
 
     def next_frame(self, key: bool = False, skip: int | None = None, dt: float = 0.033) -> None:
         tid = 0 if key else PATTERN[self.frame % 4]
@@ -72,7 +76,7 @@ class Publisher:
             self.seq = (self.seq + 1) & 0xFFFF
             head = descriptor(part == 0, self.pid, self.tl0, tid, sync)
             body = VP8_KEY[1:] if key and part == 0 else struct.pack("!HI", self.seq, 0)
-            payload = head + body + bytes(12)
+            payload = head + body + bytes(self.pad[tid])
             self.sent[self.seq] = payload
             self.tids[self.seq] = tid
             if self.seq != skip:
@@ -186,3 +190,54 @@ def test_going_up_waits_for_a_layer_sync_frame_one_layer_at_a_time():
     for _ in range(3):
         publisher.next_frame()
     assert len(sock.rtp()) == 8, "a keyframe brings every layer back at once"
+
+
+def test_a_thin_link_gets_t0_of_the_lowest_encoding_rather_than_no_video():
+    """The layer choice's last steps before pausing video are the lowest encoding's lower
+    temporal layers, priced at what each TID measures."""
+    rig = Rig([Encoding(rid="q"), Encoding(rid="f")])
+    low = Publisher(rig, 100)
+    low.pad = (600, 300, 150)  # T0 frames cost the most (they carry the most change)
+    top_seq = 5000
+
+    def second(with_reports: bool = False) -> None:
+        nonlocal top_seq
+        for i in range(30):
+            low.next_frame(key=low.frame % 30 == 0, dt=0.0)
+            top_seq += 1
+            payload = (VP8_KEY if i == 0 else VP8_DELTA) + bytes(1500)
+            rig.send(rtp(0xC0, top_seq, low.ts, payload, marker=True, extensions=rid("f")))
+            rig.tick(1 / 30)
+            if with_reports and i % 15 == 0:
+                report = rtcp.RtcpReceiverInfo(
+                    ssrc=consumer.ssrc,
+                    fraction_lost=30,  # 12 %: the link is full
+                    packets_lost=10,
+                    highest_sequence=consumer.last_seq,
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
+                )
+                view.receive(rtcp.receiver_report(9, [report]), VIEWER_ADDR, rig.now)
+                view.receive(rtcp.remb(9, 85_000, [consumer.ssrc]), VIEWER_ADDR, rig.now)
+
+    second()
+    view, sock, consumer = rig.viewer()
+    assert isinstance(consumer, SimulcastConsumer)
+    for _ in range(3):
+        second()
+    assert consumer.stream.rid == "f" and consumer.max_temporal == 3, "a good link: the top"
+    q = rig.producer.streams[0]
+    assert q.temporal_layers == 3
+    t0, t01, full = q.tid_rates
+    assert t0 < t01 < full and t0 == pytest.approx(full / 2, rel=0.15), q.tid_rates
+    for _ in range(4):  # the viewer reports 85 kbit/s and heavy loss
+        second(with_reports=True)
+    assert consumer.stream.rid == "q" and consumer.max_temporal == 0, (
+        "T0 (about 70 kbit/s) fits; T0+T1 (about 100) does not"
+    )
+    assert not view.layers.video_paused
+    sock.rtp()
+    second(with_reports=True)
+    tids = {vp8_temporal(p.payload)[0] for p in sock.rtp()}
+    assert tids == {0}, "the viewer gets T0 frames only"
