@@ -582,6 +582,7 @@ class LayerControl(FeedbackUnit):
                 "max_height": self.preferences.max_height,
                 "max_layer": self.preferences.max_layer,
                 "encoding": self.preferences.encoding,
+                "max_temporal": self.preferences.max_temporal,
             },
             "paused": sorted(c.id for c in self.video_paused),
         }

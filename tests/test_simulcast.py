@@ -417,9 +417,11 @@ class _DecodeErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
+        self.at: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
+        self.at.append(time.monotonic())
 
 
 @pytest.mark.browser
@@ -438,6 +440,7 @@ async def test_three_viewers_of_a_chromium_lead_each_on_their_layer(server):
     if not chromium_available():
         pytest.skip(reason=missing_reason())
     errors = _DecodeErrors()
+    began = time.monotonic()
     logging.getLogger("aiortc.rtcrtpreceiver").addHandler(errors)
     chromium = await asyncio.to_thread(launch_chromium)
     emu = LinkEmulator(("127.0.0.1", worker_port(server)), LinkParams(), LinkParams())
@@ -512,7 +515,9 @@ async def test_three_viewers_of_a_chromium_lead_each_on_their_layer(server):
         print(
             f"weak link: 720p -> {low}p in {moved:.1f} s, back to 720p {back:.1f} s after "
             f"the link recovered; thumbnail {full_rate:.1f} fps, T0 only {t0_rate:.1f} fps; "
-            f"decode errors {errors_before} before T0, {errors.count - errors_before} after"
+            f"decode errors {errors_before} before T0, {errors.count - errors_before} after "
+            f"(at {[round(t - began, 1) for t in errors.at]} s; link weak at "
+            f"{weak_at - began:.1f} s, lifted at {lifted - began:.1f} s)"
         )
         assert size(thumb) == (320, 180)
         assert 0 < t0_rate <= 0.65 * full_rate, "a quarter to a half of the frame rate"
