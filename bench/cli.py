@@ -177,12 +177,22 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def is_media_worker(pid: int) -> bool:
+    """Whether ``pid`` runs ``python -m sfu.process`` (not the recorder, not a helper)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"sfu.process" in argv
+
+
 _WORKER_CPU = re.compile(r"^telebridge_worker_cpu_seconds\{[^}]*\}\s+(\S+)", re.M)
 
 
 class ServerProbe:
-    """The SFU's CPU seconds and RSS: from /proc when we started it, else the workers'
-    CPU from /metrics (RSS unknown)."""
+    """The SFU's CPU seconds and RSS: from /proc when we started it (the media workers apart;
+    the control process with the recorder), else the workers' CPU from /metrics (RSS
+    unknown)."""
 
     def __init__(self, url: str, pid: int | None) -> None:
         self.url = url
@@ -190,11 +200,14 @@ class ServerProbe:
 
     def sample(self) -> dict[str, float | None]:
         if self.pid is not None:
-            workers = children(self.pid)
+            below = children(self.pid)
+            workers = [p for p in below if is_media_worker(p)]
+            # The rest (the recorder process) is counted with the control process.
+            control = [self.pid] + [p for p in below if p not in workers]
             return {
-                "control_cpu_s": proc_cpu(self.pid),
+                "control_cpu_s": sum(proc_cpu(p) for p in control),
                 "worker_cpu_s": sum(proc_cpu(p) for p in workers),
-                "control_rss_mb": proc_rss_mb(self.pid),
+                "control_rss_mb": sum(proc_rss_mb(p) for p in control),
                 "worker_rss_mb": sum(proc_rss_mb(p) for p in workers),
                 "workers": len(workers),
             }

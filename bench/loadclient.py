@@ -77,6 +77,7 @@ from sfu.sdp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from sfu.srtp import SrtpContext, SrtpError
 
 VIDEO_PT = 96
+H264_FMTP = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
 RTX_PT = 97
 AUDIO_PT = 111
 # One id per URI across the bundle, as browsers do.
@@ -134,6 +135,7 @@ def _media_lines(
     ssrcs: tuple[int, int | None] | None = None,
     cname: str = "",
     simulcast: list[tuple[int, int]] | None = None,
+    video_codec: str = "vp8",
 ) -> list[str]:
     if kind == "video":
         lines = [f"m=video {port} UDP/TLS/RTP/SAVPF {VIDEO_PT} {RTX_PT}"]
@@ -155,8 +157,11 @@ def _media_lines(
         lines.append(f"a=extmap:{EXT_IDS[URI_AUDIO_LEVEL]} {URI_AUDIO_LEVEL}")
     lines += [f"a={direction}", "a=rtcp-mux", "a=rtcp-rsize"]
     if kind == "video":
+        if video_codec == "h264":
+            lines += [f"a=rtpmap:{VIDEO_PT} H264/90000", f"a=fmtp:{VIDEO_PT} {H264_FMTP}"]
+        else:
+            lines.append(f"a=rtpmap:{VIDEO_PT} VP8/90000")
         lines += [
-            f"a=rtpmap:{VIDEO_PT} VP8/90000",
             f"a=rtcp-fb:{VIDEO_PT} goog-remb",
             f"a=rtcp-fb:{VIDEO_PT} ccm fir",
             f"a=rtcp-fb:{VIDEO_PT} nack",
@@ -202,9 +207,11 @@ def build_offer(
     ssrcs: dict[str, tuple[int, int | None]] | None = None,
     cname: str = "",
     simulcast: list[tuple[int, int]] | None = None,
+    video_codec: str = "vp8",
 ) -> str:
     """A BUNDLE offer of one video and one audio section; ``simulcast`` lists (media,
-    RTX) SSRC pairs, lowest encoding first, announced as ``a=ssrc-group:SIM``."""
+    RTX) SSRC pairs, lowest encoding first, announced as ``a=ssrc-group:SIM``;
+    ``video_codec``: vp8 or h264 (packetization-mode 1, constrained baseline)."""
     lines = [
         "v=0",
         f"o=- {random.getrandbits(62)} 2 IN IP4 127.0.0.1",
@@ -216,7 +223,17 @@ def build_offer(
     for mid, kind in (("0", "video"), ("1", "audio")):
         section_ssrcs = ssrcs.get(kind) if ssrcs else None
         lines += _media_lines(
-            kind, mid, port, direction, ufrag, pwd, fingerprint, section_ssrcs, cname, simulcast
+            kind,
+            mid,
+            port,
+            direction,
+            ufrag,
+            pwd,
+            fingerprint,
+            section_ssrcs,
+            cname,
+            simulcast,
+            video_codec,
         )
     return "\r\n".join(lines) + "\r\n"
 
@@ -501,13 +518,14 @@ class LoadViewer(_Peer):
 
 @dataclass
 class Clip:
-    """Packetised VP8 frames (frame 0 a keyframe) and Opus packets, encoded once."""
+    """Packetised VP8 or H.264 frames (frame 0 a keyframe) and Opus packets, encoded once."""
 
     video: list[list[bytes]]
     audio: list[bytes]
     width: int
     height: int
     video_bitrate: int
+    codec: str = "vp8"
 
     @property
     def packets_per_frame(self) -> float:
@@ -521,19 +539,34 @@ def make_clip(
     width: int = 640,
     height: int = 360,
     bitrate: int | None = None,
+    codec: str = "vp8",
 ) -> Clip:
-    """Encode ``seconds`` of a moving test picture with aiortc's VP8 encoder at the bitrate
-    that fills ``rate`` packets/s at ``fps`` (so frames are paced near real time), and one
-    second of a tone with its Opus encoder."""
-    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VIDEO_PT)
-    encoder: Any = get_encoder(codec)  # aiortc's Vp8Encoder; its private bitrate is set below
+    """Encode ``seconds`` of a moving test picture with aiortc's VP8 (or H.264: libx264
+    through PyAV) encoder at the bitrate that fills ``rate`` packets/s at ``fps`` (so
+    frames are paced near real time), and one second of a tone with its Opus encoder."""
     if bitrate is None:
         bitrate = int(min(max(rate / fps * 1150 * 8 * fps, 300_000), 20_000_000))
-    # aiortc caps target_bitrate at 1.5 Mbps; a load test wants more packets per frame.
-    if hasattr(encoder, "_Vp8Encoder__target_bitrate"):
-        encoder._Vp8Encoder__target_bitrate = bitrate
-    else:  # pragma: no cover - other aiortc versions
-        encoder.target_bitrate = bitrate
+    encoder: Any
+    if codec == "h264":
+        parameters: dict[str, int | str | None] = {}
+        for item in H264_FMTP.split(";"):
+            key, value = item.split("=")
+            parameters[key] = value
+        encoder = get_encoder(
+            RTCRtpCodecParameters(
+                mimeType="video/H264", clockRate=90000, payloadType=VIDEO_PT, parameters=parameters
+            )
+        )
+        encoder.target_bitrate = bitrate  # aiortc keeps it within its own bounds
+    else:
+        encoder = get_encoder(
+            RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VIDEO_PT)
+        )
+        # aiortc caps target_bitrate at 1.5 Mbps; a load test wants more packets per frame.
+        if hasattr(encoder, "_Vp8Encoder__target_bitrate"):
+            encoder._Vp8Encoder__target_bitrate = bitrate
+        else:  # pragma: no cover - other aiortc versions
+            encoder.target_bitrate = bitrate
     rng = np.random.default_rng(7)
     ramp = (np.arange(width) * 255 // width).astype(np.uint8)
     base = np.repeat(np.repeat(ramp[None, :, None], height, axis=0), 3, axis=2)
@@ -566,7 +599,7 @@ def make_clip(
         audio_frame.time_base = fractions.Fraction(1, 48000)
         payloads, _ = audio_encoder.encode(audio_frame)
         audio.extend(payloads)
-    return Clip(frames, audio, width, height, bitrate)
+    return Clip(frames, audio, width, height, bitrate, codec)
 
 
 STAMP_MAGIC = b"TBst"
@@ -687,6 +720,7 @@ class SyntheticPublisher(_Peer):
             ssrcs,
             self.cname,
             simulcast=simulcast,
+            video_codec=self.layers[-1].clip.codec,
         )
         if not self.audio:  # keep only the video section
             text = re.sub(r"m=audio.*", "", text, flags=re.S).replace(

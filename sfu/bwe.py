@@ -103,24 +103,35 @@ class TrendlineDetector:
         self.overuse_count = 0
         self.state = NORMAL
 
-    def on_packet(self, sent: float, arrived: float) -> None:
-        if sent < self.group_first_send:
-            return  # reordered across groups: GCC ignores it
-        if sent - self.group_first_send <= GROUP_SPAN:
-            self.group_send = max(self.group_send, sent)
-            self.group_arrival = max(self.group_arrival, arrived)
-            return
-        if self.group_send > -inf:
-            if self.prev_send > -inf:
-                self._on_group_delta(
-                    self.group_send - self.prev_send,
-                    self.group_arrival - self.prev_arrival,
-                    self.group_arrival,
-                )
-            self.prev_send = self.group_send
-            self.prev_arrival = self.group_arrival
-        self.group_first_send = self.group_send = sent
-        self.group_arrival = arrived
+    def on_packets(self, results: list[PacketResult]) -> None:
+        """One feedback's packets, in sequence order (the lost ones are skipped). One loop
+        with the group in locals: it runs for every packet every viewer is sent."""
+        first_send = self.group_first_send
+        group_send = self.group_send
+        group_arrival = self.group_arrival
+        for sent, _size, arrived in results:
+            if arrived is None or sent < first_send:
+                continue  # lost; or reordered across groups, which GCC ignores
+            if sent - first_send <= GROUP_SPAN:
+                if sent > group_send:
+                    group_send = sent
+                if arrived > group_arrival:
+                    group_arrival = arrived
+                continue
+            if group_send > -inf:
+                if self.prev_send > -inf:
+                    self._on_group_delta(
+                        group_send - self.prev_send,
+                        group_arrival - self.prev_arrival,
+                        group_arrival,
+                    )
+                self.prev_send = group_send
+                self.prev_arrival = group_arrival
+            first_send = group_send = sent
+            group_arrival = arrived
+        self.group_first_send = first_send
+        self.group_send = group_send
+        self.group_arrival = group_arrival
 
     def _on_group_delta(self, send_delta: float, arrival_delta: float, arrival: float) -> None:
         delay_ms = (arrival_delta - send_delta) * 1000.0
@@ -310,12 +321,19 @@ class BandwidthEstimator:
         """One transport-cc feedback's packets, in sequence order."""
         detector = self.detector
         lost = 0
-        for sent, size, arrived in results:
+        acked_bytes = 0
+        last_arrival = -inf
+        for _sent, size, arrived in results:
             if arrived is None:
                 lost += 1
-                continue
-            self.acked.add(arrived, size)
-            detector.on_packet(sent, arrived)
+            else:
+                acked_bytes += size
+                if arrived > last_arrival:
+                    last_arrival = arrived
+        if acked_bytes:
+            # One sample per feedback (~100 ms), not per packet: the window is 0.5 s.
+            self.acked.add(last_arrival, acked_bytes)
+        detector.on_packets(results)
         if self.last_feedback == -inf:
             self.last_change = now
         self.last_feedback = now

@@ -14,7 +14,13 @@ this module does not know (VP9/AV1 are not parsed yet).
 
 from __future__ import annotations
 
-__all__ = ["is_frame_start", "is_keyframe", "keyframe_size", "vp8_picture_ids"]
+__all__ = [
+    "is_frame_start",
+    "is_keyframe",
+    "keyframe_size",
+    "vp8_picture_ids",
+    "vp8_temporal",
+]
 
 # H.264 NAL unit types (RFC 6184 §5.4 and ITU-T H.264 table 7-1).
 _H264_IDR = 5
@@ -184,6 +190,27 @@ def vp8_picture_ids(payload: bytes | bytearray | memoryview) -> tuple[int, int, 
     if ext & 0x40 and off < n:
         tl0_offset, tl0 = off, payload[off]
     return pid_offset, pid, tl0_offset, tl0
+
+
+def vp8_temporal(payload: bytes | bytearray | memoryview) -> tuple[int, bool]:
+    """The temporal layer (TID) of a VP8 packet and its layer-sync (Y) bit, from the
+    payload descriptor's T/K byte (RFC 7741 section 4.2); TID -1 when the descriptor has
+    none (no temporal layers). Never raises."""
+    n = len(payload)
+    if n < 3 or not payload[0] & 0x80:
+        return -1, False
+    ext = payload[1]
+    if not ext & 0x20:  # T: TID present
+        return -1, False
+    off = 2
+    if ext & 0x80:
+        off += 2 if payload[off] & 0x80 else 1
+    if ext & 0x40:
+        off += 1
+    if off >= n:
+        return -1, False
+    byte = payload[off]
+    return byte >> 6, bool(byte & 0x20)
 
 
 def is_frame_start(codec: str, payload: bytes | memoryview) -> bool:

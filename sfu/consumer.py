@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from sfu import rtcp
 from sfu.codecs import vp8_picture_ids
 from sfu.rtp import SEQ_TS_SSRC, ExtensionLayout, RtpPacket, abs_send_time, patch, template
+from sfu.temporal import TemporalFilter
 
 if TYPE_CHECKING:
     from sfu.producer import Producer
@@ -251,8 +252,8 @@ class SimpleConsumer(Consumer):
         sent = 0
         send_time = abs_send_time(now)
         for out_seq in seqs:
-            source_seq = (out_seq - self.seq_offset) & 0xFFFF
-            if (source_seq - self.start_seq) & 0x8000:
+            source_seq = self.source_seq(out_seq)
+            if source_seq < 0 or (source_seq - self.start_seq) & 0x8000:
                 continue
             packet = buffer.get(source_seq, now)
             if not isinstance(packet, RtpPacket):
@@ -274,6 +275,10 @@ class SimpleConsumer(Consumer):
             self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
             sent += 1
         return sent
+
+    def source_seq(self, out_seq: int) -> int:
+        """The stream's sequence number of what this viewer got as ``out_seq`` (-1: none)."""
+        return (out_seq - self.seq_offset) & 0xFFFF
 
     def send_padding(self, size: int, now: float) -> int:
         """One padding-only packet of about ``size`` bytes on the RTX stream (a probe:
@@ -325,6 +330,7 @@ class SimulcastConsumer(SimpleConsumer):
         "pid_shift",
         "tl0_shift",
         "pid_stream",
+        "temporal",
     )
 
     def __init__(
@@ -349,6 +355,9 @@ class SimulcastConsumer(SimpleConsumer):
         self.pid_shift = 0
         self.tl0_shift = 0
         self.pid_stream: RecvStream | None = None  # whose ids this viewer saw last
+        # VP8 temporal layers above a limit are dropped (sfu/temporal.py); None until a
+        # limit is first set, so a viewer that never has one pays nothing per packet.
+        self.temporal: TemporalFilter | None = None
         super().__init__(
             consumer_id,
             producer,
@@ -394,8 +403,23 @@ class SimulcastConsumer(SimpleConsumer):
             wanted.attach(self)
         wanted.request_keyframe(now)
 
+    def set_max_temporal(self, tid: int) -> None:
+        """The highest VP8 temporal layer to send (3: all). Lower layers take effect at
+        the next frame, higher ones at a layer-sync frame or keyframe."""
+        if self.temporal is None:
+            if tid >= 3:
+                return
+            self.temporal = TemporalFilter(3)
+        self.temporal.target = max(0, min(tid, 3))
+
+    @property
+    def max_temporal(self) -> int:
+        return 3 if self.temporal is None else self.temporal.target
+
     def start(self, packet: RtpPacket, now: float) -> None:
         super().start(packet, now)
+        if self.temporal is not None:
+            self.temporal.reset()
         previous = self.pid_stream
         if self.vp8 and previous is not self.stream:
             # Continue from the last ids of the encoding this viewer saw (as shifted for
@@ -429,9 +453,54 @@ class SimulcastConsumer(SimpleConsumer):
         super().switch(stream, packet, now)
 
     def send(self, packet: RtpPacket, buf: bytearray, twcc_offset: int, now: float) -> None:
+        temporal = self.temporal
+        if temporal is not None and packet.tid >= 0:
+            self._send_filtered(temporal, packet, buf, twcc_offset, now)
+            return
         if self.pid_shift or self.tl0_shift:
             self.rewrite_payload(buf, len(buf) - len(packet.payload))
         SimpleConsumer.send(self, packet, buf, twcc_offset, now)
+
+    def _send_filtered(
+        self,
+        temporal: TemporalFilter,
+        packet: RtpPacket,
+        buf: bytearray,
+        twcc_offset: int,
+        now: float,
+    ) -> None:
+        """:meth:`send` with temporal layers above the limit dropped: what follows a
+        dropped packet (and frame) is renumbered so the viewer sees no gap."""
+        verdict = temporal.admit(packet)
+        if verdict <= 0:
+            if verdict < 0:
+                self.seq_offset = (self.seq_offset - 1) & 0xFFFF
+                if verdict == -2:
+                    self.pid_shift = (self.pid_shift - 1) & 0x7FFF
+            return
+        if self.pid_shift or self.tl0_shift:
+            self.rewrite_payload(buf, len(buf) - len(packet.payload))
+        seq = (packet.seq + self.seq_offset + temporal.late_seq(packet.seq)) & 0xFFFF
+        temporal.record(seq, packet.seq)
+        ts = (packet.ts + self.ts_offset) & 0xFFFFFFFF
+        buf[1] = packet.marker | self.pt
+        SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, self.ssrc)
+        self.transport.send_rtp(buf, twcc_offset, now)
+        self.packets += 1
+        self.octets += len(packet.payload)
+        if self.last_seq < 0 or (seq - self.last_seq) & 0xFFFF < 0x8000:  # not a late one
+            self.last_seq = seq
+            self.last_ts = ts
+            self.last_sent_at = now
+
+    def source_seq(self, out_seq: int) -> int:
+        temporal = self.temporal
+        if temporal is None:
+            return super().source_seq(out_seq)
+        source = temporal.source_of(out_seq)
+        if source < 0 and not temporal.seq_drops:
+            return super().source_seq(out_seq)  # sent before anything was dropped
+        return source
 
     def rewrite_payload(self, buf: bytearray, offset: int) -> None:
         if not (self.pid_shift or self.tl0_shift):
@@ -439,6 +508,8 @@ class SimulcastConsumer(SimpleConsumer):
         pid_pos, pid, tl0_pos, tl0 = vp8_picture_ids(memoryview(buf)[offset:])
         if pid_pos >= 0:
             pos = offset + pid_pos
+            if self.temporal is not None:
+                pid += self.temporal.late_pid(pid)  # a late packet: drops since it
             if buf[pos] & 0x80:
                 pid = (pid + self.pid_shift) & 0x7FFF
                 buf[pos] = 0x80 | pid >> 8

@@ -121,6 +121,7 @@ class PreferencesParams(TypedDict):
     max_height: NotRequired[int | None]
     max_layer: NotRequired[int | None]
     encoding: NotRequired[str | None]
+    max_temporal: NotRequired[int | None]
 
 
 class ProducerParams(TypedDict):

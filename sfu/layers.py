@@ -100,6 +100,7 @@ class Preferences:
     max_height: int | None = None
     max_layer: int | None = None
     encoding: str | None = None
+    max_temporal: int | None = None  # the highest VP8 temporal layer (TID) wanted
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,16 @@ PUBLISHER_HEADROOM = 1.25  # what a publisher may send above what its viewers ne
 PUBLISHER_FLOOR = 300_000  # never tell a publisher less (its lowest layer and audio fit)
 
 
+def temporal_steps(streams: list[RecvStream]) -> tuple[float, ...]:
+    """Rates of the lowest encoding's lower temporal layers (T0, T0+T1; measured per
+    TID): steps below its full frame rate, tried before video pauses. Empty without
+    temporal layers. A track's ladder is these, then one step per encoding."""
+    lowest = streams[0]
+    if lowest.temporal_layers < 2 or len(lowest.tid_rates) < lowest.temporal_layers:
+        return ()
+    return lowest.tid_rates[:-1]
+
+
 def publisher_limit(transport: Transport, cap: int) -> int:
     """The bitrate a publisher's viewers need of it (all its tracks), for its REMB: the
     encodings somebody watches of a simulcast track; for a single-encoding track, what
@@ -220,6 +231,9 @@ class LayerControl(FeedbackUnit):
         self.heavy_count = 0  # decisions in a row with heavy loss reported
         self.budget: float | None = None
         self.video_paused: set[SimpleConsumer] = set()
+        # How many temporal steps (lower VP8 temporal layers of the lowest encoding) lead
+        # each track's ladder of choices, as of the last decision (see temporal_steps).
+        self.steps: dict[SimpleConsumer, int] = {}
         # Probing: padding at the rate the next layer step needs, so the estimate can
         # rise where a viewer receives too little to show what its link carries.
         self.probe_until = -inf
@@ -234,7 +248,7 @@ class LayerControl(FeedbackUnit):
         self.probe_base: float | None = None
         self.probe_loss = 0
         self.probe_failed = False
-        # Layers a probe aims at, per consumer: counted as wanted (Producer.layer_demand),
+        # Encodings a probe aims at, per consumer: counted as wanted (Producer.layer_demand),
         # so a publisher that paused them resumes them while the probe runs, and the
         # layer is there when the probe shows the link carries it.
         self.warming: dict[SimpleConsumer, int] = {}
@@ -361,6 +375,10 @@ class LayerControl(FeedbackUnit):
                 self.deadline = now + wait
                 self.transport.wake(self.deadline)
             return
+        if self.transport.load.overloaded:
+            self.probe_until = now  # cut short; decide() finishes it as it stands
+            self.probe_next = inf
+            return
         carrier = next(
             (
                 c
@@ -408,9 +426,13 @@ class LayerControl(FeedbackUnit):
         )
         videos += [c for c in self.video_paused if not c.closed and c not in videos]
         tracks = []
+        self.steps = {}
         for consumer in videos:
             streams = consumer.producer.streams
-            tracks.append(Track(layer_rates(streams, now), cap_for(streams, self.preferences)))
+            steps = temporal_steps(streams) if isinstance(consumer, SimulcastConsumer) else ()
+            self.steps[consumer] = len(steps)
+            rates = steps + layer_rates(streams, now)
+            tracks.append(Track(rates, cap_for(streams, self.preferences) + len(steps)))
         if self.probe_goal and now >= self.probe_until:
             self._finish_probe(now)
         budget = self._estimate(now)
@@ -492,6 +514,8 @@ class LayerControl(FeedbackUnit):
         in one go), or after a failed probe one step for the first such track."""
         if budget is None or holding or self.probe_goal or now < self.next_probe_at:
             return
+        if self.transport.load.overloaded:
+            return  # the delay the estimate sees may be the worker's own: padding adds to it
         if self._loss() >= HEAVY_LOSS:
             return  # congested now: a probe would only add to it
         for index, (track, layer) in enumerate(zip(tracks, roomy, strict=True)):
@@ -520,7 +544,8 @@ class LayerControl(FeedbackUnit):
             self.warming = {
                 consumer: layer
                 for consumer, track, step_layer in zip(videos, tracks, step, strict=True)
-                if (layer := warm_layer(track, step_layer, room)) is not None
+                if (rung := warm_layer(track, step_layer, room)) is not None
+                for layer in [self._rung(consumer, rung)[0]]  # the rung's encoding
             }
             self._start_probe(goal, now)
             return
@@ -530,12 +555,34 @@ class LayerControl(FeedbackUnit):
         if consumer in self.video_paused:
             return None
         if isinstance(consumer, SimulcastConsumer):
-            return consumer.preferred
+            steps = self.steps.get(consumer, 0)
+            if consumer.preferred == 0 and consumer.max_temporal < steps:
+                return consumer.max_temporal
+            return consumer.preferred + steps
         return 0
 
-    def _move(self, consumer: SimpleConsumer, layer: int, now: float) -> None:
+    def _rung(self, consumer: SimpleConsumer, layer: int) -> tuple[int, int]:
+        """A ladder position as (encoding, highest temporal layer; 3: all of them)."""
+        steps = self.steps.get(consumer, 0)
+        wanted = self.preferences.max_temporal
+        cap = 3 if wanted is None else max(0, wanted)
+        if layer < steps:
+            return 0, min(layer, cap)
+        return layer - steps, cap
+
+    def _move(self, consumer: SimpleConsumer, rung: int, now: float) -> None:
         if not isinstance(consumer, SimulcastConsumer):
             return
+        layer, temporal = self._rung(consumer, rung)
+        if temporal != consumer.max_temporal:
+            logger.info(
+                "session %s: %s temporal layers up to T%d (estimate %s bit/s)",
+                self.transport.session_id,
+                consumer.id,
+                temporal,
+                self.estimate,
+            )
+            consumer.set_max_temporal(temporal)
         on = consumer.target or consumer.stream
         if layer != consumer.preferred or consumer.choose(now) is not on:
             logger.log(
@@ -581,7 +628,8 @@ class LayerControl(FeedbackUnit):
         )
         self.video_paused.discard(consumer)
         if isinstance(consumer, SimulcastConsumer):
-            consumer.preferred = layer
+            consumer.preferred, temporal = self._rung(consumer, layer)
+            consumer.set_max_temporal(temporal)
         consumer.resume(now)
         self.transport.on_event(
             "video_paused",
@@ -606,6 +654,7 @@ class LayerControl(FeedbackUnit):
                 "max_height": self.preferences.max_height,
                 "max_layer": self.preferences.max_layer,
                 "encoding": self.preferences.encoding,
+                "max_temporal": self.preferences.max_temporal,
             },
             "paused": sorted(c.id for c in self.video_paused),
         }

@@ -353,9 +353,18 @@ class RetransmissionBuffer:
             self.keyframe_seq = seq
 
     def before_keyframe(self, seq: int) -> bool:
-        """``seq`` precedes the newest keyframe: a receiver that has it does not need it."""
+        """``seq`` precedes the newest keyframe: a receiver that has it does not need it.
+
+        Only while that keyframe is still cached: after it has left, everything cached came
+        later, and the 16-bit comparison would in time read newer packets as older (a
+        stream with no keyframe for 32,768 packets had its losses left unrepaired)."""
         key = self.keyframe_seq
-        return key >= 0 and ((seq - key + _HALF) & _SEQ_MASK) - _HALF < 0
+        if key < 0:
+            return False
+        if self._seqs[key & self._mask] != key:
+            self.keyframe_seq = -1
+            return False
+        return ((seq - key + _HALF) & _SEQ_MASK) - _HALF < 0
 
     def clear(self) -> None:
         """Drop every stored packet (e.g. on SSRC change), releasing references."""

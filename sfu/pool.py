@@ -70,13 +70,22 @@ class WorkerHandle:
     def cpu(self) -> float:
         return float(self.load.get("cpu", 0.0))
 
-    def admits(self, settings: MediaSettings) -> bool:
-        """Below both admission thresholds (a threshold of 0 is off)."""
+    def admits(self, settings: MediaSettings, publisher: bool = False) -> bool:
+        """Below both admission thresholds (a threshold of 0 is off), and not overloaded:
+        the CPU share is the worker's own; a late loop also sees the rest of the machine.
+
+        A publisher must be on its room's home worker and is what every viewer came for
+        (the presenting site of a consult): the CPU and consumer thresholds, which keep
+        room for it, do not refuse it; only a worker that is already behind does."""
         if not self.alive:
             return False
-        if settings.admission_max_cpu and self.cpu > settings.admission_max_cpu:
-            return False
         if int(self.load.get("queue_bytes", 0)) > QUEUE_FULL:
+            return False
+        if self.load.get("overloaded"):  # its loop has run late for seconds (sfu/overload.py)
+            return False
+        if publisher:
+            return True
+        if settings.admission_max_cpu and self.cpu > settings.admission_max_cpu:
             return False
         limit = settings.admission_max_consumers
         return not (limit and self.consumers >= limit)
@@ -244,12 +253,3 @@ class WorkerPool:
         if not open_:
             return None
         return min(open_, key=lambda w: (w.consumers, w is not prefer, len(w.sessions), w.index))
-
-    def for_room(self, room: str) -> WorkerHandle:
-        for worker in self.workers:
-            if room in worker.rooms and worker.alive:
-                return worker
-        alive = [w for w in self.workers if w.alive] or self.workers
-        worker = min(alive, key=lambda w: len(w.sessions))
-        worker.rooms.add(room)
-        return worker

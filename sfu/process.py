@@ -71,7 +71,9 @@ class Clock:
         assert core is not None
         now = self.loop.time()
         # How late the loop ran the timer: the event loop lag a metric reports.
-        core.loop_lag = max(now - self.armed_at, core.loop_lag * 0.95)
+        late = now - self.armed_at
+        core.loop_lag = max(late, core.loop_lag * 0.95)
+        core.lag_peak = max(core.lag_peak, late)
         self.handle = None
         self.armed_at = inf
         try:
@@ -316,6 +318,8 @@ class LoadReporter:
         now, cpu = self.loop.time(), time.process_time()
         last_now, last_cpu = self.last
         self.last = (now, cpu)
+        # This timer's own lateness counts too: with no session there is no other timer.
+        self.core.lag_peak = max(self.core.lag_peak, now - last_now - LOAD_INTERVAL)
         share = (cpu - last_cpu) / (now - last_now) if now > last_now else 0.0
         try:
             self.core.report_load(now, share, queue_bytes(self.sock))

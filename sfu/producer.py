@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How far (in packets) a consumer's start point may fall behind the newest packet before it
+# is moved up: well inside the 32,768 a 16-bit "older than" test can tell apart, and far
+# beyond any reordering or retransmission cache (about a second of packets).
+START_TRAIL = 0x4000
+
 
 class Producer:
     """One published track: receives RTP from a publisher and fans it out."""
@@ -98,8 +103,15 @@ class Producer:
                         if is_video and not keyframe:
                             continue
                         consumer.start(packet, now)
-                    elif (packet.seq - consumer.start_seq) & 0x8000:
-                        continue  # older than the point this consumer started at
+                    else:
+                        age = (packet.seq - consumer.start_seq) & 0xFFFF
+                        if age & 0x8000:
+                            continue  # older than the point this consumer started at
+                        if age > START_TRAIL:
+                            # Keep the start point trailing: 32,768 packets after it the
+                            # 16-bit test above would read every packet as older (audio
+                            # went silent 11 minutes in).
+                            consumer.start_seq = (packet.seq - START_TRAIL // 2) & 0xFFFF
                     if buf_template is None:
                         block, twcc_offset = layout.block(packet, send_time)
                         buf_template = template(packet, block)

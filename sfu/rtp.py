@@ -69,6 +69,9 @@ class RtpPacket:
         "twcc",
         "keyframe",
         "size",
+        "pid",
+        "tid",
+        "tsync",
     )
 
     def __init__(self, ssrc: int, seq: int, ts: int, pt: int, marker: int, payload: bytes) -> None:
@@ -86,6 +89,11 @@ class RtpPacket:
         self.twcc = -1  # the publisher's transport-wide sequence number, if it sent one
         self.keyframe = False
         self.size = 0
+        # VP8 simulcast only (set by the receive stream): PictureID, temporal layer id
+        # and whether this packet starts a layer-sync frame; -1 where absent.
+        self.pid = -1
+        self.tid = -1
+        self.tsync = False
 
 
 class RtpError(ValueError):

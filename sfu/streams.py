@@ -9,11 +9,12 @@ that answers viewers, keyframe request throttling, and the consumers it feeds.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sfu import rtcp
-from sfu.codecs import is_keyframe, keyframe_size, vp8_picture_ids
+from sfu.codecs import is_frame_start, is_keyframe, keyframe_size, vp8_picture_ids, vp8_temporal
 from sfu.keyframe import KeyFrameRequester
 from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp import ExtensionLayout, RtpPacket
@@ -21,6 +22,8 @@ from sfu.rtp import ExtensionLayout, RtpPacket
 if TYPE_CHECKING:
     from sfu.consumer import PipeConsumer, SimpleConsumer
     from sfu.producer import Producer
+
+logger = logging.getLogger(__name__)
 
 # A stream that has sent nothing for this long is not offered to a new viewer as a layer.
 INACTIVE_AFTER = 2.0
@@ -62,6 +65,9 @@ class RecvStream:
         "last_pid",
         "last_tl0",
         "vp8_ids",
+        "temporal_layers",
+        "tid_bytes",
+        "tid_rates",
     )
 
     def __init__(
@@ -98,6 +104,9 @@ class RecvStream:
         self.last_pid = -1  # VP8 PictureID / TL0PICIDX of the newest packet (simulcast only)
         self.last_tl0 = -1
         self.vp8_ids = producer.codec.name == "vp8"
+        self.temporal_layers = 0  # VP8 temporal layers seen (highest TID + 1), 0: none
+        self.tid_bytes = [0, 0, 0, 0]  # bytes received per TID, for each layer's bitrate
+        self.tid_rates: tuple[float, ...] = ()  # bits/s up to and including each TID
 
     def receive(self, packet: RtpPacket, now: float) -> None:
         """One packet of this stream (an original, or an unwrapped retransmission)."""
@@ -125,7 +134,18 @@ class RecvStream:
     def _note_picture_ids(self, packet: RtpPacket) -> None:
         """The newest VP8 ids of this encoding, where a viewer switching away continues
         from (read once per packet here, not per viewer)."""
-        _pos, pid, tl0_pos, tl0 = vp8_picture_ids(packet.payload)
+        payload = packet.payload
+        _pos, pid, tl0_pos, tl0 = vp8_picture_ids(payload)
+        if _pos >= 0:
+            packet.pid = pid
+        tid, sync = vp8_temporal(payload)
+        if tid >= 0:
+            packet.tid = tid
+            packet.tsync = sync and is_frame_start("vp8", payload)
+            self.tid_bytes[tid] += packet.size
+            if tid >= self.temporal_layers:
+                self.temporal_layers = tid + 1
+                logger.info("%r carries VP8 temporal layers (T0-T%d seen)", self, tid)
         if _pos >= 0 and (self.last_pid < 0 or (pid - self.last_pid) & 0x7FFF < 0x4000):
             self.last_pid = pid
         if tl0_pos >= 0 and (self.last_tl0 < 0 or (tl0 - self.last_tl0) & 0xFF < 0x80):
@@ -170,9 +190,25 @@ class RecvStream:
             self.rate_at, self.rate_bytes = now, self.stats.bytes
         elif elapsed >= 1.0:
             self.rate = (self.stats.bytes - self.rate_bytes) * 8 / elapsed
+            if self.temporal_layers:
+                self._temporal_rates()
             self.rate_at, self.rate_bytes = now, self.stats.bytes
             self.peak_bitrate = max(self.peak_bitrate * 0.98, self.rate)
         return self.rate
+
+    def _temporal_rates(self) -> None:
+        """Split the measured rate by temporal layer, in the shares of the bytes seen
+        per TID since the last measurement (cumulative: T0, T0+T1, ...)."""
+        counted = self.tid_bytes[: self.temporal_layers]
+        total = sum(counted)
+        self.tid_bytes = [0, 0, 0, 0]
+        if not total:
+            return
+        rates, running = [], 0
+        for count in counted:
+            running += count
+            rates.append(self.rate * running / total)
+        self.tid_rates = tuple(rates)
 
     def active(self, now: float) -> bool:
         return self.last_packet_at >= 0 and now - self.last_packet_at < INACTIVE_AFTER

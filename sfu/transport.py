@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import inf
 from typing import Any
 
@@ -25,6 +25,7 @@ from sfu.bwe import BandwidthEstimator
 from sfu.consumer import Consumer, random_ssrc
 from sfu.feedback import FeedbackUnit, Remb, TwccReceiver, standard_units
 from sfu.layers import LayerControl
+from sfu.overload import Overload
 from sfu.pacer import Pacer
 from sfu.producer import Producer
 from sfu.rtp import RtpError, parse_rtp, read_map, unwrap_rtx
@@ -44,11 +45,12 @@ EventSink = Callable[[str, dict[str, Any]], None]
 @dataclass(frozen=True, slots=True)
 class TransportContext:
     """What every transport of one worker shares: its timer queue, where its events go,
-    and the settings its RTCP units read."""
+    the settings its RTCP units read, and whether the worker is overloaded."""
 
     timers: TimerQueue
     on_event: EventSink
     settings: MediaSettings
+    load: Overload = field(default_factory=Overload)  # the worker's, from its load reports
 
 
 def _ignore(name: str, data: dict[str, Any]) -> None:
@@ -108,6 +110,7 @@ class Transport(ABC):
         self.identity = identity
         self.timers = context.timers
         self.on_event = context.on_event
+        self.load = context.load  # the worker's overload state (layers stop probing)
         self.now = now
         self.rtcp_ssrc = random_ssrc()
         self.extensions: dict[str, int] = dict(extensions or {})

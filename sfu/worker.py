@@ -102,8 +102,10 @@ class WorkerCore:
         self.closed_counters: dict[str, int] = {}
         self.monitor = RoomMonitor(self.rooms, self.sessions, self.emit)
         self.timers.schedule(self.monitor, self.monitor.next_deadline())
-        self.loop_lag = 0.0  # seconds, set by the event loop
+        self.loop_lag = 0.0  # seconds, set by the event loop (a decaying max, for metrics)
+        self.lag_peak = 0.0  # the latest any timer ran since the last load report
         self._load_mark = (0, -1.0)  # (packets out, when) at the last load report
+        self._overload_episodes = 0
         self._socket_dir: str | None = None
         self._socket_names = itertools.count()  # never reused: a closed socket's name may linger
         self.handlers: dict[str, Handler] = {
@@ -290,6 +292,7 @@ class WorkerCore:
             params.get("max_height", current.max_height),
             params.get("max_layer", current.max_layer),
             params.get("encoding", current.encoding),
+            params.get("max_temporal", current.max_temporal),
         )
         transport.layers.set_preferences(wishes, now)
         return {}
@@ -685,9 +688,21 @@ class WorkerCore:
         last_packets, last_at = self._load_mark
         rate = (packets - last_packets) / (now - last_at) if last_at >= 0 and now > last_at else 0.0
         self._load_mark = (packets, now)
+        lag, self.lag_peak = self.lag_peak, 0.0
+        overloaded = self.context.load.update(lag, queue_bytes)
+        if overloaded and self.context.load.episodes != self._overload_episodes:
+            self._overload_episodes = self.context.load.episodes
+            logger.warning(
+                "worker overloaded: loop %.0f ms late, %d bytes queued; probing stops and "
+                "new sessions go elsewhere",
+                lag * 1000,
+                queue_bytes,
+            )
         self.emit(
             "load",
             {
+                "overloaded": overloaded,
+                "loop_late": round(lag, 4),  # the latest a timer ran over the last second
                 "cpu": round(cpu, 3),
                 "consumers": sum(len(t.consumers) for t in self.sessions.values()),
                 "sessions": len(self.sessions),

@@ -337,7 +337,8 @@ async def session_patch(request: web.Request) -> web.Response:
 
 async def session_layer(request: web.Request) -> web.Response:
     """WHEP's layer extension: the viewer picks an encoding (``encodingId``, the rid, or
-    its index for SSRC simulcast) or a ceiling (``maxSpatialLayerId``, ``maxHeight``)
+    its index for SSRC simulcast) or a ceiling (``maxSpatialLayerId``, ``maxHeight``,
+    ``maxTemporalLayerId``: VP8 temporal layers above it are dropped)
     for its video; ``{}`` gives the choice back to the server. Answered 204."""
     server, session, _grant = _session_for(request, "whep")
     try:
@@ -346,13 +347,22 @@ async def session_layer(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "body must be JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
-    wishes: dict[str, Any] = {"encoding": None, "max_layer": None, "max_height": None}
+    wishes: dict[str, Any] = {
+        "encoding": None,
+        "max_layer": None,
+        "max_height": None,
+        "max_temporal": None,
+    }
     encoding = body.get("encodingId", body.get("spatialLayerId"))
     if encoding is not None:
         if not isinstance(encoding, (str, int)) or isinstance(encoding, bool):
             raise ApiError(400, "bad_request", "encodingId must be a string")
         wishes["encoding"] = str(encoding)[:32]
-    for field, key in (("maxSpatialLayerId", "max_layer"), ("maxHeight", "max_height")):
+    for field, key in (
+        ("maxSpatialLayerId", "max_layer"),
+        ("maxHeight", "max_height"),
+        ("maxTemporalLayerId", "max_temporal"),
+    ):
         value = body.get(field)
         if value is None:
             continue

@@ -536,7 +536,8 @@ class TelebridgeClient:
             raise
 
     async def preferences(self, **fields: Any) -> dict[str, Any]:
-        """``max_height`` and/or ``max_layer`` (``"low"``, ``"medium"``, ``"high"``)."""
+        """``max_height``, ``max_layer`` (``"low"``, ``"medium"``, ``"high"``) and/or
+        ``max_temporal`` (0-3: the highest VP8 temporal layer)."""
         return await self.request("preferences", **fields)
 
     async def mute(self, track_id: str, muted: bool = True) -> dict[str, Any]:

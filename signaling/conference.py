@@ -438,6 +438,8 @@ class Conference:
             params["max_layer"] = LAYERS.index(layer) if layer in LAYERS else layer
         if "encoding" in wishes:
             params["encoding"] = wishes["encoding"]
+        if "max_temporal" in wishes:
+            params["max_temporal"] = wishes["max_temporal"]
         await self._request(room.name, "preferences", params, quiet=True)
 
     def unsubscribe(self, room: Room, participant: Participant, track_ids: list[str]) -> None:

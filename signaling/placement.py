@@ -108,7 +108,7 @@ class Placement:
                 if home is None:
                     raise self.refuse(kind)
                 home.rooms.add(room)
-            elif not home.admits(self.pool.settings):
+            elif not home.admits(self.pool.settings, publisher=True):
                 raise self.refuse(kind)
             return home
         if kind is not None:

@@ -298,8 +298,8 @@ class RecordingService:
             file=f"{index:02d}-{track.owner}-{track.source}",
         )
         recording.tracks[track.id] = recorded
-        worker = self._worker_of(recording.room, track)
         try:
+            worker = self._worker_of(recording.room, track)
             opened = await self.recorder.request("open", track=recorded.key)
             plain: control.PlainTransportParams = {
                 "session": recorded.session,
@@ -339,10 +339,12 @@ class RecordingService:
         self._write_manifest(recording)
 
     def _worker_of(self, room: str, track: Track) -> WorkerHandle:
-        for worker in self.conference.pool.workers:
-            if track.session in worker.sessions and worker.alive:
-                return worker
-        return self.conference.pool.for_room(room)
+        """The worker holding the track's producer (a recording consumes it there: no pipe)."""
+        placement = self.conference.placement
+        worker = placement.producer_home.get(track.producer_id) or placement.home(room)
+        if worker is None or not worker.alive:
+            raise WorkerError("worker_gone", f"no live worker holds {track.id}")
+        return worker
 
     async def _close_track(self, recording: Recording, recorded: RecordedTrack) -> None:
         if recorded.closed:

@@ -75,6 +75,7 @@ MESSAGES: dict[str, dict[str, Any]] = {
         [],
         max_height={"type": "integer", "minimum": 90, "maximum": 4320},
         max_layer={"enum": ["low", "medium", "high"]},
+        max_temporal={"type": "integer", "minimum": 0, "maximum": 3},
     ),
     "set_role": _message(
         ["identity", "role"], identity=_NAME, role={"enum": ["participant", "observer"]}

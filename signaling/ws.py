@@ -643,7 +643,7 @@ class Connection:
             return {}
         if kind == "preferences":
             wishes: dict[str, Any] = {
-                k: message[k] for k in ("max_height", "max_layer") if k in message
+                k: message[k] for k in ("max_height", "max_layer", "max_temporal") if k in message
             }
             await conference.set_preferences(room, participant, wishes)
             return {}

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 
 CHROMIUM_BINARY = os.environ.get("TELEBRIDGE_CHROMIUM", "/usr/lib/chromium/chromium")
 CHROMEDRIVER = os.environ.get("TELEBRIDGE_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -110,6 +111,24 @@ def launch_chromium(window_size: tuple[int, int] = (1280, 900), extra_flags=()) 
     driver.set_page_load_timeout(30)
     driver.set_script_timeout(30)
     return Chromium(driver, profile_dir)
+
+
+def browser_fixture(window_size: tuple[int, int]) -> Any:
+    """A test module's ``browser`` fixture: ``browser = browser_fixture((w, h))``. A fresh
+    headless Chromium per test, quit after it; skipped, with what is missing, when Debian's
+    chromium or chromium-driver is not installed."""
+
+    @pytest.fixture
+    def browser() -> Iterator[Chromium]:
+        if not chromium_available():
+            pytest.skip(reason=missing_reason())
+        launched = launch_chromium(window_size=window_size)
+        try:
+            yield launched
+        finally:
+            launched.quit()
+
+    return browser
 
 
 @contextlib.contextmanager

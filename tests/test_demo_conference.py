@@ -22,10 +22,8 @@ import pytest
 
 from tests.browser import (
     JavascriptError,
-    chromium_available,
+    browser_fixture,
     console_errors_besides_network,
-    launch_chromium,
-    missing_reason,
     read_png_rgb,
     run_async_js,
 )
@@ -36,15 +34,7 @@ STATIC = Path(__file__).resolve().parent.parent / "signaling" / "static"
 MEDIA = {"width": 640, "height": 360, "frameRate": 15}
 
 
-@pytest.fixture
-def browser():
-    if not chromium_available():
-        pytest.skip(reason=missing_reason())
-    chromium = launch_chromium(window_size=(1100, 800))
-    try:
-        yield chromium
-    finally:
-        chromium.quit()
+browser = browser_fixture((1100, 800))
 
 
 # -- the client library against a fake server ---------------------------------------------------

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from tests.browser import chromium_available, launch_chromium, missing_reason, run_async_js
+from tests.browser import browser_fixture, run_async_js
 
 pytestmark = pytest.mark.browser
 
@@ -56,15 +56,7 @@ return true;
 """
 
 
-@pytest.fixture
-def browser():
-    if not chromium_available():
-        pytest.skip(reason=missing_reason())
-    chromium = launch_chromium(window_size=(800, 600))
-    try:
-        yield chromium
-    finally:
-        chromium.quit()
+browser = browser_fixture((800, 600))
 
 
 def js(driver, script: str, *args, timeout: float = 30):

@@ -12,6 +12,7 @@ from sfu.layers import (
     cap_for,
     probe_goal,
     probe_was_clean,
+    temporal_steps,
     warm_layer,
 )
 
@@ -73,3 +74,21 @@ def test_a_probe_warms_the_highest_layer_it_could_show_the_link_carries():
     assert warm_layer(track, 1, 2_000_000) == 1, "no further than the probe's step"
     assert warm_layer(Track(RATES, 0), 2, 2_000_000) == 0, "nor above the viewer's cap"
     assert warm_layer(track, 2, 100_000) is None
+
+
+def test_lower_temporal_layers_are_steps_before_video_pauses():
+    """Chromium's encodings carry three temporal layers: T0 of the lowest is a quarter
+    of its frames at well under its bitrate, the last step before audio only."""
+    low = SimpleNamespace(index=0, temporal_layers=3, tid_rates=(60_000.0, 100_000.0, 150_000.0))
+    layers = [low, *streams(180, 360, 720)[1:]]
+    steps = temporal_steps(layers)
+    assert steps == (60_000.0, 100_000.0), "T0, T0+T1; the full rate is the layer itself"
+    ladder = Track(steps + RATES, 2 + len(steps))
+    assert allocate(90_000, 40_000, [ladder]) == [None], "not even T0 and audio: audio only"
+    assert allocate(110_000, 40_000, [ladder]) == [0], "T0 of the lowest encoding"
+    assert allocate(150_000, 40_000, [ladder]) == [1], "T0 and T1"
+    assert allocate(200_000, 40_000, [ladder]) == [2], "the lowest encoding, every frame"
+    assert allocate(10_000_000, 40_000, [ladder]) == [4]
+    assert temporal_steps([SimpleNamespace(temporal_layers=0, tid_rates=())]) == ()
+    unmeasured = SimpleNamespace(temporal_layers=3, tid_rates=())
+    assert temporal_steps([unmeasured]) == (), "no steps until each layer's rate is known"

@@ -468,3 +468,32 @@ def test_picture_ids_continue_across_an_encoding_switch():
     assert all((b - a) & 0x7FFF == 1 for a, b in zip(out_pids, out_pids[1:], strict=False))
     assert all((b - a) & 0xFF == 1 for a, b in zip(out_tl0s, out_tl0s[1:], strict=False))
     assert out_pids[0] == pids["f"] - 21 & 0x7FFF, "the first encoding's own ids, untouched"
+
+
+@pytest.mark.parametrize("kind", ["audio", "video"])
+def test_a_long_consultation_keeps_flowing_past_the_sequence_number_half_range(kind):
+    """A viewer that started at sequence number S must still get packet S + 32,768 and on:
+    audio at 50 packets/s reaches that 11 minutes in, with no new start in between (a
+    stable call has no keyframe requests). Once it went silent there for 11 minutes."""
+    rig = Rig(kind=kind)
+    _view, sock, consumer = rig.viewer()
+    ssrc = 0x1111
+    first = 60000  # the start sits near the wrap as well
+    payload = VP8_KEY if kind == "video" else b"\xfc\x01\x02"
+    pt = 96 if kind == "video" else 111
+    rig.send(rtp(ssrc, first, 0, payload, pt=pt, extensions=MID))
+    count = 70_000
+    gaps = []
+    [start] = sock.rtp()
+    last = start.seq
+    delta = VP8_DELTA if kind == "video" else payload
+    for i in range(1, count):
+        rig.send(rtp(ssrc, first + i, i * 960, delta, pt=pt, extensions=MID), 0.02)
+        if i % 1000 == 0:
+            got = sock.rtp()
+            if len(got) != 1000 or (got[0].seq - last) & 0xFFFF != 1:
+                gaps.append((i, len(got)))
+            if got:
+                last = got[-1].seq
+    assert gaps == [], f"packets missing after the start (at packet, forwarded of 1000): {gaps}"
+    assert consumer.packets == count

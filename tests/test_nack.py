@@ -415,3 +415,27 @@ def test_buffer_clear():
     buf.store(3, "x", 0.0)
     buf.clear()
     assert buf.get(3, 0.0) is None
+
+
+def test_buffer_keyframe_mark_does_not_hide_packets_32768_later():
+    """With no new keyframe (a stable call asks for none), packets half the sequence space
+    after the last one are still worth resending."""
+    buf = RetransmissionBuffer()
+    buf.on_keyframe(100)
+    buf.store(100, "key", 0.0)
+    for seq in range(101, 100 + 40_000):
+        buf.store(seq & 0xFFFF, "delta", 0.0)
+        if seq in (150, 100 + 0x8000 + 5, 100 + 39_990):
+            assert not buf.before_keyframe(seq & 0xFFFF), seq
+    assert buf.before_keyframe(99) is False, "the keyframe has left the cache: no mark"
+
+
+def test_buffer_keyframe_mark_hides_what_came_before_it():
+    buf = RetransmissionBuffer()
+    for seq in range(65530, 65536):
+        buf.store(seq, "delta", 0.0)
+    buf.on_keyframe(2)
+    for seq in range(0, 10):
+        buf.store(seq, "key" if seq == 2 else "delta", 0.0)
+    assert buf.before_keyframe(65533) and buf.before_keyframe(1)
+    assert not buf.before_keyframe(2) and not buf.before_keyframe(9)

@@ -12,7 +12,7 @@ from typing import Any
 import av
 import pytest
 
-from tests.browser import chromium_available, launch_chromium, missing_reason
+from tests.browser import browser_fixture
 from tests.conftest import RunningServer
 from tests.test_demo_conference import app_call, app_state, frames, js, open_app, tile, wait_state
 from tests.test_recording import recording_config
@@ -21,15 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 MEDIA = {"width": 640, "height": 360, "frameRate": 15}
 
 
-@pytest.fixture
-def browser() -> Any:
-    if not chromium_available():
-        pytest.skip(reason=missing_reason())
-    chromium = launch_chromium(window_size=(1000, 700))
-    try:
-        yield chromium
-    finally:
-        chromium.quit()
+browser = browser_fixture((1000, 700))
 
 
 def mark_shown(driver: Any) -> bool:

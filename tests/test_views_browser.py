@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.browser import chromium_available, launch_chromium, missing_reason
+from tests.browser import browser_fixture
 from tests.conftest import RunningServer
 from tests.test_demo_conference import (
     app_call,
@@ -31,15 +31,7 @@ pytestmark = pytest.mark.browser
 ROOM = "big-demo"
 
 
-@pytest.fixture
-def browser():
-    if not chromium_available():
-        pytest.skip(reason=missing_reason())
-    chromium = launch_chromium(window_size=(1100, 800))
-    try:
-        yield chromium
-    finally:
-        chromium.quit()
+browser = browser_fixture((1100, 800))
 
 
 def people_rows(driver) -> int:
@@ -86,18 +78,22 @@ async def test_the_demo_shows_a_large_room_as_a_count_and_pages_the_list(browser
         )
 
         # The stage (the lead) and ourselves, and a count of everyone.
+        # The page renders on the next frame after the state changes: wait for both.
         state = await run(
             wait_state,
             driver,
-            lambda s: s["view"] == "compact" and s["observers"] == 5,
-            10,
+            lambda s: (
+                s["view"] == "compact"
+                and s["observers"] == 5
+                and driver.find_element("id", "count").text == "6"
+                and people_rows(driver) == 3  # the lead, us, and the "4 other observers" row
+            ),
+            20,
             "the compact view",
         )
         assert {p["identity"] for p in state["participants"]} == {"dr-lead", "site-web"}
-        assert driver.find_element("id", "count").text == "6"
-        assert people_rows(driver) == 3  # the lead, us, and the "4 other observers" row
         await run(click, driver, '#people li.more button[data-action="all"]')
-        await run(wait_state, driver, lambda s: people_rows(driver) == 7, 10, "everyone listed")
+        await run(wait_state, driver, lambda s: people_rows(driver) == 7, 20, "everyone listed")
         listed = driver.execute_script(
             "return [...document.querySelectorAll('#people li[data-identity]')].map((li) => li.dataset.identity);"
         )
@@ -110,7 +106,7 @@ async def test_the_demo_shows_a_large_room_as_a_count_and_pages_the_list(browser
             wait_state,
             driver,
             lambda s: s["raisedHands"] == ["site-0"],
-            10,
+            20,
             "the lead sees the hand",
         )
         driver.switch_to.window(observer)
@@ -133,7 +129,7 @@ async def test_the_demo_shows_a_large_room_as_a_count_and_pages_the_list(browser
                 )
                 and s["observers"] == 4
             ),
-            10,
+            20,
             "site-1 on the stage, and the count down by one",
         )
     finally:

@@ -237,6 +237,11 @@
     c.on("ice_restart", ({ connection }) => log(`Khởi động lại ICE (${connection})`, `Restarting ICE (${connection})`));
     c.on("media_lost", () => setStatus("Mất media, đang phát lại…", "Media lost, publishing again…", "info"));
     c.on("republished", () => setStatus("Đã phát lại", "Publishing again", "ok"));
+    c.on("busy", ({ retryInMs }) => {
+      const s = Math.round(retryInMs / 1000);
+      setStatus(`Máy chủ đầy, thử lại sau ${s} giây…`, `Server full, retrying in ${s} s…`, "info");
+    });
+    c.on("admitted", () => setStatus("Đã có chỗ, đang nhận hình", "Admitted, receiving", "ok"));
     c.on("active_speaker", () => {
       speakerEvents += 1;
     });

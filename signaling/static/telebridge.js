@@ -38,6 +38,11 @@
   // Republishing after a media worker died: its replacement takes a moment to start.
   const REPUBLISH_ATTEMPTS = 10;
   const REPUBLISH_DELAY_MS = 1000;
+  // A full server (server_busy) refuses at once; automatic subscriptions are tried again
+  // after the server's Retry-After (5 s), doubling to at most 30 s, with jitter so that a
+  // crowd refused together does not come back together.
+  const BUSY_RETRY_MS = 5000;
+  const BUSY_RETRY_MAX_MS = 30000;
   // Close codes after which we do not try to resume: normal close (leave), policy, frame
   // too large, removed by the lead (4001), replaced by a newer connection of the same
   // identity (4009), a refused or expired token, a full room, an ended room, rate limiting.
@@ -230,6 +235,8 @@
       this._iceRestartAt = { publish: 0, subscribe: 0 };
       this._iceRetry = { publish: null, subscribe: null };
       this._lostSubscriptions = []; // [{owner, source}] to subscribe to again (media_lost)
+      this._busyDelay = 0; // the next retry's delay after server_busy (0: not refused)
+      this._busyTimer = null;
     }
 
     // -- events ------------------------------------------------------------------------------
@@ -455,6 +462,7 @@
       this.connectionState = "closed";
       this.closeInfo = info;
       clearTimeout(this._autoTimer);
+      clearTimeout(this._busyTimer);
       if (this._ws) {
         try {
           this._ws.close(1000);
@@ -865,11 +873,30 @@
         const list = [...this._autoIds].filter((id) => this.tracks.has(id) && !this.subscribed.has(id));
         this._autoIds.clear();
         if (!list.length || this.connectionState !== "joined") return;
-        this.subscribe(list).catch((err) => {
-          if (err.code === "not_found") return; // gone meanwhile
-          this._emit("error", err);
-        });
+        this.subscribe(list).then(
+          () => {
+            if (this._busyDelay) this._emit("admitted", { tracks: list });
+            this._busyDelay = 0;
+          },
+          (err) => {
+            if (err.code === "not_found") return; // gone meanwhile
+            if (err.code === "server_busy") this._retryWhenBusy(list);
+            else this._emit("error", err);
+          },
+        );
       }, AUTO_SUBSCRIBE_DELAY_MS);
+    }
+
+    // The server is full: tell the page, and try these tracks again later.
+    _retryWhenBusy(ids) {
+      this._busyDelay = Math.min(this._busyDelay ? this._busyDelay * 2 : BUSY_RETRY_MS, BUSY_RETRY_MAX_MS);
+      const delay = Math.round(this._busyDelay * (0.8 + 0.4 * Math.random()));
+      this._emit("busy", { tracks: ids, retryInMs: delay });
+      clearTimeout(this._busyTimer);
+      this._busyTimer = setTimeout(() => {
+        this._busyTimer = null;
+        if (this.connectionState === "joined") this._autoSubscribe(ids);
+      }, delay);
     }
 
     _ensureSubscribePc() {

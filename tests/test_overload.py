@@ -1,0 +1,170 @@
+"""A worker that is behind stops probing and takes no new sessions (sfu/overload.py).
+
+Its own forwarding delay reads as congestion in every viewer's estimator; if each viewer
+then probed, the padding would add to the overload (62k padding packets in 20 s were
+measured at 2,000 sites). These tests drive the state from load figures, as the worker's
+load report does, and check the layer controller and the admission rule that read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from sfu.layers import Track
+from sfu.overload import CONFIRM, MAX_LAG, MAX_QUEUE, Overload
+from sfu.timers import TimerQueue
+from tests.conftest import RunningServer
+from tests.peers import WhepViewer, WhipError, start_whep_viewer, start_whip_publisher
+from tests.test_pipes import ROOM, metric, wait_metric
+
+from .sansio import consumer, plain, producer
+
+RATES = (150_000.0, 500_000.0, 1_500_000.0)
+
+
+async def healthz(server: RunningServer) -> dict:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.base_url}/healthz") as response:
+            return await response.json()
+
+
+def test_a_lone_late_report_is_not_overload_but_a_run_of_them_is():
+    load = Overload()
+    assert not load.update(loop_lag=1.0, queue_bytes=0), "one GC pause is not overload"
+    assert not load.update(loop_lag=0.0, queue_bytes=0)
+    for _ in range(CONFIRM - 1):
+        assert not load.update(loop_lag=MAX_LAG * 2, queue_bytes=0)
+    assert load.update(loop_lag=MAX_LAG * 2, queue_bytes=0)
+    assert load.episodes == 1
+
+
+def test_a_filling_receive_queue_is_overload_too():
+    load = Overload()
+    for _ in range(CONFIRM):
+        load.update(loop_lag=0.0, queue_bytes=MAX_QUEUE + 1)
+    assert load.overloaded
+
+
+def test_overload_ends_only_after_a_run_of_reports_well_under_the_thresholds():
+    load = Overload()
+    for _ in range(CONFIRM):
+        load.update(loop_lag=MAX_LAG * 2, queue_bytes=0)
+    # Just under the threshold is not "well under": no flapping at the edge.
+    for _ in range(CONFIRM * 2):
+        assert load.update(loop_lag=MAX_LAG * 0.9, queue_bytes=0)
+    for _ in range(CONFIRM - 1):
+        assert load.update(loop_lag=0.001, queue_bytes=0)
+    assert not load.update(loop_lag=0.001, queue_bytes=0)
+    assert load.episodes == 1
+
+
+def _viewer_below_its_cap():
+    """A viewer transport with one video consumer, and the layer control deciding for it."""
+    timers = TimerQueue()
+    publisher, _ = plain(timers, "pub", remote=("127.0.0.1", 5000))
+    viewer, sock = plain(timers, "view")
+    consumer(viewer, producer(publisher))
+    return viewer, sock
+
+
+def _probe_wanted(viewer, now: float) -> None:
+    """The estimate carries the lowest layer only; the viewer wants the top one."""
+    viewer.layers._maybe_probe(
+        budget=200_000.0,
+        audio=40_000.0,
+        tracks=[Track(RATES, 2)],
+        roomy=[0],
+        holding=False,
+        now=now,
+    )
+
+
+def test_an_overloaded_worker_starts_no_probe_and_resumes_probing_after():
+    viewer, _ = _viewer_below_its_cap()
+    for _ in range(CONFIRM):
+        viewer.load.update(loop_lag=MAX_LAG * 3, queue_bytes=0)
+    _probe_wanted(viewer, now=10.0)
+    assert viewer.layers.probe_goal == 0, "no padding while the worker itself is behind"
+    assert viewer.layers.probes == 0
+    for _ in range(CONFIRM):
+        viewer.load.update(loop_lag=0.0, queue_bytes=0)
+    _probe_wanted(viewer, now=11.0)
+    assert viewer.layers.probe_goal > 0, "once it has caught up, a viewer below its cap probes"
+    assert viewer.layers.probes == 1
+
+
+def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
+    viewer, sock = _viewer_below_its_cap()
+    _probe_wanted(viewer, now=10.0)
+    layers = viewer.layers
+    assert layers.probe_goal > 0
+    for _ in range(CONFIRM):
+        viewer.load.update(loop_lag=MAX_LAG * 3, queue_bytes=0)
+    sock.take()
+    layers._pad(10.05)
+    assert sock.rtp() == [], "no padding sent once overloaded"
+    assert layers.probe_until <= 10.05, "the probe is cut short, to be judged as it stands"
+
+
+async def test_a_starved_worker_refuses_new_viewers_until_it_catches_up(tmp_path):
+    """The machine, not the worker, is the bottleneck: another process takes the CPU (here
+    the worker is stopped 0.3 s in every 0.45 s, as a scheduler starving it would), so its
+    own CPU share stays low and only its late loop shows it. New viewers are refused;
+    the admitted one keeps its media; once the worker runs freely it admits again."""
+    server = RunningServer(tmp_path, workers=1)
+    publisher = await start_whip_publisher(
+        server.base_url, ROOM, server.token(ROOM, "theatre-1", "lead")
+    )
+    viewer: WhepViewer | None = None
+    late: WhepViewer | None = None
+    (pid,) = [w["pid"] for w in (await healthz(server))["workers"]]
+    starving = True
+
+    async def starve() -> None:
+        while starving:
+            os.kill(pid, signal.SIGSTOP)
+            await asyncio.sleep(0.3)
+            os.kill(pid, signal.SIGCONT)
+            await asyncio.sleep(0.15)
+
+    try:
+        await publisher.wait_connected()
+        viewer = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "site-1", "observer")
+        )
+        await viewer.wait_frames(5, timeout=30)
+        starver = asyncio.create_task(starve())
+        try:
+            await wait_metric(
+                server, "telebridge_worker_load", {"worker": "0", "measure": "overloaded"}, 1
+            )
+            with pytest.raises(WhipError) as refused:
+                await start_whep_viewer(
+                    server.base_url, ROOM, server.token(ROOM, "site-2", "observer")
+                )
+            assert refused.value.status == 503 and "server_busy" in refused.value.body
+        finally:
+            starving = False
+            await starver
+            os.kill(pid, signal.SIGCONT)
+        await wait_metric(
+            server, "telebridge_worker_load", {"worker": "0", "measure": "overloaded"}, 0
+        )
+        late = await start_whep_viewer(
+            server.base_url, ROOM, server.token(ROOM, "site-3", "observer")
+        )
+        await late.wait_frames(5, timeout=30)
+        before = viewer.video_frames
+        await viewer.wait_frames(before + 20, timeout=30)  # the admitted one kept going
+        assert await metric(server, "telebridge_sessions_refused_total", {"kind": "view"}) >= 1
+    finally:
+        for peer in (viewer, late):
+            if peer is not None:
+                await peer.close()
+        await publisher.close(delete=False)
+        server.stop()

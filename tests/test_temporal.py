@@ -1,0 +1,243 @@
+"""VP8 temporal layers dropped for one viewer, with no sockets (the media-model rig).
+
+A publisher's encoding carries frames in the usual three-layer pattern (T0 T2 T1 T2,
+two packets a frame); a viewer limited to T0 must get only T0 frames, numbered as if
+nothing had been left out: consecutive sequence numbers (a gap would be NACKed as a
+loss), consecutive PictureIDs (libwebrtc holds a frame while an earlier one is missing),
+TL0PICIDX as sent. NACKs for the new numbers must bring back the right packets.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from sfu import rtcp
+from sfu.codecs import vp8_picture_ids, vp8_temporal
+from sfu.consumer import SimulcastConsumer
+from sfu.nack import build_nack
+from sfu.streams import Encoding
+from tests.sansio import VIEWER_ADDR, VP8_DELTA, VP8_KEY, rtp
+from tests.test_media_model import Rig, rid
+
+PATTERN = (0, 2, 1, 2)
+SSRC = 0xA0
+
+
+def descriptor(start: bool, pid: int, tl0: int, tid: int, sync: bool) -> bytes:
+    """X, S; I (15-bit PictureID), L, T; TID and Y."""
+    return bytes(
+        [0x90 if start else 0x80, 0xE0, 0x80 | pid >> 8, pid & 0xFF, tl0, tid << 6 | sync << 5]
+    )
+
+
+def test_the_descriptor_gives_tid_and_layer_sync():
+    assert vp8_temporal(descriptor(True, 300, 7, 2, True) + b"\x01") == (2, True)
+    assert vp8_temporal(descriptor(False, 300, 7, 1, False) + b"\x01") == (1, False)
+    # 7-bit PictureID, no TL0PICIDX, T set: the T byte moves up.
+    assert vp8_temporal(bytes([0x90, 0xA0, 0x05, 0x40, 0x00])) == (1, False)
+    # K alone (no T): no temporal layer.
+    assert vp8_temporal(bytes([0x90, 0x90, 0x05, 0x40, 0x00])) == (-1, False)
+    # No extension byte at all, as aiortc sends without X: none.
+    assert vp8_temporal(bytes([0x10, 0x00, 0x00, 0x9D])) == (-1, False)
+    assert vp8_temporal(b"") == (-1, False)
+    assert vp8_temporal(bytes([0x90, 0xE0, 0x80])) == (-1, False), "truncated"
+    rng = random.Random(3)
+    for _ in range(2000):  # never raises on garbage
+        tid, _sync = vp8_temporal(bytes(rng.randrange(256) for _ in range(rng.randrange(8))))
+        assert -1 <= tid <= 3
+
+
+class Publisher:
+    """Frames of one encoding in the T0 T2 T1 T2 pattern, each two packets with unique
+    payloads; layer sync on the first T1 and T2 after each T0."""
+
+    def __init__(self, rig: Rig, seq: int) -> None:
+        self.rig = rig
+        self.seq = seq
+        self.pid = 0x7FF0  # wraps too
+        self.tl0 = 250
+        self.frame = 0
+        self.ts = 0
+        self.sent: dict[int, bytes] = {}  # source seq -> payload
+        self.tids: dict[int, int] = {}
+        self.pad = (12, 12, 12)  # payload bytes after the header, per TID
+
+    def next_frame(self, key: bool = False, skip: int | None = None, dt: float = 0.033) -> None:
+        tid = 0 if key else PATTERN[self.frame % 4]
+        if tid == 0:
+            self.tl0 = (self.tl0 + 1) & 0xFF
+        self.pid = (self.pid + 1) & 0x7FFF
+        sync = tid > 0 and self.frame % 4 in (1, 2)
+        self.ts += 3000
+        for part in range(2):
+            self.seq = (self.seq + 1) & 0xFFFF
+            head = descriptor(part == 0, self.pid, self.tl0, tid, sync)
+            body = VP8_KEY[1:] if key and part == 0 else struct.pack("!HI", self.seq, 0)
+            payload = head + body + bytes(self.pad[tid])
+            self.sent[self.seq] = payload
+            self.tids[self.seq] = tid
+            if self.seq != skip:
+                data = rtp(SSRC, self.seq, self.ts, payload, marker=part == 1, extensions=rid("q"))
+                self.rig.send(data, dt if part == 0 else 0.0)
+        self.frame += 1
+
+
+def setup(seq: int = 0xFFD0) -> tuple[Rig, Publisher, object, object, SimulcastConsumer]:
+    rig = Rig([Encoding(rid="q"), Encoding(rid="f")])
+    publisher = Publisher(rig, seq)
+    publisher.next_frame(key=True)
+    view, sock, consumer = rig.viewer()
+    assert isinstance(consumer, SimulcastConsumer)
+    rig.publisher_feedback()
+    publisher.next_frame(key=True)
+    return rig, publisher, view, sock, consumer
+
+
+def continuous(values: list[int], mask: int) -> bool:
+    return all((b - a) & mask == 1 for a, b in zip(values, values[1:], strict=False))
+
+
+def test_a_viewer_limited_to_t0_sees_no_gaps_across_a_sequence_wrap():
+    rig, publisher, _view, sock, consumer = setup()
+    for _ in range(3):
+        publisher.next_frame()
+    before = sock.rtp()
+    assert len(before) == 8, "the keyframe and three frames, all layers"
+    consumer.set_max_temporal(0)
+    for _ in range(40):  # the source sequence numbers wrap in here
+        publisher.next_frame()
+    after = sock.rtp()
+    assert len(after) == 20, "one frame in four: the T0 ones, two packets each"
+    sources = [struct.unpack_from("!H", p.payload, 6)[0] for p in after]
+    assert {publisher.tids[s] for s in sources} == {0}
+    packets = before + after
+    assert continuous([p.seq for p in packets], 0xFFFF), "dropped packets leave no gap"
+    pids = [vp8_picture_ids(p.payload)[1] for p in packets[::2]]
+    assert continuous(pids, 0x7FFF), "nor dropped frames a PictureID gap"
+    tl0s = [vp8_picture_ids(p.payload)[3] for p in after[::2]]
+    assert continuous(tl0s, 0xFF), "TL0PICIDX as sent: every T0 frame goes"
+    assert vp8_temporal(after[0].payload) == (0, False)
+
+
+def test_nacks_for_renumbered_packets_bring_back_the_right_originals():
+    rig, publisher, view, sock, consumer = setup()
+    consumer.set_max_temporal(1)
+    for _ in range(12):
+        publisher.next_frame()
+    out = sock.rtp()
+    assert len(out) == 2 * (1 + 6), "the keyframe, then the T0 and T1 frames (6 of 12)"
+    rig.publisher_feedback()
+    asked = [out[-1].seq, out[5].seq, out[10].seq]
+    view.receive(build_nack(0x5555, consumer.ssrc, asked), VIEWER_ADDR, rig.now)
+    resent = {struct.unpack_from("!H", p.payload)[0]: p.payload[2:] for p in sock.rtp()}
+    assert sorted(resent) == sorted(asked)
+    by_seq = {p.seq: p.payload for p in out}
+    for seq in asked:
+        assert resent[seq] == by_seq[seq], "the same packet, ids rewritten as first sent"
+
+
+def test_a_late_packet_gets_the_number_it_would_have_had():
+    """The publisher's retransmission of a lost T0 packet arrives after frames were
+    dropped since: it fills the viewer's hole instead of landing elsewhere."""
+    rig, publisher, _view, sock, consumer = setup()
+    consumer.set_max_temporal(0)
+    publisher.next_frame()  # T0 at frame index 0? the pattern continues from the keyframes
+    while PATTERN[publisher.frame % 4] != 0:
+        publisher.next_frame()
+    lost = (publisher.seq + 2) & 0xFFFF  # the second packet of the next (T0) frame
+    publisher.next_frame(skip=lost)
+    for _ in range(6):
+        publisher.next_frame()
+    got = sock.rtp()
+    seqs = [p.seq for p in got]
+    hole = [s for s in range(seqs[0], seqs[0] + len(seqs) + 1) if s & 0xFFFF not in seqs]
+    assert len(hole) == 1, "the viewer sees one hole: the lost packet"
+    rig.send(rtp(SSRC, lost, publisher.ts, publisher.sent[lost], extensions=rid("q")))
+    (filled,) = sock.rtp()
+    assert filled.seq == hole[0] & 0xFFFF
+    assert vp8_picture_ids(filled.payload)[1] == vp8_picture_ids(got[0].payload)[1] + 1 & 0x7FFF
+
+
+def test_going_up_waits_for_a_layer_sync_frame_one_layer_at_a_time():
+    _rig, publisher, _view, sock, consumer = setup()
+    consumer.set_max_temporal(0)
+    for _ in range(8):
+        publisher.next_frame()
+    sock.rtp()
+    consumer.set_max_temporal(2)
+    tids = []
+    for _ in range(8):
+        publisher.next_frame()
+        tids.append([vp8_temporal(p.payload)[0] for p in sock.rtp()][:1])
+    # Frames: T1(sync) T2 T0 T2(sync) T1(sync) T2 T0 T2(sync): T1 comes up at its sync
+    # frame, T2 not at a frame without sync, but at its next sync frame.
+    assert tids == [[1], [], [0], [2], [1], [2], [0], [2]], tids
+    consumer.set_max_temporal(1)
+    publisher.next_frame()
+    publisher.next_frame()
+    publisher.next_frame()
+    sent = [vp8_temporal(p.payload)[0] for p in sock.rtp()]
+    assert sent == [1, 1, 0, 0], "down at the next frame: T1, (T2 dropped), T0"
+    consumer.set_max_temporal(0)
+    publisher.next_frame()
+    publisher.next_frame(key=True)
+    consumer.set_max_temporal(2)
+    sock.rtp()
+    publisher.next_frame(key=True)
+    for _ in range(3):
+        publisher.next_frame()
+    assert len(sock.rtp()) == 8, "a keyframe brings every layer back at once"
+
+
+def test_a_thin_link_gets_t0_of_the_lowest_encoding_rather_than_no_video():
+    """The layer choice's last steps before pausing video are the lowest encoding's lower
+    temporal layers, priced at what each TID measures."""
+    rig = Rig([Encoding(rid="q"), Encoding(rid="f")])
+    low = Publisher(rig, 100)
+    low.pad = (600, 300, 150)  # T0 frames cost the most (they carry the most change)
+    top_seq = 5000
+
+    def second(with_reports: bool = False) -> None:
+        nonlocal top_seq
+        for i in range(30):
+            low.next_frame(key=low.frame % 30 == 0, dt=0.0)
+            top_seq += 1
+            payload = (VP8_KEY if i == 0 else VP8_DELTA) + bytes(1500)
+            rig.send(rtp(0xC0, top_seq, low.ts, payload, marker=True, extensions=rid("f")))
+            rig.tick(1 / 30)
+            if with_reports and i % 15 == 0:
+                report = rtcp.RtcpReceiverInfo(
+                    ssrc=consumer.ssrc,
+                    fraction_lost=30,  # 12 %: the link is full
+                    packets_lost=10,
+                    highest_sequence=consumer.last_seq,
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
+                )
+                view.receive(rtcp.receiver_report(9, [report]), VIEWER_ADDR, rig.now)
+                view.receive(rtcp.remb(9, 85_000, [consumer.ssrc]), VIEWER_ADDR, rig.now)
+
+    second()
+    view, sock, consumer = rig.viewer()
+    assert isinstance(consumer, SimulcastConsumer)
+    for _ in range(3):
+        second()
+    assert consumer.stream.rid == "f" and consumer.max_temporal == 3, "a good link: the top"
+    q = rig.producer.streams[0]
+    assert q.temporal_layers == 3
+    t0, t01, full = q.tid_rates
+    assert t0 < t01 < full and t0 == pytest.approx(full / 2, rel=0.15), q.tid_rates
+    for _ in range(4):  # the viewer reports 85 kbit/s and heavy loss
+        second(with_reports=True)
+    assert consumer.stream.rid == "q" and consumer.max_temporal == 0, (
+        "T0 (about 70 kbit/s) fits; T0+T1 (about 100) does not"
+    )
+    assert not view.layers.video_paused
+    sock.rtp()
+    second(with_reports=True)
+    tids = {vp8_temporal(p.payload)[0] for p in sock.rtp()}
+    assert tids == {0}, "the viewer gets T0 frames only"
