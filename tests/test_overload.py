@@ -68,15 +68,15 @@ def _viewer_below_its_cap():
     timers = TimerQueue()
     publisher, _ = plain(timers, "pub", remote=("127.0.0.1", 5000))
     viewer, sock = plain(timers, "view")
-    consumer(viewer, producer(publisher))
-    return viewer, sock
+    return viewer, sock, consumer(viewer, producer(publisher))
 
 
-def _probe_wanted(viewer, now: float) -> None:
+def _probe_wanted(viewer, watched, now: float) -> None:
     """The estimate carries the lowest layer only; the viewer wants the top one."""
     viewer.layers._maybe_probe(
         budget=200_000.0,
         audio=40_000.0,
+        videos=[watched],
         tracks=[Track(RATES, 2)],
         roomy=[0],
         holding=False,
@@ -85,22 +85,22 @@ def _probe_wanted(viewer, now: float) -> None:
 
 
 def test_an_overloaded_worker_starts_no_probe_and_resumes_probing_after():
-    viewer, _ = _viewer_below_its_cap()
+    viewer, _, watched = _viewer_below_its_cap()
     for _ in range(CONFIRM):
         viewer.load.update(loop_lag=MAX_LAG * 3, queue_bytes=0)
-    _probe_wanted(viewer, now=10.0)
+    _probe_wanted(viewer, watched, now=10.0)
     assert viewer.layers.probe_goal == 0, "no padding while the worker itself is behind"
     assert viewer.layers.probes == 0
     for _ in range(CONFIRM):
         viewer.load.update(loop_lag=0.0, queue_bytes=0)
-    _probe_wanted(viewer, now=11.0)
+    _probe_wanted(viewer, watched, now=11.0)
     assert viewer.layers.probe_goal > 0, "once it has caught up, a viewer below its cap probes"
     assert viewer.layers.probes == 1
 
 
 def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
-    viewer, sock = _viewer_below_its_cap()
-    _probe_wanted(viewer, now=10.0)
+    viewer, sock, watched = _viewer_below_its_cap()
+    _probe_wanted(viewer, watched, now=10.0)
     layers = viewer.layers
     assert layers.probe_goal > 0
     for _ in range(CONFIRM):
