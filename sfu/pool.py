@@ -36,6 +36,7 @@ R = TypeVar("R")
 # A worker with this much waiting in its UDP receive queue is behind: new sessions (and
 # their handshakes, which would wait behind that queue) go elsewhere.
 QUEUE_FULL = 1 << 20
+MIN_CONSUMERS_FOR_COST = 10  # below this a consumer's share of the CPU is mostly noise
 
 EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
 
@@ -68,7 +69,14 @@ class WorkerHandle:
 
     @property
     def cpu(self) -> float:
-        return float(self.load.get("cpu", 0.0))
+        """The share of a core as last reported, plus what the consumers placed since will
+        add at the reported cost per consumer: a burst of joins (hundreds a second) would
+        otherwise all be admitted on one report taken before it."""
+        cpu = float(self.load.get("cpu", 0.0))
+        reported = int(self.load.get("consumers", 0))
+        if self.placed and reported >= MIN_CONSUMERS_FOR_COST:
+            cpu += self.placed * cpu / reported
+        return cpu
 
     def admits(self, settings: MediaSettings, publisher: bool = False) -> bool:
         """Below both admission thresholds (a threshold of 0 is off), and not overloaded:

@@ -113,7 +113,7 @@ def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
 
 async def test_a_starved_worker_refuses_new_viewers_until_it_catches_up(tmp_path):
     """The machine, not the worker, is the bottleneck: another process takes the CPU (here
-    the worker is stopped 0.3 s in every 0.45 s, as a scheduler starving it would), so its
+    the worker is stopped 0.6 s in every 0.7 s, as a scheduler starving it would), so its
     own CPU share stays low and only its late loop shows it. New viewers are refused;
     the admitted one keeps its media; once the worker runs freely it admits again."""
     server = RunningServer(tmp_path, workers=1)
@@ -128,9 +128,9 @@ async def test_a_starved_worker_refuses_new_viewers_until_it_catches_up(tmp_path
     async def starve() -> None:
         while starving:
             os.kill(pid, signal.SIGSTOP)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
             os.kill(pid, signal.SIGCONT)
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.1)
 
     try:
         await publisher.wait_connected()
@@ -168,3 +168,18 @@ async def test_a_starved_worker_refuses_new_viewers_until_it_catches_up(tmp_path
                 await peer.close()
         await publisher.close(delete=False)
         server.stop()
+
+
+def test_a_burst_of_placements_counts_before_the_next_load_report():
+    """Hundreds of sites join within a second: the CPU test must see what the ones placed
+    since the last report will cost, at the reported cost per consumer."""
+    from sfu.pool import WorkerHandle
+    from sfu.settings import MediaSettings
+
+    worker = WorkerHandle(0, MediaSettings(), on_event=lambda *args: None)
+    worker.load = {"cpu": 0.6, "consumers": 200}
+    assert worker.cpu == 0.6
+    worker.placed = 100  # 0.003 of a core each, as the report says
+    assert abs(worker.cpu - 0.9) < 1e-9
+    worker.load = {"cpu": 0.05, "consumers": 2}
+    assert worker.cpu == 0.05, "too few consumers to say what one costs"
