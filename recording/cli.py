@@ -21,7 +21,9 @@ def add_parser(sub: Any, default_config: str) -> None:
     p_list.add_argument("--room", default=None)
     p_list.set_defaults(func=list_recordings)
     p_compose = commands.add_parser("compose", help="render one H.264 + AAC MP4")
-    p_compose.add_argument("id")
+    p_compose.add_argument(
+        "id", help='the recording\'s id (an older id that starts with "-" goes after "--")'
+    )
     p_compose.add_argument("-o", "--output", required=True)
     p_compose.set_defaults(func=compose)
 

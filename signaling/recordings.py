@@ -42,6 +42,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECORDING_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+
+
+def new_recording_id() -> str:
+    """16 URL-safe characters that start with a letter or digit: one id in 32 began with "-"
+    or "_", and `telebridge recordings compose -m77...` read the id as an option."""
+    while not (candidate := secrets.token_urlsafe(12))[0].isalnum():
+        pass
+    return candidate
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.(webm|mkv)\Z")
 MANIFEST = "manifest.json"
 
@@ -260,7 +268,7 @@ class RecordingService:
             room = self.conference.get_room(room_name)
             if room_name in self.active:
                 raise RoomError("conflict", f"room {room_name!r} is being recorded already")
-            recording_id = secrets.token_urlsafe(12)
+            recording_id = new_recording_id()
             folder = self.root / recording_id
             try:
                 self.root.mkdir(mode=0o700, parents=True, exist_ok=True)

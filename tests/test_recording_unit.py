@@ -188,3 +188,32 @@ def test_the_writer_makes_a_private_webm_that_a_truncation_leaves_playable(
         assert len(list(container.decode(video=0))) == 90
     with av.open(str(copy)) as container:
         assert len(list(container.decode(video=0))) >= 30, "all but the last second or so"
+
+
+def test_recording_ids_start_with_a_letter_or_digit_so_the_command_line_takes_them() -> None:
+    """A CI run composed recording "-m77IJmLqpUFn0Df": argparse read it as an option. With the
+    old ids, 4,000 draws all starting alphanumerically has odds of (62/64)^4000 ~ 1e-55."""
+    from signaling.recordings import RECORDING_ID, new_recording_id
+
+    ids = {new_recording_id() for _ in range(4000)}
+    assert len(ids) == 4000
+    assert all(RECORDING_ID.match(i) and i[0].isalnum() for i in ids)
+
+
+def test_compose_finds_an_older_dash_id_given_after_a_double_dash(tmp_path: Path) -> None:
+    """An id made before the fix still reaches the command (after "--") and, absent from the
+    folder, is reported by name rather than as a usage error."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "telebridge.toml"
+    config.write_text(f'[recording]\nroot = "{tmp_path / "recordings"}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "signaling.cli", "recordings", "--config", str(config)]
+        + ["compose", "-o", str(tmp_path / "out.mp4"), "--", "-m77IJmLqpUFn0Df"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "no recording '-m77IJmLqpUFn0Df'" in done.stderr, done.stderr
