@@ -50,6 +50,8 @@ def new_recording_id() -> str:
     while not (candidate := secrets.token_urlsafe(12))[0].isalnum():
         pass
     return candidate
+
+
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.(webm|mkv)\Z")
 MANIFEST = "manifest.json"
 
