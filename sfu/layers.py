@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from math import inf
 from typing import TYPE_CHECKING
 
+from sfu.bwe import LOSS_HIGH, OVERUSING
 from sfu.consumer import SimpleConsumer, SimulcastConsumer
 from sfu.feedback.base import FeedbackUnit
 
@@ -43,6 +44,10 @@ HEAVY_LOSS = 26  # receiver-reported loss (/256, about 10 %) that goes down at o
 DOWN_SLACK = 1.25  # a downgrade waits until the estimate is this far below the need:
 # estimates wobble around what a receiver gets, and a REMB-only receiver's starts there
 HOLD_AFTER_DOWN = 8.0  # seconds without upgrades after a bandwidth downgrade (mediasoup: 10)
+# A temporal step (a lower VP8 temporal layer of the lowest encoding) costs no keyframe to
+# undo, so its hold is short; taking one needs the confirmation pausing needs: a weak-link
+# run spent 12 s at half the frame rate after one dip of the estimate (6.8 fps measured).
+TEMPORAL_HOLD = 2.0
 PROBE_INTERVAL = 3.0  # seconds between probes at first (LiveKit: 3 s, x1.5 after a failure)
 PROBE_MAX_INTERVAL = 4.0  # LiveKit backs off to 2 min; a site's link that recovers
 # should see its picture come back within seconds, and failed probes are kept small
@@ -229,6 +234,8 @@ class LayerControl(FeedbackUnit):
         self.low_count = 0
         self.starved_count = 0
         self.heavy_count = 0  # decisions in a row with heavy loss reported
+        self.thin_count = 0  # decisions in a row that some track's lowest encoding did not fit
+        self.last_temporal_down = -inf
         self.budget: float | None = None
         self.video_paused: set[SimpleConsumer] = set()
         # How many temporal steps (lower VP8 temporal layers of the lowest encoding) lead
@@ -248,6 +255,7 @@ class LayerControl(FeedbackUnit):
         self.probe_base: float | None = None
         self.probe_loss = 0
         self.probe_failed = False
+        self.probe_troubled = False  # cut short because the link said no: a failure
         # Encodings a probe aims at, per consumer: counted as wanted (Producer.layer_demand),
         # so a publisher that paused them resumes them while the probe runs, and the
         # layer is there when the probe shows the link carries it.
@@ -302,6 +310,23 @@ class LayerControl(FeedbackUnit):
         self.verified = 0.0  # loss, or the receiver's own estimate fell: trust it again
         return estimate
 
+    def _carrying(self, now: float) -> bool:
+        """The link visibly carries what the viewer gets now: transport-cc acknowledges
+        about all of it, with no delay growth and loss under GCC's congestion line above
+        the link's steady share. An estimate below that is the estimator catching up (GCC climbs 8 %/s
+        after a weak spell), no reason for a temporal step: weak-link runs spent 10-20 s
+        at half the frame rate so while their 300 kbit/s link carried the full rate."""
+        if self.transport.estimate_source != "twcc":
+            return False
+        bandwidth = self.transport.bandwidth
+        acked = bandwidth.acked_rate_bps
+        return (
+            acked is not None
+            and acked >= 0.9 * self._media_rate(now)
+            and bandwidth.detector.state != OVERUSING
+            and bandwidth.loss - bandwidth.loss_baseline < LOSS_HIGH  # GCC's congestion line
+        )
+
     def _media_rate(self, now: float) -> float:
         return sum(
             c.stream.bitrate(now)
@@ -315,6 +340,7 @@ class LayerControl(FeedbackUnit):
         self.probe_base = self.transport.available_bitrate(now)
         self.probe_loss = self._loss()
         self.probe_until = now + PROBE_DURATION
+        self.probe_troubled = False
         self.probe_sent = 0.0
         self.probe_next = now
         self.transport.wake(now)
@@ -331,11 +357,8 @@ class LayerControl(FeedbackUnit):
         base = self.probe_base
         # Clean: no more loss than the link had before (a lossy radio link loses some
         # packets whatever we send; a full one loses more), and no falling estimate.
-        clean = probe_was_clean(
-            self._loss(),
-            self.probe_loss,
-            estimate,
-            base,
+        clean = not self.probe_troubled and probe_was_clean(
+            self._loss(), self.probe_loss, estimate, base
         )
         if clean:
             acked = self.transport.bandwidth.acked_rate_bps  # what got through, probe included
@@ -364,8 +387,23 @@ class LayerControl(FeedbackUnit):
         )
         self.probe_goal = 0.0
 
+    def _probe_in_trouble(self, now: float) -> bool:
+        """The link has said no before the probe's end: the receiver's estimate fell or its
+        loss rose. A 1.5 s probe at twice a 300 kbit/s link's rate overflowed its 300 ms
+        buffer: 82 packets dropped in one 10 s measurement, media among them."""
+        estimate = self.transport.available_bitrate(now)
+        return not probe_was_clean(self._loss(), self.probe_loss, estimate, self.probe_base)
+
     def _pad(self, now: float) -> None:
         """Send the padding due since the last burst on top of what media sends."""
+        if now < self.probe_until:
+            if self._probe_in_trouble(now):
+                self.probe_troubled = True  # a failure, whatever the next reports say
+                self.probe_until = now
+            elif self.transport.load.overloaded:
+                # Cut short and judged as it stands: an overloaded worker's own delay reads
+                # as congestion, and its viewers' padding would add to the overload.
+                self.probe_until = now
         if now >= self.probe_until:
             self.probe_next = inf
             # The verdict once the receiver's reports on the probe's last packets are in,
@@ -374,10 +412,6 @@ class LayerControl(FeedbackUnit):
             if now + wait < self.deadline:
                 self.deadline = now + wait
                 self.transport.wake(self.deadline)
-            return
-        if self.transport.load.overloaded:
-            self.probe_until = now  # cut short; decide() finishes it as it stands
-            self.probe_next = inf
             return
         carrier = next(
             (
@@ -440,13 +474,21 @@ class LayerControl(FeedbackUnit):
         fits = allocate(None if budget is None else budget * DOWN_SLACK, audio, tracks)
         fits_with_room = allocate(None if budget is None else budget / UP_HEADROOM, audio, tracks)
         holding = now - self.last_down < HOLD_AFTER_DOWN and not forced
+        temporal_holding = now - self.last_temporal_down < TEMPORAL_HOLD and not forced
         currents = [self._current(c) for c in videos]
         pressed = any(
             current is not None and (fit is None or fit < min(current, track.cap))
             for current, fit, track in zip(currents, fits, tracks, strict=True)
         )
+        # On a temporal step the next step up is back to the full lowest encoding, which
+        # only the short temporal hold delays; probe for it.
+        on_step = any(
+            current is not None and current < self.steps[consumer]
+            for consumer, current in zip(videos, currents, strict=True)
+        )
         if not pressed:  # never probe a link that is already too thin for what it gets
-            self._maybe_probe(budget, audio, videos, tracks, fits_with_room, holding, now)
+            probe_hold = temporal_holding if on_step else holding
+            self._maybe_probe(budget, audio, videos, tracks, fits_with_room, probe_hold, now)
         self.low_count = self.low_count + 1 if pressed else 0
         # One low estimate may be a dip (a keyframe burst, a REMB-only receiver's
         # estimator settling): go down on the second in a row, or at once on heavy loss.
@@ -468,6 +510,14 @@ class LayerControl(FeedbackUnit):
             )
         heavy = self._loss() >= HEAVY_LOSS
         self.heavy_count = self.heavy_count + 1 if heavy else 0
+        # Below the full lowest encoding (a temporal step) only when it stays too thin for
+        # it, as for pausing, or loss is heavy: an estimate's dip halves the frame rate.
+        thin = not self._carrying(now) and any(
+            fit is None or fit < self.steps[consumer]
+            for consumer, fit in zip(videos, fits, strict=True)
+        )
+        self.thin_count = self.thin_count + 1 if thin else 0
+        thinned = self.thin_count >= PAUSE_CONFIRM or self.heavy_count >= DOWN_CONFIRM
         pause = self.starved_count >= PAUSE_CONFIRM and (
             self.heavy_count >= PAUSE_CONFIRM or (budget is not None and budget < audio)
         )
@@ -480,24 +530,22 @@ class LayerControl(FeedbackUnit):
             if current > track.cap:  # the viewer wants less: no bandwidth hold-down
                 self._move(consumer, track.cap, now)
                 current = track.cap
-            if fit is None:
-                if pause:
-                    self._pause(consumer, now)
-                elif confirmed and current > 0:
-                    self.last_down = now
-                    self.probe_failed = True
-                    self._move(consumer, 0, now)
+            full_lowest = self.steps[consumer]  # the rung of the lowest encoding at full rate
+            floor = 0 if thinned else min(current, full_lowest)  # how far down it may go now
+            if fit is None and pause:
+                self._pause(consumer, now)
                 continue
-            if fit < current:
-                if confirmed:
-                    self.last_down = now
-                    self.probe_failed = True  # climb back a step at a time
-                    self._move(consumer, fit, now)
+            if fit is None or fit < current:
+                if confirmed and max(fit or 0, floor) < current:
+                    self._down(consumer, current, max(fit or 0, floor), now)
                 continue
-            if roomy is not None and roomy > current and not holding:
-                self._move(consumer, roomy, now)
-            else:
-                self._move(consumer, current, now)  # a wished-for layer may have come back
+            target = current
+            if roomy is not None and roomy > current:
+                if not holding:
+                    target = roomy
+                elif current < full_lowest and not temporal_holding:
+                    target = min(roomy, full_lowest)  # back to the full frame rate first
+            self._move(consumer, target, now)  # a wished-for layer may have come back
 
     def _maybe_probe(
         self,
@@ -595,6 +643,18 @@ class LayerControl(FeedbackUnit):
                 self.estimate,
             )
             consumer.set_preferred(layer, now)
+
+    def _down(self, consumer: SimpleConsumer, current: int, target: int, now: float) -> None:
+        """A step down for bandwidth: the hold before climbing again is long for a change
+        of encoding (a keyframe each way), short for a temporal step."""
+        steps = self.steps.get(consumer, 0)
+        if current > steps:
+            self.last_down = now
+            self.thin_count = 0  # the smaller encoding has to show it does not fit either
+        if target < steps:
+            self.last_temporal_down = now
+        self.probe_failed = True  # climb back a step at a time
+        self._move(consumer, target, now)
 
     def _pause(self, consumer: SimpleConsumer, now: float) -> None:
         logger.info(

@@ -15,6 +15,7 @@ import signal
 import aiohttp
 import pytest
 
+from sfu import rtcp
 from sfu.layers import Track
 from sfu.overload import CONFIRM, MAX_LAG, MAX_QUEUE, Overload
 from sfu.timers import TimerQueue
@@ -22,7 +23,7 @@ from tests.conftest import RunningServer
 from tests.peers import WhepViewer, WhipError, start_whep_viewer, start_whip_publisher
 from tests.test_pipes import ROOM, metric, wait_metric
 
-from .sansio import consumer, plain, producer
+from .sansio import PUBLISHER_ADDR, VIEWER_ADDR, VP8_KEY, consumer, plain, producer, rtp
 
 RATES = (150_000.0, 500_000.0, 1_500_000.0)
 
@@ -64,11 +65,15 @@ def test_overload_ends_only_after_a_run_of_reports_well_under_the_thresholds():
 
 
 def _viewer_below_its_cap():
-    """A viewer transport with one video consumer, and the layer control deciding for it."""
+    """A viewer transport with one video consumer that has forwarded a keyframe (padding
+    goes on its RTX stream after the last packet), and the layer control deciding for it."""
     timers = TimerQueue()
-    publisher, _ = plain(timers, "pub", remote=("127.0.0.1", 5000))
+    publisher, _ = plain(timers, "pub", remote=PUBLISHER_ADDR)
     viewer, sock = plain(timers, "view")
-    return viewer, sock, consumer(viewer, producer(publisher))
+    watched = consumer(viewer, producer(publisher))
+    publisher.receive(rtp(0x1111, 1, 0, VP8_KEY, marker=True), PUBLISHER_ADDR, 1.0)
+    assert len(sock.rtp()) == 1
+    return viewer, sock, watched
 
 
 def _probe_wanted(viewer, watched, now: float) -> None:
@@ -103,12 +108,52 @@ def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
     _probe_wanted(viewer, watched, now=10.0)
     layers = viewer.layers
     assert layers.probe_goal > 0
+    layers._pad(10.02)
+    assert sock.rtp(), "padding while the worker keeps up"
     for _ in range(CONFIRM):
         viewer.load.update(loop_lag=MAX_LAG * 3, queue_bytes=0)
-    sock.take()
     layers._pad(10.05)
     assert sock.rtp() == [], "no padding sent once overloaded"
     assert layers.probe_until <= 10.05, "the probe is cut short, to be judged as it stands"
+
+
+def test_a_probe_under_way_stops_as_soon_as_the_receiver_loses_more():
+    """A probe into a link that cannot take it ends when the receiver says so, not 1.5 s
+    later: the overflowing buffer drops media too."""
+    viewer, sock, watched = _viewer_below_its_cap()
+    _probe_wanted(viewer, watched, now=10.0)
+    layers = viewer.layers
+    layers._pad(10.02)
+    assert sock.rtp(), "padding while the link takes it"
+    watched.fraction_lost = 40  # a receiver report: 16 % lost
+    layers._pad(10.04)
+    assert sock.rtp() == [], "no more padding"
+    assert layers.probe_until <= 10.04
+    watched.fraction_lost = 0  # the next report is clean: the probe failed all the same
+    layers.decide(10.6)
+    assert layers.probe_failed and layers.probe_goal == 0, "judged a failure"
+    assert not layers.verified, "a rate the probe never carried is not taken as verified"
+
+
+def test_a_probe_stops_as_soon_as_the_receivers_estimate_falls():
+    """Estimates come every ~100 ms (transport-cc) or second (REMB): a probe the link
+    cannot take ends when the estimate falls, not 1.5 s later (its verdict at the end
+    reads the same; meanwhile the overflowing buffer would drop media too)."""
+    viewer, sock, watched = _viewer_below_its_cap()
+    viewer.receive(rtcp.remb(9, 400_000, [watched.ssrc]), VIEWER_ADDR, 9.9)
+    _probe_wanted(viewer, watched, now=10.0)
+    layers = viewer.layers
+    layers._pad(10.02)
+    assert sock.rtp(), "padding while the link takes it"
+    viewer.receive(rtcp.remb(9, 380_000, [watched.ssrc]), VIEWER_ADDR, 10.03)
+    layers._pad(10.04)
+    assert sock.rtp(), "a wobble of 5 % is no reason to stop"
+    viewer.receive(rtcp.remb(9, 300_000, [watched.ssrc]), VIEWER_ADDR, 10.05)
+    layers._pad(10.06)
+    assert sock.rtp() == [] and layers.probe_until <= 10.06
+    viewer.receive(rtcp.remb(9, 400_000, [watched.ssrc]), VIEWER_ADDR, 10.3)
+    layers.decide(10.6)
+    assert layers.probe_failed, "judged a failure though the estimate came back"
 
 
 async def test_a_starved_worker_refuses_new_viewers_until_it_catches_up(tmp_path):

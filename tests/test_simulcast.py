@@ -465,8 +465,9 @@ async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_ba
         # retransmissions go ahead of queued video, so a loss costs one round trip. Audio
         # is concealed about as much as the link loses, 3.9-5.0 % (no FEC or RED for it).
         # With temporal layers the ladder may also take T0+T1 or T0 of the lowest layer
-        # (half or a quarter of its 20 fps) when the estimate dips below it: 7.2 fps was
-        # measured so in a full-suite run. The 15 fps target is reported, not asserted.
+        # (half or a quarter of its 20 fps): 6.8-11 fps before the temporal step waited
+        # for the link to show it could not carry the full rate (16.4-17.5 since, idle
+        # machine). The 15 fps target is reported, not asserted.
         assert fps >= 4, "the lower layer keeps moving (not paused, not frozen)"
         assert concealed < 0.10, "audio first"
         assert offered <= 1.2 * rate, "the server sends what the link carries"

@@ -241,3 +241,115 @@ def test_a_thin_link_gets_t0_of_the_lowest_encoding_rather_than_no_video():
     second(with_reports=True)
     tids = {vp8_temporal(p.payload)[0] for p in sock.rtp()}
     assert tids == {0}, "the viewer gets T0 frames only"
+
+
+class ThinLinkRig:
+    """A publisher of q (three temporal layers; T0 frames the dearest) and f at 30 fps,
+    one viewer; each :meth:`second` is a second of media, with the viewer's receiver
+    report and REMB twice in it when ``remb`` is given."""
+
+    def __init__(self) -> None:
+        self.rig = Rig([Encoding(rid="q"), Encoding(rid="f")])
+        self.low = Publisher(self.rig, 100)
+        self.low.pad = (600, 300, 150)
+        self.top_seq = 5000
+        self.second()
+        self.view, self.sock, consumer = self.rig.viewer()
+        assert isinstance(consumer, SimulcastConsumer)
+        self.consumer = consumer
+
+    def second(self, remb: int | None = None, loss: int = 0) -> None:
+        for i in range(30):
+            self.low.next_frame(key=self.low.frame % 30 == 0, dt=0.0)
+            self.top_seq += 1
+            payload = (VP8_KEY if i == 0 else VP8_DELTA) + bytes(1500)
+            data = rtp(0xC0, self.top_seq, self.low.ts, payload, marker=True, extensions=rid("f"))
+            self.rig.send(data)
+            self.rig.tick(1 / 30)
+            if remb is not None and i % 15 == 0:
+                consumer = self.consumer
+                report = rtcp.RtcpReceiverInfo(
+                    ssrc=consumer.ssrc,
+                    fraction_lost=loss,
+                    packets_lost=0,
+                    highest_sequence=consumer.last_seq,
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
+                )
+                now = self.rig.now
+                self.view.receive(rtcp.receiver_report(9, [report]), VIEWER_ADDR, now)
+                self.view.receive(rtcp.remb(9, remb, [consumer.ssrc]), VIEWER_ADDR, now)
+
+
+def test_a_dip_keeps_the_full_frame_rate_and_a_temporal_step_is_undone_quickly():
+    """A weak-link run spent 12 s at half the frame rate after one dip of the estimate.
+    A temporal step now needs a lasting shortfall on the lowest encoding (as pausing
+    does); once that fits again it comes back after the short temporal hold, while the
+    change of encoding keeps its long one."""
+    from sfu.layers import HOLD_AFTER_DOWN, PAUSE_CONFIRM, TEMPORAL_HOLD
+
+    link = ThinLinkRig()
+    consumer = link.consumer
+    for _ in range(3):
+        link.second()
+    assert consumer.stream.rid == "f" and consumer.max_temporal == 3
+    # 85 kbit/s and 4 % loss: q at 30 fps (~150 kbit/s) is too much.
+    for _ in range(PAUSE_CONFIRM - 2):
+        link.second(remb=85_000, loss=10)
+    assert consumer.preferred == 0, "down to the lowest encoding"
+    assert consumer.max_temporal == 3, "a short dip: still every frame"
+    for _ in range(PAUSE_CONFIRM - 1):  # counted afresh on the smaller encoding
+        link.second(remb=85_000, loss=10)
+    assert consumer.max_temporal == 3
+    link.second(remb=85_000, loss=10)
+    assert consumer.max_temporal < 3, "a lasting shortfall: a temporal step"
+    down_at = link.rig.now
+    while consumer.max_temporal < 3:
+        link.second(remb=400_000)
+        assert link.rig.now - down_at < TEMPORAL_HOLD + 2.5, "back to the full frame rate"
+    assert link.rig.now - down_at < HOLD_AFTER_DOWN
+    assert consumer.stream.rid == "q", "the encoding's own hold still stands"
+
+
+def test_no_temporal_step_while_feedback_shows_the_link_carrying_the_full_rate():
+    """After a weak spell GCC's estimate climbs 8 %/s from where it fell: it may read
+    85 kbit/s while transport-cc acknowledges all of the lowest encoding's ~150 kbit/s,
+    with no delay growth. That is the estimator catching up, not a link too thin for the
+    full frame rate; once the acknowledgements fall short, the step is taken."""
+    from sfu.layers import PAUSE_CONFIRM
+
+    link = ThinLinkRig()
+    consumer = link.consumer
+    bandwidth = link.view.bandwidth
+    sent_at = link.rig.now
+
+    def second(acked_share: float) -> None:
+        """A second of media at 85 kbit/s of estimate; feedback every 100 ms for what
+        the viewer was sent, ``acked_share`` of it arriving, evenly spaced."""
+        nonlocal sent_at
+        for _ in range(10):
+            sent = sum(len(p.payload) + 40 for p in link.sock.rtp())
+            for _ in range(3):
+                link.rig.tick(1 / 30)
+                link.low.next_frame(key=link.low.frame % 30 == 0, dt=0.0)
+            sent += sum(len(p.payload) + 40 for p in link.sock.rtp())
+            packets = max(1, sent // 1000)
+            results = []
+            for i in range(packets):
+                at = sent_at + i * 0.1 / packets
+                results.append((at, 1000, at + 0.05 if i < packets * acked_share else None))
+            sent_at += 0.1
+            bandwidth.on_packets(results, link.rig.now)
+            bandwidth.delay_bps = bandwidth.loss_bps = 85_000.0  # the estimate, held low
+
+    for _ in range(3):
+        link.second()  # f, then the viewer's first decisions without feedback
+    consumer.set_preferred(0, link.rig.now)  # already down on the lowest encoding
+    for _ in range(PAUSE_CONFIRM + 2):
+        second(acked_share=1.0)
+    assert link.view.estimate_source == "twcc" and link.view.layers.budget == 85_000
+    assert consumer.max_temporal == 3, "the link carries q at its full frame rate"
+    for _ in range(PAUSE_CONFIRM + 1):
+        second(acked_share=0.6)
+    assert consumer.max_temporal < 3, "40 % lost: a temporal step"
