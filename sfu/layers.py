@@ -166,12 +166,18 @@ def cap_for(streams: list[RecvStream], preferences: Preferences) -> int:
     return cap
 
 
-def layer_rates(streams: list[RecvStream], now: float) -> tuple[float, ...]:
+def layer_rates(streams: list[RecvStream], now: float, watched: int = -1) -> tuple[float, ...]:
     """Each layer's bitrate: measured, else the last measured, else nominal; kept
-    increasing so a step up never looks free."""
+    increasing so a step up never looks free. Encodings above the one the viewer
+    ``watched`` are priced at their peak (decaying 2 % a measurement): the publisher
+    sends an encoding few watch at a low rate, or is restarting it, and raises it once
+    watched. Weak-link viewers moved up at that low rate went back down as it grew
+    (and then held 8 s): 14-18 s to the top layer after the link recovered."""
     rates: list[float] = []
     for stream in streams:
-        rate = stream.bitrate(now) or stream.peak_bitrate  # measured now, or when it last ran
+        rate = stream.bitrate(now)
+        if not rate or stream.index > watched:
+            rate = max(rate, stream.peak_bitrate)  # measured now, or when it last ran
         if not rate:
             rate = VIDEO_NOMINAL[min(stream.index, len(VIDEO_NOMINAL) - 1)]
         if rates and rate <= rates[-1]:
@@ -463,9 +469,14 @@ class LayerControl(FeedbackUnit):
         self.steps = {}
         for consumer in videos:
             streams = consumer.producer.streams
-            steps = temporal_steps(streams) if isinstance(consumer, SimulcastConsumer) else ()
+            steps: tuple[float, ...] = ()
+            watched = -1
+            if isinstance(consumer, SimulcastConsumer):
+                steps = temporal_steps(streams)
+                if consumer not in self.video_paused:
+                    watched = consumer.preferred
             self.steps[consumer] = len(steps)
-            rates = steps + layer_rates(streams, now)
+            rates = steps + layer_rates(streams, now, watched)
             tracks.append(Track(rates, cap_for(streams, self.preferences) + len(steps)))
         if self.probe_goal and now >= self.probe_until:
             self._finish_probe(now)

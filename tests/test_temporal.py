@@ -353,3 +353,31 @@ def test_no_temporal_step_while_feedback_shows_the_link_carrying_the_full_rate()
     for _ in range(PAUSE_CONFIRM + 1):
         second(acked_share=0.6)
     assert consumer.max_temporal < 3, "40 % lost: a temporal step"
+
+
+def test_an_encoding_above_the_viewers_is_priced_at_its_peak():
+    """A weak-link run moved its viewer onto the medium encoding at the low rate the
+    publisher sent it while nobody watched it, then back down as it grew (and held 8 s
+    there). Above the viewer's own encoding, the price is the peak; its own is measured."""
+    from sfu.layers import layer_rates
+
+    link = ThinLinkRig()
+    streams = link.rig.producer.streams
+    for _ in range(3):
+        link.second()
+        layer_rates(streams, link.rig.now)  # measured once a second, as decisions do
+    peak = streams[1].peak_bitrate
+    assert peak > 300_000
+    # Nobody watches f: the publisher sends it at about half its rate.
+    for _ in range(5):
+        for _ in range(30):
+            link.top_seq += 1
+            payload = VP8_DELTA + bytes(800)
+            data = rtp(0xC0, link.top_seq, link.low.ts, payload, marker=True, extensions=rid("f"))
+            link.rig.send(data, 0.0)
+            link.low.next_frame(key=False, dt=0.0)
+            link.rig.tick(1 / 30)
+        below = layer_rates(streams, link.rig.now, watched=0)
+        assert below[1] >= 0.85 * peak, "to a viewer of q: f at its peak (decaying 2 %/s)"
+    on_it = layer_rates(streams, link.rig.now, watched=1)
+    assert on_it[1] < 0.7 * peak, "to a viewer of f: what it measures"
