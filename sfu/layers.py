@@ -319,9 +319,9 @@ class LayerControl(FeedbackUnit):
     def _carrying(self, now: float) -> bool:
         """The link visibly carries what the viewer gets now: transport-cc acknowledges
         about all of it, with no delay growth and loss under GCC's congestion line above
-        the link's steady share. An estimate below that is the estimator catching up (GCC climbs 8 %/s
-        after a weak spell), no reason for a temporal step: weak-link runs spent 10-20 s
-        at half the frame rate so while their 300 kbit/s link carried the full rate."""
+        the link's steady share. An estimate below that is the estimator catching up
+        (GCC climbs 8 %/s after a weak spell), no reason for a temporal step: weak-link
+        runs spent 10-20 s at half the frame rate while their link carried the full one."""
         if self.transport.estimate_source != "twcc":
             return False
         bandwidth = self.transport.bandwidth
