@@ -90,8 +90,8 @@ class Pacer(FeedbackUnit):
         self._fresh = now - self.bandwidth.last_feedback <= FRESH
 
     def _refill(self, now: float) -> float:
-        if now - self._rate_at >= RATE_EVERY:
-            self._update(now)
+        """Tokens for the time since the last refill, at the rate last read (its callers
+        re-read it when due: :meth:`admit` per RATE_EVERY, :meth:`on_timer` always)."""
         rate = self._rate
         elapsed = now - self.last
         self.last = now

@@ -76,47 +76,62 @@ async def post_layer(server: RunningServer, viewer: WhepViewer, token: str, body
             assert response.status == 204, await response.text()
 
 
+@contextlib.asynccontextmanager
+async def big_and_small_viewers(
+    server: RunningServer,
+) -> AsyncIterator[tuple[WhepViewer, WhepViewer, str]]:
+    """A city hospital's full-size WHEP viewer and an island clinic's small one (with the
+    small one's token, for its layer requests); both closed after."""
+    small_token = server.token(ROOM, "island-clinic", "observer")
+    big = await start_whep_viewer(
+        server.base_url, ROOM, server.token(ROOM, "city-hospital", "observer")
+    )
+    try:
+        small = await start_whep_viewer(server.base_url, ROOM, small_token)
+        try:
+            yield big, small, small_token
+        finally:
+            await small.close()
+    finally:
+        await big.close()
+
+
 def size(viewer: WhepViewer) -> tuple[int, int] | None:
     frame = viewer.last_video_frame
     return None if frame is None else (frame.width, frame.height)
 
 
 async def test_each_viewer_decodes_the_layer_it_asked_for(server, clips):
-    async with simulcast_publisher(server, clips) as publisher:
-        big_token = server.token(ROOM, "city-hospital", "observer")
-        small_token = server.token(ROOM, "island-clinic", "observer")
-        big = await start_whep_viewer(server.base_url, ROOM, big_token)
-        small = await start_whep_viewer(server.base_url, ROOM, small_token)
-        try:
-            assert 'rel="urn:ietf:params:whep:ext:core:layer"' in small.link
-            await post_layer(server, small, small_token, {"encodingId": "0"})
-            await wait_for(lambda: size(big) == (640, 360), 15, "the top layer at the big screen")
-            await wait_for(lambda: size(small) == (160, 90), 15, "the low layer at the small one")
+    async with (
+        simulcast_publisher(server, clips) as publisher,
+        big_and_small_viewers(server) as (big, small, small_token),
+    ):
+        assert 'rel="urn:ietf:params:whep:ext:core:layer"' in small.link
+        await post_layer(server, small, small_token, {"encodingId": "0"})
+        await wait_for(lambda: size(big) == (640, 360), 15, "the top layer at the big screen")
+        await wait_for(lambda: size(small) == (160, 90), 15, "the low layer at the small one")
 
-            # A ceiling by height: the tallest layer that fits.
-            await post_layer(server, small, small_token, {"maxHeight": 200})
-            await wait_for(lambda: size(small) == (320, 180), 15, "the middle layer (<= 200 px)")
-            frames_before = small.video_frames
-            # Back to the server's choice: the top layer, with no decoding gap.
-            await post_layer(server, small, small_token, {})
-            await wait_for(lambda: size(small) == (640, 360), 15, "the top layer again")
-            await small.wait_frames(frames_before + 15)
-            assert size(big) == (640, 360)
-            # Every switch waited for a keyframe of its new layer, asked of that layer.
-            assert publisher.layers[0].plis >= 1 and publisher.layers[1].plis >= 1
-            # And each viewer's layer changes are counted for the operator.
-            async with aiohttp.ClientSession() as http:
-                async with http.get(server.base_url + "/metrics") as response:
-                    text = await response.text()
-            switches = {
-                line.split('"')[1]: float(line.split()[-1])
-                for line in text.splitlines()
-                if line.startswith("telebridge_layer_switches_total{")
-            }
-            assert switches.get("0", 0) >= 1 and switches.get("1", 0) >= 1, switches
-        finally:
-            await big.close()
-            await small.close()
+        # A ceiling by height: the tallest layer that fits.
+        await post_layer(server, small, small_token, {"maxHeight": 200})
+        await wait_for(lambda: size(small) == (320, 180), 15, "the middle layer (<= 200 px)")
+        frames_before = small.video_frames
+        # Back to the server's choice: the top layer, with no decoding gap.
+        await post_layer(server, small, small_token, {})
+        await wait_for(lambda: size(small) == (640, 360), 15, "the top layer again")
+        await small.wait_frames(frames_before + 15)
+        assert size(big) == (640, 360)
+        # Every switch waited for a keyframe of its new layer, asked of that layer.
+        assert publisher.layers[0].plis >= 1 and publisher.layers[1].plis >= 1
+        # And each viewer's layer changes are counted for the operator.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.base_url + "/metrics") as response:
+                text = await response.text()
+        switches = {
+            line.split('"')[1]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("telebridge_layer_switches_total{")
+        }
+        assert switches.get("0", 0) >= 1 and switches.get("1", 0) >= 1, switches
 
 
 async def test_the_publisher_is_told_to_send_what_its_viewers_watch(server, clips):

@@ -48,14 +48,13 @@ class NackResponder(FeedbackUnit):
         if not wanted:
             return
         pacer = transport.pacer
-        if pacer is None:
-            counters.retransmissions += consumer.retransmit(packet.media_ssrc, wanted, now)
-            return
-        pacer.retransmitting = True  # ahead of queued video; dropped first when over budget
+        if pacer is not None:
+            pacer.retransmitting = True  # ahead of queued video; dropped first when over budget
         try:
             counters.retransmissions += consumer.retransmit(packet.media_ssrc, wanted, now)
         finally:
-            pacer.retransmitting = False
+            if pacer is not None:
+                pacer.retransmitting = False
 
     def _worth_resending(
         self, consumer: object, media_ssrc: int, seqs: list[int], now: float
