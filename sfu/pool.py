@@ -10,9 +10,11 @@ second (``load`` event); :meth:`WorkerPool.place` is admission control.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +39,11 @@ R = TypeVar("R")
 # their handshakes, which would wait behind that queue) go elsewhere.
 QUEUE_FULL = 1 << 20
 MIN_CONSUMERS_FOR_COST = 10  # below this a consumer's share of the CPU is mostly noise
+# Seconds a new consumer is counted at the reported cost on top of the reports, which
+# show its cost only after ICE, DTLS and the first seconds of media: on a ramp, 50 sites
+# joined at once reached their full cost two to three reports later, and counting them
+# for one report only let twice the worker's headroom in (251 sites, p99 delay 1 s).
+SETTLE = 2.0
 
 EventHandler = Callable[["WorkerHandle", str, dict[str, Any]], None]
 
@@ -60,6 +67,8 @@ class WorkerHandle:
         self.stopping = False
         self.load: dict[str, Any] = {}  # the last ``load`` event's data
         self.placed = 0  # consumers placed here since that report
+        self._settling: collections.deque[tuple[float, int]] = collections.deque()
+        self.joined = 0  # new sessions placed here since that report
         self.pipes_in = 0  # producers piped into this worker (kept by the placement)
 
     @property
@@ -67,24 +76,43 @@ class WorkerHandle:
         """Consumers on this worker as last reported, plus those placed since."""
         return int(self.load.get("consumers", 0)) + self.placed
 
-    @property
-    def cpu(self) -> float:
-        """The share of a core as last reported, plus what the consumers placed since will
-        add at the reported cost per consumer: a burst of joins (hundreds a second) would
-        otherwise all be admitted on one report taken before it."""
-        cpu = float(self.load.get("cpu", 0.0))
-        reported = int(self.load.get("consumers", 0))
-        if self.placed and reported >= MIN_CONSUMERS_FOR_COST:
-            cpu += self.placed * cpu / reported
-        return cpu
+    def add_consumers(self, count: int, now: float | None = None) -> None:
+        """Consumers placed here (a negative count: a placement undone), counted until
+        the load reports show them."""
+        self.placed = max(0, self.placed + count)
+        self._settling.append((time.monotonic() if now is None else now, count))
 
-    def admits(self, settings: MediaSettings, publisher: bool = False) -> bool:
-        """Below both admission thresholds (a threshold of 0 is off), and not overloaded:
-        the CPU share is the worker's own; a late loop also sees the rest of the machine.
+    def settling(self, now: float) -> int:
+        """Consumers placed within the last :data:`SETTLE` seconds."""
+        while self._settling and self._settling[0][0] < now - SETTLE:
+            self._settling.popleft()
+        return max(0, sum(count for _, count in self._settling))
+
+    def demand_at(self, now: float, settling: bool = True) -> float:
+        """The share of a core the worker used or waited for over its last report, plus
+        what the consumers placed in the last few seconds will add at the reported cost
+        per consumer: a burst of joins (hundreds a second) would otherwise all be
+        admitted on reports that do not show them yet. The wait is the rest of the
+        machine (other workers, a recorder, a load generator) taking the CPU this worker
+        needs: its own share cannot exceed what it gets, however far behind it falls."""
+        demand = float(self.load.get("cpu", 0.0)) + float(self.load.get("wait", 0.0))
+        reported = int(self.load.get("consumers", 0))
+        count = self.settling(now) if settling else 0
+        if count and reported >= MIN_CONSUMERS_FOR_COST:
+            demand += count * demand / reported
+        return demand
+
+    def admits(self, settings: MediaSettings, publisher: bool = False, soon: bool = False) -> bool:
+        """Below every admission threshold (a threshold of 0 is off), and not overloaded:
+        the demand is the worker's own CPU share and its wait for one; a late loop also
+        sees the rest of the machine.
 
         A publisher must be on its room's home worker and is what every viewer came for
-        (the presenting site of a consult): the CPU and consumer thresholds, which keep
-        room for it, do not refuse it; only a worker that is already behind does."""
+        (the presenting site of a consult): the CPU, consumer and join thresholds, which
+        keep room for it, do not refuse it; only a worker that is already behind does.
+        ``soon``: whether the next reports may admit one, when what holds it back is only
+        this second's join allowance, or the cost of consumers the reports do not show
+        yet (a join burst's reports are its handshakes', about twice a viewer's cost)."""
         if not self.alive:
             return False
         if int(self.load.get("queue_bytes", 0)) > QUEUE_FULL:
@@ -93,10 +121,14 @@ class WorkerHandle:
             return False
         if publisher:
             return True
-        if settings.admission_max_cpu and self.cpu > settings.admission_max_cpu:
+        limit = settings.admission_max_cpu
+        if limit and self.demand_at(time.monotonic(), settling=not soon) > limit:
             return False
         limit = settings.admission_max_consumers
-        return not (limit and self.consumers >= limit)
+        if limit and self.consumers >= limit:
+            return False
+        joins = settings.admission_max_joins
+        return soon or not (joins and self.joined >= joins)
 
     async def start(self, timeout: float = 20.0) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -141,6 +173,8 @@ class WorkerHandle:
             if event == "load":
                 self.load = data
                 self.placed = 0
+                self.joined = 0
+                self.on_event(self, event, data)
                 return
             if event == "closed":
                 self.sessions.discard(str(data.get("session")))
@@ -225,6 +259,7 @@ class WorkerPool:
         self.on_event = on_event
         self.workers = [WorkerHandle(i, settings, self._event) for i in range(settings.workers)]
         self._restarts: set[asyncio.Task[None]] = set()
+        self._report_waiters: list[asyncio.Future[None]] = []
         self.stopping = False
 
     async def start(self) -> None:
@@ -235,6 +270,12 @@ class WorkerPool:
         await asyncio.gather(*(w.stop() for w in self.workers))
 
     def _event(self, worker: WorkerHandle, event: str, data: dict[str, Any]) -> None:
+        if event == "load":  # a fresh join allowance, and fresh figures to admit on
+            waiters, self._report_waiters = self._report_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
         if event == "worker_exited" and not self.stopping:
             task = asyncio.create_task(self._restart(worker.index))
             self._restarts.add(task)
@@ -261,3 +302,29 @@ class WorkerPool:
         if not open_:
             return None
         return min(open_, key=lambda w: (w.consumers, w is not prefer, len(w.sessions), w.index))
+
+    async def place_within(
+        self, wait: float, prefer: WorkerHandle | None = None
+    ) -> WorkerHandle | None:
+        """:meth:`place`; when what keeps every open worker closed is only this second's
+        join allowance or the cost of its newest consumers (``admits(soon=True)``), wait
+        for the next load report (at most ``wait`` seconds) and try again. A burst of
+        joins is then spread over seconds instead of refused, and a worker that falls
+        behind (late reports) slows its own joins."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            worker = self.place(prefer)
+            if worker is not None:
+                return worker
+            if not any(w.admits(self.settings, soon=True) for w in self.workers):
+                return None
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._report_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                return self.place(prefer)

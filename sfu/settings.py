@@ -55,12 +55,18 @@ class MediaSettings:
     first, then retransmissions, then video (briefly queued: keyframe bursts leave at the
     estimate's pace); retransmissions are dropped first when over budget."""
     admission_max_cpu: float = 0.9
-    """Admission control: a worker whose process used more than this share of a core over
-    its last load report (1 s) takes no new session; when none is below, new sessions are
-    refused (WHIP/WHEP 503 with Retry-After, /ws ``server_busy``). 0 turns the check off."""
+    """Admission control: a worker whose process used, or waited for, more than this share
+    of a core over its last load report (1 s) takes no new session; when none is below,
+    new sessions are refused (WHIP/WHEP 503 with Retry-After, /ws ``server_busy``). The
+    wait is what other processes on the machine take from it. 0 turns the check off."""
     admission_max_consumers: int = 0
     """Admission control: a worker with this many consumers (a viewer's track, or a pipe to
     another worker) takes no new session. 0: no limit."""
+    admission_max_joins: int = 50
+    """Admission control: new sessions a worker takes between two load reports (about a
+    second). Handshakes are a worker's costliest work, and a burst of joins must not run
+    ahead of the reports that show their cost: a join over the allowance waits up to a
+    second for the next report, then is refused. 0: no limit."""
 
     def __post_init__(self) -> None:
         if self.workers == 0:  # one per core; resolved here so every reader sees a count
@@ -86,6 +92,8 @@ class MediaSettings:
             raise SettingsError("admission_max_cpu must be 0 (off) or a positive share of a core")
         if self.admission_max_consumers < 0:
             raise SettingsError("admission_max_consumers must be 0 (no limit) or more")
+        if self.admission_max_joins < 0:
+            raise SettingsError("admission_max_joins must be 0 (no limit) or more")
         if self.base_port and self.base_port + self.workers - 1 > 65535:
             raise SettingsError("base_port + workers - 1 must be at most 65535")
 

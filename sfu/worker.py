@@ -679,9 +679,10 @@ class WorkerCore:
     def ping(self, params: control.Empty, now: float) -> control.PingResult:
         return {"now": now}
 
-    def report_load(self, now: float, cpu: float, queue_bytes: int) -> None:
+    def report_load(self, now: float, cpu: float, queue_bytes: int, wait: float = 0.0) -> None:
         """The ``load`` event (the I/O layer calls this every second with the process's CPU
-        share and its UDP receive queue): what placement and admission control read."""
+        share, the share it waited for a CPU, and its UDP receive queue): what placement and
+        admission control read."""
         packets = self.closed_counters.get("packets_out", 0) + sum(
             t.packets_out for t in self.sessions.values()
         )
@@ -704,6 +705,7 @@ class WorkerCore:
                 "overloaded": overloaded,
                 "loop_late": round(lag, 4),  # the latest a timer ran over the last second
                 "cpu": round(cpu, 3),
+                "wait": round(wait, 3),
                 "consumers": sum(len(t.consumers) for t in self.sessions.values()),
                 "sessions": len(self.sessions),
                 "packets_out_per_s": round(rate),

@@ -288,7 +288,7 @@ class Conference:
         if publisher is None or not tracks:
             who = f"{source[:64]!r}" if source else "the room's lead"
             raise RoomError("not_found", f"{who} is not publishing in this room")
-        if not self.placement.has_capacity():  # refused before the room hears of it
+        if not await self.placement.has_capacity():  # refused before the room hears of it
             raise RoomError(BUSY, self.placement.refuse("view").message)
         room, participant, is_new = self.join(room_name, identity, role, name, via="whep")
         session = secrets.token_urlsafe(12)
@@ -510,10 +510,10 @@ class Conference:
         )
 
     # -- media worker plumbing --------------------------------------------------------------------
-    def check_capacity(self, participant: Participant) -> None:
-        """Refuse at once (``server_busy``) what would need a new media session when no
-        worker admits one; sessions already admitted are never refused."""
-        if participant.subscribe_session is None and not self.placement.has_capacity():
+    async def check_capacity(self, participant: Participant) -> None:
+        """Refuse within about a second (``server_busy``) what would need a new media
+        session when no worker admits one; sessions already admitted are never refused."""
+        if participant.subscribe_session is None and not await self.placement.has_capacity():
             raise RoomError(BUSY, self.placement.refuse("subscribe").message)
 
     async def _request(

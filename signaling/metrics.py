@@ -169,7 +169,8 @@ class Metrics:
         # reports every second, the pipes into it, and the sessions refused when full.
         self.worker_load = Gauge(
             "telebridge_worker_load",
-            "A media worker's last load report: cpu (share of a core over 1 s), consumers, "
+            "A media worker's last load report: cpu (share of a core over 1 s), wait (share "
+            "of 1 s it waited for a CPU), consumers, "
             "queue_bytes (its UDP receive queue), packets_out_per_s, loop_late (seconds its "
             "latest timer ran late), overloaded (1: no probing, no new sessions), pipes_in",
             ["worker", "measure"],
@@ -318,7 +319,14 @@ class Metrics:
             label = str(worker.index)
             self.worker_up.labels(label).set(0 if stats is None else 1)
             load = getattr(worker, "load", None) or {}
-            for measure in ("cpu", "consumers", "queue_bytes", "packets_out_per_s", "loop_late"):
+            for measure in (
+                "cpu",
+                "wait",
+                "consumers",
+                "queue_bytes",
+                "packets_out_per_s",
+                "loop_late",
+            ):
                 self.worker_load.labels(label, measure).set(_number(load.get(measure)))
             self.worker_load.labels(label, "overloaded").set(1 if load.get("overloaded") else 0)
             pipes = getattr(worker, "pipes_in", None)

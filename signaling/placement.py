@@ -34,6 +34,9 @@ BUSY = "server_busy"
 WORKER_EXITED = "media worker exited"  # the reason sfu/pool.py gives a dead worker's sessions
 PIPE_LINGER = 5.0  # seconds a pipe with no far viewer stays open (a viewer's reconnect)
 RETRY_AFTER = 5  # seconds a refused client is told to wait (WHIP/WHEP Retry-After)
+# Seconds a new session may wait for a worker's next load report when only that worker's
+# join allowance for this second is spent: refusals still come within about a second.
+JOIN_WAIT = 1.0
 
 # Methods that start a session, and which kind of session (for the refusal counter).
 NEW_SESSION = {"publish": "publish", "view": "view", "subscriber": "subscribe"}
@@ -82,10 +85,11 @@ class Placement:
                 return worker
         return None
 
-    def has_capacity(self) -> bool:
-        """Whether some worker admits a new session now (a /ws subscribe asks first, so
-        the refusal is that request's answer)."""
-        return self.pool.place() is not None
+    async def has_capacity(self) -> bool:
+        """Whether some worker admits a new session now, or within :data:`JOIN_WAIT` when
+        only the join allowance held it back (a /ws subscribe asks first, so the refusal
+        is that request's answer)."""
+        return await self.pool.place_within(JOIN_WAIT) is not None
 
     def refuse(self, kind: str) -> WorkerError:
         """Count a refusal; the error to raise. With no worker running at all (one is
@@ -98,23 +102,25 @@ class Placement:
             self.on_refused(kind)
         return WorkerError(BUSY, "every media worker is at capacity; try again shortly")
 
-    def _worker(self, room: str, method: str, params: dict[str, Any]) -> WorkerHandle:
+    async def _worker(self, room: str, method: str, params: dict[str, Any]) -> WorkerHandle:
         session = params.get("session")
         kind = NEW_SESSION.get(method)
         if kind == "publish" and not params.get("renegotiate"):
             home = self.home(room)
             if home is None:
-                home = self.pool.place()
+                home = await self.pool.place_within(JOIN_WAIT)
                 if home is None:
                     raise self.refuse(kind)
                 home.rooms.add(room)
             elif not home.admits(self.pool.settings, publisher=True):
                 raise self.refuse(kind)
+            home.joined += 1
             return home
         if kind is not None:
-            worker = self.pool.place(prefer=self.home(room))
+            worker = await self.pool.place_within(JOIN_WAIT, prefer=self.home(room))
             if worker is None:
                 raise self.refuse(kind)
+            worker.joined += 1
             return worker
         if method in ("producer_pause", "producer_close"):
             home = self.producer_home.get(str(params.get("producer")))
@@ -131,7 +137,7 @@ class Placement:
     async def request(self, room: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One conference request to the worker that serves it; raises WorkerError
         (``server_busy`` when no worker admits a new session) or TimeoutError."""
-        worker = self._worker(room, method, params)
+        worker = await self._worker(room, method, params)
         session = str(params.get("session", ""))
         wanted: list[str] = []
         if method == "view":
@@ -140,14 +146,14 @@ class Placement:
             wanted = [c["producer"] for c in params["consumers"]]
         if method == "view":
             # Counted before the answer: requests in flight must not all pick this worker.
-            worker.placed += len(wanted)
+            worker.add_consumers(len(wanted))
         if method in ("view", "subscriber_offer"):
             await self._use_pipes(room, worker, session, wanted)
         try:
             result = await worker.request(method, params)
         except (WorkerError, TimeoutError):
             if method == "view":
-                worker.placed = max(0, worker.placed - len(wanted))
+                worker.add_consumers(-len(wanted))
                 for key in self.uses.pop(session, set()):
                     self._release(key, session)
             raise
@@ -159,7 +165,7 @@ class Placement:
                 self.producer_home[str(track["id"])] = worker
                 self.session_producers.setdefault(session, set()).add(str(track["id"]))
         elif method == "subscriber_offer" and result.get("changed"):
-            worker.placed += len(wanted)  # an estimate until the next load report
+            worker.add_consumers(len(wanted))  # an estimate until the load reports show it
         elif method == "producer_pause":
             for pipe in self._pipes_of(str(params["producer"])):
                 await self._quiet(pipe.far, "producer_pause", params)
@@ -255,7 +261,7 @@ class Placement:
             self.pipes[key] = pipe
             self.pipes_opened += 1
             far.pipes_in += 1
-            home.placed += 1
+            home.add_consumers(1)
             logger.info(
                 "room %s: producer %s piped from worker %d to worker %d",
                 room,

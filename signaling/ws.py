@@ -620,7 +620,7 @@ class Connection:
             return {}
         if kind in ("subscribe", "unsubscribe"):
             if kind == "subscribe":
-                conference.check_capacity(participant)
+                await conference.check_capacity(participant)
                 conference.subscribe(room, participant, message["tracks"])
             else:
                 conference.unsubscribe(room, participant, message["tracks"])
