@@ -405,12 +405,17 @@ class SimulcastConsumer(SimpleConsumer):
 
     def set_max_temporal(self, tid: int) -> None:
         """The highest VP8 temporal layer to send (3: all). Lower layers take effect at
-        the next frame, higher ones at a layer-sync frame or keyframe."""
+        the next frame, higher ones at a layer-sync frame or keyframe. The viewer hears
+        of it (a ``layer`` event with ``change: "temporal"``): its frame rate halves or
+        doubles with each step."""
         if self.temporal is None:
             if tid >= 3:
                 return
             self.temporal = TemporalFilter(3)
+        before = self.temporal.target
         self.temporal.target = max(0, min(tid, 3))
+        if self.temporal.target != before and self.announced is not None:
+            self._announce(self.announced, "temporal")
 
     @property
     def max_temporal(self) -> int:
@@ -433,20 +438,25 @@ class SimulcastConsumer(SimpleConsumer):
                 self.tl0_shift = (last + 1 - tl0) & 0xFF
             self.pid_stream = self.stream
         if self.stream is not self.announced:
-            self.announced = stream = self.stream
-            self.transport.on_event(
-                "layer",
-                {
-                    "session": self.transport.session_id,
-                    "consumer": self.id,
-                    "producer": self.producer.id,
-                    "layer": stream.index,
-                    "rid": stream.rid,
-                    "width": stream.width,
-                    "height": stream.height,
-                    "estimate": self.transport.layers.estimate,
-                },
-            )
+            self.announced = self.stream
+            self._announce(self.stream, "encoding")
+
+    def _announce(self, stream: RecvStream, change: str) -> None:
+        self.transport.on_event(
+            "layer",
+            {
+                "session": self.transport.session_id,
+                "consumer": self.id,
+                "producer": self.producer.id,
+                "layer": stream.index,
+                "rid": stream.rid,
+                "width": stream.width,
+                "height": stream.height,
+                "temporal": self.max_temporal,
+                "change": change,
+                "estimate": self.transport.layers.estimate,
+            },
+        )
 
     def switch(self, stream: RecvStream, packet: RtpPacket, now: float) -> None:
         self.target = None

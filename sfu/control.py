@@ -359,8 +359,9 @@ EVENTS: dict[str, str] = {
     "producer_closed": "session, producer: a producer ended",
     "active_speaker": "room, producer, level: the loudest audio producer changed",
     "quality": "session, quality, loss, rtt: a connection's quality band changed",
-    "layer": "session, consumer, producer, layer, rid, width, height, estimate: a viewer's "
-    "simulcast layer changed (at a keyframe of the new layer)",
+    "layer": "session, consumer, producer, layer, rid, width, height, temporal, change, "
+    "estimate: a viewer's simulcast layer changed (change 'encoding': at a keyframe of the "
+    "new one) or the highest VP8 temporal layer it is sent (change 'temporal'; 3: all)",
     "layers": "session, producer, active, rids: which encodings a simulcast publisher should "
     "send (False: nobody watches it)",
     "load": "cpu, consumers, sessions, packets_out_per_s, queue_bytes, loop_lag: the worker's "

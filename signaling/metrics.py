@@ -201,6 +201,13 @@ class Metrics:
             ["layer"],
             registry=r,
         )
+        self.temporal_changes = Counter(
+            "telebridge_temporal_layer_changes",
+            "Viewers' changes of the highest VP8 temporal layer sent (3: all; each step "
+            "down halves the frame rate), by the layer changed to",
+            ["temporal"],
+            registry=r,
+        )
         self.video_pauses = Counter(
             "telebridge_video_pauses",
             "Viewers' video paused (audio only: the link cannot carry the lowest layer) "
@@ -230,7 +237,9 @@ class Metrics:
     # -- conference events ----------------------------------------------------------------------
     def on_event(self, event: str, room: str, data: dict[str, Any], target: str | None) -> None:
         """Conference listener: keep the gauges in step. Never raises (a bad event is logged)."""
-        if event == "layer":
+        if event == "layer" and data.get("change") == "temporal":
+            self.temporal_changes.labels(str(data.get("temporal", "?"))[:4]).inc()
+        elif event == "layer":
             self.layer_switches.labels(str(data.get("layer", "?"))[:4]).inc()
             estimate = data.get("estimate")
             if isinstance(estimate, (int, float)) and estimate > 0:

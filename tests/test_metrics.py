@@ -117,6 +117,20 @@ def test_gauges_follow_room_events():
     assert value(m, "telebridge_room_events_total", event="participant_joined") == 4
 
 
+def test_layer_changes_and_temporal_steps_are_counted_apart():
+    """A viewer moved to another encoding, and one whose frame rate was halved on the
+    same encoding: two different things an operator looks for on weak links."""
+    m = Metrics()
+    layer = {"identity": "site-1", "track": "t1", "layer": 0, "rid": "q", "estimate": 250_000}
+    m.on_event("layer", "a", {**layer, "temporal": 3, "change": "encoding"}, "site-1")
+    m.on_event("layer", "a", {**layer, "temporal": 1, "change": "temporal"}, "site-1")
+    m.on_event("layer", "a", {**layer, "temporal": 3, "change": "temporal"}, "site-1")
+    assert value(m, "telebridge_layer_switches_total", layer="0") == 1
+    assert value(m, "telebridge_temporal_layer_changes_total", temporal="1") == 1
+    assert value(m, "telebridge_temporal_layer_changes_total", temporal="3") == 1
+    assert value(m, "telebridge_viewer_estimate_bits_per_second_count") == 1
+
+
 def test_malformed_events_are_logged_not_raised(caplog):
     m = Metrics()
     m.on_event("participant_joined", "a", {"nope": 1}, None)

@@ -302,14 +302,27 @@ def test_a_dip_keeps_the_full_frame_rate_and_a_temporal_step_is_undone_quickly()
     for _ in range(PAUSE_CONFIRM - 1):  # counted afresh on the smaller encoding
         link.second(remb=85_000, loss=10)
     assert consumer.max_temporal == 3
+    link.rig.events.clear()
     link.second(remb=85_000, loss=10)
     assert consumer.max_temporal < 3, "a lasting shortfall: a temporal step"
+    step = temporal_events(link.rig.events)
+    assert step == [(consumer.max_temporal, "q")], "the viewer hears of the lower frame rate"
     down_at = link.rig.now
     while consumer.max_temporal < 3:
         link.second(remb=400_000)
         assert link.rig.now - down_at < TEMPORAL_HOLD + 2.5, "back to the full frame rate"
     assert link.rig.now - down_at < HOLD_AFTER_DOWN
     assert consumer.stream.rid == "q", "the encoding's own hold still stands"
+    assert temporal_events(link.rig.events)[-1] == (3, "q"), "and of the full one"
+
+
+def temporal_events(events: list) -> list[tuple[int, str]]:
+    """The ``layer`` events that changed only the temporal layers: (temporal, rid)."""
+    return [
+        (data["temporal"], data["rid"])
+        for name, data in events
+        if name == "layer" and data["change"] == "temporal"
+    ]
 
 
 def test_no_temporal_step_while_feedback_shows_the_link_carrying_the_full_rate():

@@ -483,7 +483,11 @@
         caption.push(badge("off", "chỉ âm thanh (mạng yếu)", "audio only (weak link)"));
       } else if (layer && layer.height) {
         const kbps = layer.estimate ? ` · ${Math.round(layer.estimate / 1000)} kbit/s` : "";
-        caption.push(badge("layer", `${layer.height}p${kbps}`, `${layer.height}p${kbps}`));
+        // Below all temporal layers the frame rate is a half (T1) or a quarter (T0).
+        const share = layer.temporal === 0 ? "¼" : layer.temporal === 1 ? "½" : "";
+        const vi = share ? ` · ${share} khung hình` : "";
+        const en = share ? ` · ${share} frame rate` : "";
+        caption.push(badge("layer", `${layer.height}p${vi}${kbps}`, `${layer.height}p${en}${kbps}`));
       }
       tile.el.dataset.layer = layer && layer.height ? String(layer.height) : "";
       tile.caption.replaceChildren(...caption);
