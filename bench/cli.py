@@ -527,9 +527,11 @@ def _good(row: dict[str, Any]) -> bool:
 
 
 def _line(row: dict[str, Any]) -> str:
+    refused = row.get("refused_s_max")
     return (
         f"{row['sites']} sites: {row['sites_connected']} with media, {row['sites_refused']} "
-        f"refused; loss {row['loss_pct']} %, delay p50/p99 {row['delay_p50_ms']}/"
+        f"refused{f' (answered within {refused} s)' if refused is not None else ''}; "
+        f"loss {row['loss_pct']} %, delay p50/p99 {row['delay_p50_ms']}/"
         f"{row['delay_p99_ms']} ms, join p99/max {row['join_s_p99']}/{row['join_s_max']} s; "
         f"SFU CPU {row.get('sfu_cpu_pct')} %, RSS {row.get('sfu_rss_mb')} MB"
     )

@@ -135,6 +135,7 @@ class SiteGroup:
                 "role": site.spec.role,
                 "weak": bool(site.spec.weak or site.spec.weak_up),
                 "refused": site.state.refused,
+                "refused_s": site.state.refused_after,
                 "error": site.state.error
                 or next((p.failed for p in site.peers if p.failed), None)
                 or "",

@@ -43,6 +43,7 @@ def aggregate(
         if s["media"]:
             delays.extend(s.get("delays", []))
             lags.extend(s.get("read_lags", []))
+    refusals = [s["refused_s"] for s in sites if s.get("refused_s") is not None]
     joins = [
         s["join_s"]
         for s in subscribers
@@ -76,6 +77,9 @@ def aggregate(
         "join_s_p50": _pct(joins, 50, 3),
         "join_s_p99": _pct(joins, 99, 3),
         "join_s_max": round(max(joins), 3) if joins else None,
+        # how long a refused site's subscribe waited for its answer (admission control)
+        "refused_s_p99": _pct(refusals, 99, 3),
+        "refused_s_max": round(max(refusals), 3) if refusals else None,
         "nacks_sent": sum(s.get("nacks", 0) for s in subscribers),
         "plis_sent": sum(s.get("plis", 0) for s in subscribers),
         "twcc_feedback_sent": sum(s.get("twcc", 0) for s in subscribers),

@@ -533,6 +533,7 @@ class Subscriber(_Peer):
 @dataclass
 class SiteState:
     refused: bool = False
+    refused_after: float | None = None  # seconds from the subscribe to its refusal
     error: str = ""
     started_at: float = 0.0
     joined_at: float = 0.0
@@ -659,10 +660,13 @@ class Site:
         if not ids:
             return
         self.wanted.update(ids)
+        asked = time.monotonic()
         try:
             await self.signal.request("subscribe", tracks=ids)
         except SignalError as exc:
             self._refused_or_failed(exc)
+            if self.state.refused and self.state.refused_after is None:
+                self.state.refused_after = time.monotonic() - asked
 
     async def _answer_offers(self) -> None:
         subscriber = self.subscriber
