@@ -573,7 +573,7 @@ class LayerControl(FeedbackUnit):
         in one go), or after a failed probe one step for the first such track."""
         if budget is None or holding or self.probe_goal or now < self.next_probe_at:
             return
-        if self.transport.load.overloaded:
+        if self.transport.load.overloaded or self.transport.load.busy:
             return  # the delay the estimate sees may be the worker's own: padding adds to it
         if self._loss() >= HEAVY_LOSS:
             return  # congested now: a probe would only add to it

@@ -54,11 +54,13 @@ class MediaSettings:
     """Pace each viewer's sending at 2.5x its bandwidth estimate (sfu/pacer.py): audio
     first, then retransmissions, then video (briefly queued: keyframe bursts leave at the
     estimate's pace); retransmissions are dropped first when over budget."""
-    admission_max_cpu: float = 0.9
+    admission_max_cpu: float = 0.8
     """Admission control: a worker whose process used, or waited for, more than this share
     of a core over its last load report (1 s) takes no new session; when none is below,
     new sessions are refused (WHIP/WHEP 503 with Retry-After, /ws ``server_busy``). The
-    wait is what other processes on the machine take from it. 0 turns the check off."""
+    wait is what other processes on the machine take from it; at 1.0 the worker is never
+    idle and its queue grows (0.9 let in sites with a p99 delay of 300 ms). At this line
+    its viewers also stop probing. 0 turns the check off."""
     admission_max_consumers: int = 0
     """Admission control: a worker with this many consumers (a viewer's track, or a pipe to
     another worker) takes no new session. 0: no limit."""

@@ -690,7 +690,8 @@ class WorkerCore:
         rate = (packets - last_packets) / (now - last_at) if last_at >= 0 and now > last_at else 0.0
         self._load_mark = (packets, now)
         lag, self.lag_peak = self.lag_peak, 0.0
-        overloaded = self.context.load.update(lag, queue_bytes)
+        line = self.context.settings.admission_max_cpu
+        overloaded = self.context.load.update(lag, queue_bytes, bool(line) and cpu + wait >= line)
         if overloaded and self.context.load.episodes != self._overload_episodes:
             self._overload_episodes = self.context.load.episodes
             logger.warning(

@@ -34,12 +34,16 @@ BUSY = "server_busy"
 WORKER_EXITED = "media worker exited"  # the reason sfu/pool.py gives a dead worker's sessions
 PIPE_LINGER = 5.0  # seconds a pipe with no far viewer stays open (a viewer's reconnect)
 RETRY_AFTER = 5  # seconds a refused client is told to wait (WHIP/WHEP Retry-After)
-# Seconds a new session may wait for a worker's next load report when only that worker's
-# join allowance for this second is spent: refusals still come within about a second.
+# Seconds a new session may wait for a worker's next load report when what holds it back
+# is only that worker's join allowance for this second, or the estimated cost of the
+# consumers placed in the last sfu.pool.SETTLE seconds. Longer waits let the waiters in
+# on reports that did not show the burst yet: with 3 s, 332 of 1,000 sites offered at
+# once were admitted where the ramp's capacity was 151-201 (p99 delay 721 ms).
 JOIN_WAIT = 1.0
 
 # Methods that start a session, and which kind of session (for the refusal counter).
 NEW_SESSION = {"publish": "publish", "view": "view", "subscriber": "subscribe"}
+SUBSCRIBER_CONSUMERS = 2  # held for a new subscribe connection until its first offer
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Placement:
         self.pipe_sessions: dict[str, Pipe] = {}  # either end's session -> its pipe
         self.uses: dict[str, set[tuple[str, int]]] = {}  # viewer session -> pipes it uses
         self.refused: dict[str, int] = {}  # new sessions refused, by kind
+        self.reserved: dict[str, int] = {}  # subscribe session -> consumers held for it
         self.pipes_opened = 0
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -87,7 +92,7 @@ class Placement:
 
     async def has_capacity(self) -> bool:
         """Whether some worker admits a new session now, or within :data:`JOIN_WAIT` when
-        only the join allowance held it back (a /ws subscribe asks first, so the refusal
+        only the join allowance or the newest consumers' estimate held it back (a /ws subscribe asks first, so the refusal
         is that request's answer)."""
         return await self.pool.place_within(JOIN_WAIT) is not None
 
@@ -144,9 +149,15 @@ class Placement:
             wanted = list(params["producers"])
         elif method == "subscriber_offer":
             wanted = [c["producer"] for c in params["consumers"]]
+        # Counted before the answer: requests in flight must not all pick this worker. A
+        # /ws subscribe connection's consumers come with its first offer, a round trip
+        # later: until then it holds the usual observer's two (its lead's audio and
+        # video), or a burst of sites all pass the check before any of them counts.
         if method == "view":
-            # Counted before the answer: requests in flight must not all pick this worker.
             worker.add_consumers(len(wanted))
+        elif method == "subscriber":
+            worker.add_consumers(SUBSCRIBER_CONSUMERS)
+            self.reserved[session] = SUBSCRIBER_CONSUMERS
         if method in ("view", "subscriber_offer"):
             await self._use_pipes(room, worker, session, wanted)
         try:
@@ -156,6 +167,8 @@ class Placement:
                 worker.add_consumers(-len(wanted))
                 for key in self.uses.pop(session, set()):
                     self._release(key, session)
+            elif method == "subscriber":
+                worker.add_consumers(-self.reserved.pop(session, 0))
             raise
         if method in NEW_SESSION:
             worker.sessions.add(session)
@@ -165,7 +178,8 @@ class Placement:
                 self.producer_home[str(track["id"])] = worker
                 self.session_producers.setdefault(session, set()).add(str(track["id"]))
         elif method == "subscriber_offer" and result.get("changed"):
-            worker.add_consumers(len(wanted))  # an estimate until the load reports show it
+            # an estimate until the load reports show it
+            worker.add_consumers(len(wanted) - self.reserved.pop(session, 0))
         elif method == "producer_pause":
             for pipe in self._pipes_of(str(params["producer"])):
                 await self._quiet(pipe.far, "producer_pause", params)
@@ -348,6 +362,7 @@ class Placement:
             return True
         if event == "closed":
             self.session_worker.pop(session, None)
+            self.reserved.pop(session, None)
             for producer in self.session_producers.pop(session, set()):
                 self.producer_home.pop(producer, None)
             for key in self.uses.pop(session, set()):

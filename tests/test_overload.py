@@ -103,6 +103,19 @@ def test_an_overloaded_worker_starts_no_probe_and_resumes_probing_after():
     assert viewer.layers.probes == 1
 
 
+def test_a_worker_at_its_cpu_line_starts_no_probe():
+    """Before it is behind, a worker using (or waiting for) nearly all of a core has no
+    room for padding either; probing resumes with the first report under the line."""
+    viewer, _, watched = _viewer_below_its_cap()
+    viewer.load.update(loop_lag=0.0, queue_bytes=0, busy=True)
+    assert not viewer.load.overloaded
+    _probe_wanted(viewer, watched, now=10.0)
+    assert viewer.layers.probes == 0, "no padding from a worker at its line"
+    viewer.load.update(loop_lag=0.0, queue_bytes=0, busy=False)
+    _probe_wanted(viewer, watched, now=11.0)
+    assert viewer.layers.probes == 1
+
+
 def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
     viewer, sock, watched = _viewer_below_its_cap()
     _probe_wanted(viewer, watched, now=10.0)
