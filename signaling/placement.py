@@ -92,8 +92,8 @@ class Placement:
 
     async def has_capacity(self) -> bool:
         """Whether some worker admits a new session now, or within :data:`JOIN_WAIT` when
-        only the join allowance or the newest consumers' estimate held it back (a /ws subscribe asks first, so the refusal
-        is that request's answer)."""
+        only the join allowance or the newest consumers' estimate held it back (a /ws
+        subscribe asks first, so the refusal is that request's answer)."""
         return await self.pool.place_within(JOIN_WAIT) is not None
 
     def refuse(self, kind: str) -> WorkerError:
@@ -113,11 +113,16 @@ class Placement:
         if kind == "publish" and not params.get("renegotiate"):
             home = self.home(room)
             if home is None:
-                home = await self.pool.place_within(JOIN_WAIT)
+                chosen = await self.pool.place_within(JOIN_WAIT)
+                # Another publisher of the room may have made its home while this one
+                # waited: a room has one home.
+                home = self.home(room)
                 if home is None:
-                    raise self.refuse(kind)
-                home.rooms.add(room)
-            elif not home.admits(self.pool.settings, publisher=True):
+                    if chosen is None:
+                        raise self.refuse(kind)
+                    home = chosen
+                    home.rooms.add(room)
+            if not home.admits(self.pool.settings, publisher=True):
                 raise self.refuse(kind)
             home.joined += 1
             return home

@@ -328,3 +328,35 @@ async def test_a_join_over_the_allowance_waits_for_the_next_report_and_a_full_se
         assert done.value.value is None
     finally:
         await pool.stop()
+
+
+async def test_two_publishers_of_a_new_room_waiting_for_a_report_get_one_home():
+    """A lead and a presenting site start a consult while every worker's join allowance
+    is spent: both wait for a load report, and the room still gets one home worker."""
+    from sfu.pool import WorkerPool
+    from sfu.settings import MediaSettings
+    from signaling.placement import Placement
+
+    pool = WorkerPool(
+        MediaSettings(workers=2, listen="127.0.0.1", admission_max_joins=1),
+        on_event=lambda *args: None,
+    )
+    await pool.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not all(w.load for w in pool.workers):  # their first reports
+            assert asyncio.get_running_loop().time() < deadline, "no load report in 30 s"
+            await asyncio.sleep(0.05)
+        for worker in pool.workers:
+            worker.joined = 1
+        placement = Placement(pool)
+        homes = await asyncio.gather(
+            *(
+                placement._worker("consult", "publish", {"session": name})
+                for name in ("lead", "presenter")
+            )
+        )
+        assert homes[0] is homes[1], "one room, one home"
+        assert placement.home("consult") is homes[0]
+    finally:
+        await pool.stop()
