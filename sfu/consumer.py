@@ -205,9 +205,12 @@ class SimpleConsumer(Consumer):
         self.transport.send_rtp(buf, twcc_offset, now)
         self.packets += 1
         self.octets += len(packet.payload)
-        self.last_seq = seq
-        self.last_ts = ts
-        self.last_sent_at = now
+        # A late (reordered) packet must not move the mark back: a restart continues
+        # after it, and would repeat the numbers of the packets sent before it.
+        if (seq - self.last_seq) & 0xFFFF < 0x8000 or self.last_seq < 0:
+            self.last_seq = seq
+            self.last_ts = ts
+            self.last_sent_at = now
 
     # -- lifecycle ------------------------------------------------------------------------------
     def activate(self, now: float) -> None:

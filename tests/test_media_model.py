@@ -133,6 +133,25 @@ def test_pause_and_resume_keep_sequence_and_timestamps_continuous():
     )
 
 
+def test_a_late_packet_before_a_pause_does_not_make_the_resumed_numbering_repeat():
+    """Reordered on the way in, 501 arrives after 502 and goes out with its own number.
+    The resumed stream must continue after 502's: continuing after 501's gave the
+    keyframe 502's number, and a receiver drops a packet whose number it already has."""
+    rig = Rig()
+    _view, sock, _consumer = rig.viewer()
+    rig.send(rtp(0x1111, 500, 90000, VP8_KEY, extensions=MID))
+    rig.send(rtp(0x1111, 502, 96000, VP8_DELTA, extensions=MID), 0.033)
+    rig.send(rtp(0x1111, 501, 93000, VP8_DELTA, extensions=MID), 0.005)
+    before = sock.rtp()
+    assert [p.seq - before[0].seq for p in before] == [0, 2, 1], "the late one keeps its place"
+    rig.producer.set_paused(True, rig.now)
+    rig.producer.set_paused(False, rig.now)
+    rig.send(rtp(0x1111, 600, 99000, VP8_KEY, extensions=MID), 0.5)
+    after = sock.rtp()
+    assert len(after) == 1
+    assert after[0].seq == (before[0].seq + 3) & 0xFFFF, "after the highest number sent"
+
+
 def test_an_ssrc_change_restarts_at_a_keyframe_and_keeps_numbering():
     rig = Rig([Encoding()])  # nothing signalled: SSRCs are learned by mid
     _view, sock, _consumer = rig.viewer()
