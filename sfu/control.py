@@ -365,7 +365,7 @@ EVENTS: dict[str, str] = {
     "layers": "session, producer, active, rids: which encodings a simulcast publisher should "
     "send (False: nobody watches it)",
     "load": "cpu, consumers, sessions, packets_out_per_s, queue_bytes, loop_lag: the worker's "
-    "load over the last second (every second), for admission control and placement",
+    "load over the last second (every half second), for admission control and placement",
     "video_paused": "session, consumer, producer, paused, estimate: a viewer's link cannot carry "
     "audio and the lowest video layer, so its video paused (or resumed)",
 }

@@ -15,9 +15,14 @@ threshold to enter, and as many under half of both to leave.
 
 from __future__ import annotations
 
+# Seconds between a worker's load reports. Each report's CPU figures cover the last
+# LOAD_WINDOW; reports come twice as often so that a join waiting for one (signaling's
+# JOIN_WAIT) sees one within a second whenever it arrives.
+LOAD_INTERVAL = 0.5
+LOAD_WINDOW = 1.0
 MAX_LAG = 0.2  # seconds the loop runs late: media is already delayed that much
 MAX_QUEUE = 512 * 1024  # bytes waiting in the UDP receive queue
-CONFIRM = 3  # load reports (one a second) in a row
+CONFIRM = 6  # load reports in a row (3 s)
 
 
 class Overload:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import os
 import resource
@@ -31,6 +32,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from sfu import channel
 from sfu.control import ControlError
 from sfu.ice_tcp import FramingError, TcpAddress, TcpPath, frame
+from sfu.overload import LOAD_INTERVAL, LOAD_WINDOW
 from sfu.plain_transport import PlainAddress, PlainSocket
 from sfu.settings import MediaSettings
 from sfu.worker import WorkerCore
@@ -287,9 +289,6 @@ class IceTcpProtocol(asyncio.Protocol):
             core.demux.remove_tcp(self.path)
 
 
-LOAD_INTERVAL = 1.0  # seconds between load events
-
-
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory counters
 
 
@@ -319,26 +318,30 @@ def run_queue_wait() -> float:
 
 
 class LoadReporter:
-    """Every second: the share of a core this process used since the last report
-    (``time.process_time``), the share it waited for one, and the UDP queue, into the
-    core's ``load`` event."""
+    """Every :data:`LOAD_INTERVAL`: the share of a core this process used over the last
+    :data:`LOAD_WINDOW` (``time.process_time``), the share it waited for one, and the UDP
+    queue, into the core's ``load`` event. The window is longer than the interval: a
+    half-second share swings with each burst of handshakes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, core: WorkerCore, sock: Any) -> None:
         self.loop = loop
         self.core = core
         self.sock = sock
-        self.last = (loop.time(), time.process_time(), run_queue_wait())
+        self.samples: collections.deque[tuple[float, float, float]] = collections.deque(
+            [(loop.time(), time.process_time(), run_queue_wait())],
+            maxlen=round(LOAD_WINDOW / LOAD_INTERVAL) + 1,
+        )
         self.handle = loop.call_later(LOAD_INTERVAL, self._fire)
 
     def _fire(self) -> None:
         now, cpu, wait = self.loop.time(), time.process_time(), run_queue_wait()
-        last_now, last_cpu, last_wait = self.last
-        self.last = (now, cpu, wait)
         # This timer's own lateness counts too: with no session there is no other timer.
-        self.core.lag_peak = max(self.core.lag_peak, now - last_now - LOAD_INTERVAL)
-        span = now - last_now
-        share = (cpu - last_cpu) / span if span > 0 else 0.0
-        waited = (wait - last_wait) / span if span > 0 else 0.0
+        self.core.lag_peak = max(self.core.lag_peak, now - self.samples[-1][0] - LOAD_INTERVAL)
+        first_now, first_cpu, first_wait = self.samples[0]
+        self.samples.append((now, cpu, wait))
+        span = now - first_now
+        share = (cpu - first_cpu) / span if span > 0 else 0.0
+        waited = (wait - first_wait) / span if span > 0 else 0.0
         try:
             self.core.report_load(now, share, queue_bytes(self.sock), waited)
         except Exception:  # pragma: no cover - a report must never stop the worker

@@ -56,7 +56,7 @@ class MediaSettings:
     estimate's pace); retransmissions are dropped first when over budget."""
     admission_max_cpu: float = 0.8
     """Admission control: a worker whose process used, or waited for, more than this share
-    of a core over its last load report (1 s) takes no new session; when none is below,
+    of a core over the last second (its load report) takes no new session; when none is below,
     new sessions are refused (WHIP/WHEP 503 with Retry-After, /ws ``server_busy``). The
     wait is what other processes on the machine take from it; at 1.0 the worker is never
     idle and its queue grows (0.9 let in sites with a p99 delay of 300 ms). At this line
@@ -65,10 +65,11 @@ class MediaSettings:
     """Admission control: a worker with this many consumers (a viewer's track, or a pipe to
     another worker) takes no new session. 0: no limit."""
     admission_max_joins: int = 50
-    """Admission control: new sessions a worker takes between two load reports (about a
-    second). Handshakes are a worker's costliest work, and a burst of joins must not run
-    ahead of the reports that show their cost: a join over the allowance waits up to a
-    second for the next report, then is refused. 0: no limit."""
+    """Admission control: new sessions a worker takes a second, counted per load report
+    (half of it between two reports, every half second). Handshakes are a worker's
+    costliest work, and a burst of joins must not run ahead of the reports that show their
+    cost: a join over the allowance waits for the next report (at most 0.8 s, signaling's
+    JOIN_WAIT), then is refused. 0: no limit."""
 
     def __post_init__(self) -> None:
         if self.workers == 0:  # one per core; resolved here so every reader sees a count

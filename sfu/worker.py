@@ -680,9 +680,9 @@ class WorkerCore:
         return {"now": now}
 
     def report_load(self, now: float, cpu: float, queue_bytes: int, wait: float = 0.0) -> None:
-        """The ``load`` event (the I/O layer calls this every second with the process's CPU
-        share, the share it waited for a CPU, and its UDP receive queue): what placement and
-        admission control read."""
+        """The ``load`` event (the I/O layer calls this every half second with the process's
+        CPU share over the last second, the share it waited for a CPU, and its UDP receive
+        queue): what placement and admission control read."""
         packets = self.closed_counters.get("packets_out", 0) + sum(
             t.packets_out for t in self.sessions.values()
         )
@@ -704,7 +704,7 @@ class WorkerCore:
             "load",
             {
                 "overloaded": overloaded,
-                "loop_late": round(lag, 4),  # the latest a timer ran over the last second
+                "loop_late": round(lag, 4),  # the latest a timer ran since the last report
                 "cpu": round(cpu, 3),
                 "wait": round(wait, 3),
                 "consumers": sum(len(t.consumers) for t in self.sessions.values()),

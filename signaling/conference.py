@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.pool import WorkerError, WorkerHandle, WorkerPool
-from signaling.placement import BUSY, WORKER_EXITED, Placement
+from signaling.placement import ADMIT_BY, BUSY, JOIN_WAIT, WORKER_EXITED, Placement
 from signaling.rooms import LAYERS, SOURCES, Participant, Room, RoomError, RoomOptions, Track
 
 logger = logging.getLogger(__name__)
@@ -288,7 +288,9 @@ class Conference:
         if publisher is None or not tracks:
             who = f"{source[:64]!r}" if source else "the room's lead"
             raise RoomError("not_found", f"{who} is not publishing in this room")
-        if not await self.placement.has_capacity():  # refused before the room hears of it
+        # Refused before the room hears of it; the check and the placement share one wait.
+        admit_by = asyncio.get_running_loop().time() + JOIN_WAIT
+        if not await self.placement.has_capacity(admit_by):
             raise RoomError(BUSY, self.placement.refuse("view").message)
         room, participant, is_new = self.join(room_name, identity, role, name, via="whep")
         session = secrets.token_urlsafe(12)
@@ -299,6 +301,7 @@ class Conference:
             "identity": identity,
             "offer": offer,
             "producers": [t.producer_id for t in tracks],
+            ADMIT_BY: admit_by,
         }
         try:
             result = await self._request(room.name, "view", params)

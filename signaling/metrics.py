@@ -166,7 +166,7 @@ class Metrics:
             registry=r,
         )
         # Admission control and placement (signaling/placement.py): the load each worker
-        # reports every second, the pipes into it, and the sessions refused when full.
+        # reports every half second, the pipes into it, and the sessions refused when full.
         self.worker_load = Gauge(
             "telebridge_worker_load",
             "A media worker's last load report: cpu (share of a core over 1 s), wait (share "

@@ -38,8 +38,14 @@ RETRY_AFTER = 5  # seconds a refused client is told to wait (WHIP/WHEP Retry-Aft
 # is only that worker's join allowance for this second, or the estimated cost of the
 # consumers placed in the last sfu.pool.SETTLE seconds. Longer waits let the waiters in
 # on reports that did not show the burst yet: with 3 s, 332 of 1,000 sites offered at
-# once were admitted where the ramp's capacity was 151-201 (p99 delay 721 ms).
-JOIN_WAIT = 1.0
+# once were admitted where the ramp's capacity was 151-201 (p99 delay 721 ms). Under the
+# one-second report interval, so that a refusal is answered within a second (with 1.0 the
+# refused waited 1.02-1.08 s); a waiter that misses a report is refused and may retry.
+JOIN_WAIT = 0.8
+# A request's params key: the loop time by which its placement must be decided, when an
+# earlier capacity check of the same request already waited (a WHEP viewer is checked
+# before it joins the room, then placed): the two waits share one JOIN_WAIT.
+ADMIT_BY = "admit_by"
 
 # Methods that start a session, and which kind of session (for the refusal counter).
 NEW_SESSION = {"publish": "publish", "view": "view", "subscriber": "subscribe"}
@@ -90,11 +96,19 @@ class Placement:
                 return worker
         return None
 
-    async def has_capacity(self) -> bool:
-        """Whether some worker admits a new session now, or within :data:`JOIN_WAIT` when
-        only the join allowance or the newest consumers' estimate held it back (a /ws
-        subscribe asks first, so the refusal is that request's answer)."""
-        return await self.pool.place_within(JOIN_WAIT) is not None
+    async def has_capacity(self, deadline: float | None = None) -> bool:
+        """Whether some worker admits a new session now, or by ``deadline`` (loop time;
+        default :data:`JOIN_WAIT` from now) when only the join allowance or the newest
+        consumers' estimate held it back (a /ws subscribe asks first, so the refusal is
+        that request's answer)."""
+        return await self.pool.place_within(self._wait_until(deadline)) is not None
+
+    @staticmethod
+    def _wait_until(deadline: float | None) -> float:
+        """Seconds left to ``deadline`` (:data:`JOIN_WAIT` when None)."""
+        if deadline is None:
+            return JOIN_WAIT
+        return max(0.0, deadline - asyncio.get_running_loop().time())
 
     def refuse(self, kind: str) -> WorkerError:
         """Count a refusal; the error to raise. With no worker running at all (one is
@@ -110,10 +124,11 @@ class Placement:
     async def _worker(self, room: str, method: str, params: dict[str, Any]) -> WorkerHandle:
         session = params.get("session")
         kind = NEW_SESSION.get(method)
+        wait = self._wait_until(params.pop(ADMIT_BY, None))
         if kind == "publish" and not params.get("renegotiate"):
             home = self.home(room)
             if home is None:
-                chosen = await self.pool.place_within(JOIN_WAIT)
+                chosen = await self.pool.place_within(wait)
                 # Another publisher of the room may have made its home while this one
                 # waited: a room has one home.
                 home = self.home(room)
@@ -127,7 +142,7 @@ class Placement:
             home.joined += 1
             return home
         if kind is not None:
-            worker = await self.pool.place_within(JOIN_WAIT, prefer=self.home(room))
+            worker = await self.pool.place_within(wait, prefer=self.home(room))
             if worker is None:
                 raise self.refuse(kind)
             worker.joined += 1

@@ -360,3 +360,41 @@ async def test_two_publishers_of_a_new_room_waiting_for_a_report_get_one_home():
         assert placement.home("consult") is homes[0]
     finally:
         await pool.stop()
+
+
+async def test_a_placement_whose_capacity_check_already_waited_does_not_wait_again():
+    """A WHEP viewer is checked for capacity, then joins the room, then is placed: both
+    steps share one JOIN_WAIT (``admit_by``), so its refusal comes within a second, not
+    two. With its time spent, a join held back only by the allowance is refused at once;
+    with time left it waits for the report and is placed."""
+    from sfu.pool import WorkerError, WorkerPool
+    from sfu.settings import MediaSettings
+    from signaling.placement import ADMIT_BY, BUSY, Placement
+
+    pool = WorkerPool(
+        MediaSettings(workers=1, listen="127.0.0.1", admission_max_joins=1),
+        on_event=lambda *args: None,
+    )
+    await pool.start()
+    try:
+        loop = asyncio.get_running_loop()
+        worker = pool.workers[0]
+        deadline = loop.time() + 30
+        while not worker.load:  # its first report
+            assert loop.time() < deadline, "no load report in 30 s"
+            await asyncio.sleep(0.05)
+        placement = Placement(pool)
+        worker.joined = 1
+        spent = {"session": "late", ADMIT_BY: loop.time() - 0.01}
+        attempt = placement._worker("webinar", "view", spent)
+        with pytest.raises(WorkerError) as refused:  # refused without awaiting anything
+            attempt.send(None)
+        assert refused.value.code == BUSY
+        assert ADMIT_BY not in spent, "the deadline is the control plane's, not the worker's"
+
+        worker.joined = 1
+        early = {"session": "early", ADMIT_BY: loop.time() + 30}
+        assert await placement._worker("webinar", "view", early) is worker
+        assert ADMIT_BY not in early
+    finally:
+        await pool.stop()
