@@ -80,6 +80,10 @@ class Consumer(ABC):
     def sender_reports(self, now: float) -> list[SenderInfo]:
         """Sender report contents, mapped from the publisher's own reports (lip sync)."""
 
+    def measures_loss(self, ssrc: int) -> bool:
+        """Whether the receiver's report on ``ssrc`` says what the link loses."""
+        return True
+
     def on_receiver_report(self, report: rtcp.RtcpReceiverInfo, rtt: float | None) -> None:
         self.fraction_lost = report.fraction_lost
         if rtt is not None:
@@ -282,6 +286,14 @@ class SimpleConsumer(Consumer):
     def source_seq(self, out_seq: int) -> int:
         """The stream's sequence number of what this viewer got as ``out_seq`` (-1: none)."""
         return (out_seq - self.seq_offset) & 0xFFFF
+
+    def measures_loss(self, ssrc: int) -> bool:
+        """Not the RTX stream: Chromium reports on it too (libwebrtc counts RTX packets in
+        its receive statistics), and its gaps are retransmissions our pacer dropped, not
+        the link's loss. Read as loss, they failed the probes of a weak-link viewer whose
+        link had recovered (127/256 "lost" on a clean link) and kept it on a low layer
+        for seconds."""
+        return ssrc != self.rtx_ssrc
 
     def send_padding(self, size: int, now: float) -> int:
         """One padding-only packet of about ``size`` bytes on the RTX stream (a probe:

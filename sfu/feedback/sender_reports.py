@@ -33,7 +33,7 @@ class SenderReports(FeedbackUnit):
         blocks = 0
         for block in packet.reports:
             consumer = consumers.get(block.ssrc)
-            if consumer is None:
+            if consumer is None or not consumer.measures_loss(block.ssrc):
                 continue
             rtt = None
             sent_at = self._sent.get((block.ssrc, block.lsr)) if block.lsr else None
