@@ -31,6 +31,7 @@ from sfu.consumer import SimpleConsumer, SimulcastConsumer
 from sfu.feedback.base import FeedbackUnit
 
 if TYPE_CHECKING:
+    from sfu.producer import Producer
     from sfu.streams import RecvStream
     from sfu.transport import Transport
 
@@ -200,11 +201,36 @@ def temporal_steps(streams: list[RecvStream]) -> tuple[float, ...]:
     return lowest.tid_rates[:-1]
 
 
+def screen_demand(producer: Producer) -> int:
+    """The highest encoding of a simulcast producer that any viewer would take on a good
+    link: its preferences' cap (``max_height``, ``max_layer``, a fixed encoding), or
+    what a pipe's far side asks for."""
+    top = 0
+    for pipe in producer.streams[0].pipes:
+        for index, on in enumerate(pipe.wanted):
+            if on:
+                top = max(top, index)
+    for consumer in producer.consumers:
+        layers = getattr(consumer.transport, "layers", None)
+        if isinstance(consumer, SimulcastConsumer) and not consumer.closed and layers is not None:
+            top = max(top, cap_for(producer.streams, layers.preferences))
+    return top
+
+
 def publisher_limit(transport: Transport, cap: int) -> int:
-    """The bitrate a publisher's viewers need of it (all its tracks), for its REMB: the
-    encodings somebody watches of a simulcast track; for a single-encoding track, what
-    its best-connected viewer can take; audio at a generous Opus rate. Between
-    :data:`PUBLISHER_FLOOR` and the configured cap."""
+    """The bitrate a publisher's viewers need of it (all its tracks), for its REMB: for a
+    simulcast track, every encoding up to the highest that some viewer's screen and
+    wishes call for (:func:`screen_demand`); for a single-encoding track, what its
+    best-connected viewer can take; audio at a generous Opus rate. Between
+    :data:`PUBLISHER_FLOOR` and the configured cap.
+
+    Not only what the viewers' links carry now: a limit under an encoding the publisher
+    keeps sending (a WHIP publisher cannot be told to pause one) starves it, and
+    Chromium's loss-based target, pulled down to the limit, then climbs back at 8 % a
+    second once the limit rises: a weak viewer's top layer came back 10-20 s after its
+    link recovered. Encodings nobody watches are paused by telebridge.js instead
+    (sfu/monitor.py), which costs the uplink nothing whatever the limit. Every encoding
+    below the top counts: Chromium fills its encodings lowest first."""
     need = 0.0
     for producer in transport.producers:
         if producer.closed:
@@ -212,11 +238,9 @@ def publisher_limit(transport: Transport, cap: int) -> int:
         if not producer.is_video:
             need += 64_000
         elif producer.simulcast:
-            wanted = producer.layer_demand()
-            for stream, on in zip(producer.streams, wanted, strict=True):
-                if on:
-                    nominal = VIDEO_NOMINAL[min(stream.index, len(VIDEO_NOMINAL) - 1)]
-                    need += max(stream.peak_bitrate, nominal)
+            for stream in producer.streams[: screen_demand(producer) + 1]:
+                nominal = VIDEO_NOMINAL[min(stream.index, len(VIDEO_NOMINAL) - 1)]
+                need += max(stream.peak_bitrate, nominal)
         else:
             budgets = [
                 c.transport.layers.budget
@@ -291,7 +315,17 @@ class LayerControl(FeedbackUnit):
 
     # -- probing ----------------------------------------------------------------------------------
     def _loss(self) -> int:
-        return max((c.fraction_lost for c in self.transport.consumers if not c.closed), default=0)
+        """The highest loss (/256) the viewer reports, from the video it is being sent when
+        there is some: Chromium reports on video every second and on audio every five, so
+        a link that recovered read as lossy for seconds longer, and its probes stayed in
+        small careful steps."""
+        consumers = [c for c in self.transport.consumers if not c.closed]
+        sending = [
+            c
+            for c in consumers
+            if c.kind == "video" and c not in self.video_paused and getattr(c, "active", True)
+        ]
+        return max((c.fraction_lost for c in sending or consumers), default=0)
 
     def _estimate(self, now: float) -> float | None:
         """The transport's estimate, raised to a rate a probe carried cleanly (for

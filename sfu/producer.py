@@ -181,7 +181,7 @@ class Producer:
 
     def layer_demand(self) -> list[bool]:
         """Which encodings someone needs: a consumer's current, target or wished-for
-        layer, one its viewer's probe aims at, what a pipe's far side needs (every layer
+        layer, the ones its viewer's probe aims at and passes, what a pipe's far side needs (every layer
         until it says), and always the lowest (a new or struggling viewer starts there
         without waiting for the publisher)."""
         wanted = [False] * len(self.streams)
@@ -200,8 +200,11 @@ class Producer:
                 wanted[target.index] = True
             layers = getattr(consumer.transport, "layers", None)  # a probe aims here
             warming = layers.warming.get(consumer) if layers is not None else None
-            if warming is not None and warming < len(wanted):
-                wanted[warming] = True
+            if warming is not None:
+                # And every encoding on the way: a probe that carries less than its goal
+                # moves the viewer one step up, onto an encoding that must be running.
+                for index in range(min(warming + 1, len(wanted))):
+                    wanted[index] = True
         return wanted
 
     def request_keyframe(self, now: float) -> None:

@@ -377,6 +377,98 @@ def test_sender_reports_map_to_the_publisher_clock_and_rtt_uses_our_send_time():
     assert consumer.fraction_lost == 12
 
 
+def test_a_report_on_the_rtx_stream_is_not_read_as_the_links_loss():
+    """Chromium reports on the RTX SSRC too; its gaps are retransmissions our pacer
+    dropped. A viewer whose link is clean (0 lost on the media SSRC) is not losing."""
+    rig = Rig()
+    view, _sock, consumer = rig.viewer()
+    assert consumer.rtx_ssrc is not None
+
+    def block(ssrc: int, lost: int) -> rtcp.RtcpReceiverInfo:
+        return rtcp.RtcpReceiverInfo(
+            ssrc=ssrc,
+            fraction_lost=lost,
+            packets_lost=lost,
+            highest_sequence=1,
+            jitter=0,
+            lsr=0,
+            dlsr=0,
+        )
+
+    rig.now += 5.0  # no transport-cc from this viewer: its reports are its loss signal
+    report = rtcp.RtcpRrPacket(
+        ssrc=9, reports=[block(consumer.ssrc, 0), block(consumer.rtx_ssrc, 127)]
+    )
+    view.receive(bytes(report), VIEWER_ADDR, rig.now)
+    assert consumer.fraction_lost == 0
+    assert view.bandwidth.loss == 0.0
+    report = rtcp.RtcpRrPacket(
+        ssrc=9, reports=[block(consumer.rtx_ssrc, 0), block(consumer.ssrc, 64)]
+    )
+    view.receive(bytes(report), VIEWER_ADDR, rig.now + 1.0)
+    assert consumer.fraction_lost == 64, "the media stream's report is the loss"
+    assert view.bandwidth.loss == pytest.approx(0.25)
+
+
+def test_a_probe_for_the_top_encoding_keeps_every_encoding_on_its_way_running():
+    """A viewer on the lowest encoding probes for the top one; if the probe carries less
+    than its goal the viewer moves up one step, onto the middle encoding, which must not
+    be paused at the publisher then (resuming one took 2-3 s of a weak-link viewer's
+    climb back)."""
+    from sfu.layers import Track
+
+    rig = Rig([Encoding(ssrc=0xA1), Encoding(ssrc=0xA2), Encoding(ssrc=0xA3)])
+    view, _sock, consumer = rig.viewer()
+    assert isinstance(consumer, SimulcastConsumer)
+    consumer.set_preferred(0, rig.now)
+    assert rig.producer.layer_demand() == [True, False, False], "nobody needs the others"
+    view.layers._maybe_probe(
+        budget=200_000.0,
+        audio=40_000.0,
+        videos=[consumer],
+        tracks=[Track((150_000.0, 500_000.0, 1_500_000.0), 2)],
+        roomy=[0],
+        holding=False,
+        now=rig.now,
+    )
+    assert view.layers.probe_goal > 0
+    assert rig.producer.layer_demand() == [True, True, True]
+
+
+def test_a_simulcast_publisher_is_limited_by_its_viewers_screens_not_their_links():
+    """The limit (REMB) a publisher gets covers every encoding up to the highest a viewer
+    would take on a good link: a viewer whose link carries only the lowest one now keeps
+    the top one coming (a WHIP publisher starved of it climbed back at 8 %/s, 10-20 s);
+    a viewer that wants only thumbnails lets the limit fall to the floor."""
+    from sfu.layers import PUBLISHER_FLOOR, Preferences, publisher_limit
+
+    rig = Rig([Encoding(ssrc=0xA1), Encoding(ssrc=0xA2), Encoding(ssrc=0xA3)])
+    view, _sock, consumer = rig.viewer()
+    assert isinstance(consumer, SimulcastConsumer)
+    cap = 2_500_000
+    consumer.set_preferred(0, rig.now)  # its link carries the lowest encoding only
+    assert publisher_limit(rig.pub, cap) == cap, "150k + 500k + 1.5M, with headroom"
+    view.layers.preferences = Preferences(max_layer=0)  # a thumbnail
+    assert publisher_limit(rig.pub, cap) == PUBLISHER_FLOOR
+    view.layers.preferences = Preferences(max_layer=1)
+    assert publisher_limit(rig.pub, cap) == int((150_000 + 500_000) * 1.25)
+
+
+def test_the_loss_a_layer_decision_reads_is_the_videos():
+    """Chromium reports on audio every five seconds and on video every second: a link
+    that recovered must not read as lossy from an old audio report."""
+    rig = Rig()
+    view, _sock, video = rig.viewer()
+    audio_rig = Rig(kind="audio", encodings=[Encoding(ssrc=0x3333)])
+    audio = sansio.consumer(view, audio_rig.producer, rtx=False)
+    video.activate(rig.now)
+    audio.fraction_lost = 20  # the last audio report, from the weak spell
+    video.fraction_lost = 0
+    assert view.layers._loss() == 0
+    video.fraction_lost = 12
+    assert view.layers._loss() == 12
+
+
 def test_reports_are_compound_and_start_with_a_report():
     rig = Rig()
     rig.send(rtp(0x1111, 1, 0, VP8_KEY, extensions=MID))
