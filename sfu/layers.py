@@ -533,7 +533,9 @@ class LayerControl(FeedbackUnit):
         )
         if not pressed:  # never probe a link that is already too thin for what it gets
             probe_hold = temporal_holding if on_step else holding
-            self._maybe_probe(budget, audio, videos, tracks, fits_with_room, probe_hold, now)
+            self._maybe_probe(
+                budget, audio, videos, tracks, fits_with_room, probe_hold, now, currents
+            )
         self.low_count = self.low_count + 1 if pressed else 0
         # One low estimate may be a dip (a keyframe burst, a REMB-only receiver's
         # estimator settling): go down on the second in a row, or at once on heavy loss.
@@ -601,10 +603,16 @@ class LayerControl(FeedbackUnit):
         roomy: list[int | None],
         holding: bool,
         now: float,
+        currents: list[int | None] | None = None,
     ) -> None:
         """Probe when some track is below what the viewer wants and the estimate is the
         reason: at the rate of every track at its cap (a viewer on a good link climbs
-        in one go), or after a failed probe one step for the first such track."""
+        in one go), or after a failed probe one step for the first such track.
+
+        Not for a track already at its cap (``currents``: each track's rung now) whose
+        estimate merely lacks the upgrade headroom: there is nothing to climb to, and
+        a thumbnail observer whose estimate wobbled under its layer plus 15 % was sent
+        5-29k padding packets in 20 s (a busy worker's delay reads as congestion)."""
         if budget is None or holding or self.probe_goal or now < self.next_probe_at:
             return
         if self.transport.load.overloaded or self.transport.load.busy:
@@ -613,6 +621,9 @@ class LayerControl(FeedbackUnit):
             return  # congested now: a probe would only add to it
         for index, (track, layer) in enumerate(zip(tracks, roomy, strict=True)):
             if layer is not None and layer >= track.cap:
+                continue
+            current = currents[index] if currents is not None else None
+            if current is not None and current >= track.cap:
                 continue
             if self.probe_failed:
                 step = [

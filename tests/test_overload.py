@@ -116,6 +116,20 @@ def test_a_worker_at_its_cpu_line_starts_no_probe():
     assert viewer.layers.probes == 1
 
 
+def test_a_viewer_already_on_its_cap_is_not_probed_for_headroom():
+    """A thumbnail observer (cap: the lowest layer) whose estimate wobbles just under its
+    layer plus the upgrade headroom gets no padding: it has nothing to climb to. A viewer
+    below its cap is probed as before."""
+    viewer, sock, watched = _viewer_below_its_cap()
+    tracks = [Track(RATES, 0)]  # it wants the lowest layer only
+    viewer.layers._maybe_probe(200_000.0, 40_000.0, [watched], tracks, [None], False, 10.0, [0])
+    assert viewer.layers.probes == 0 and viewer.layers.probe_goal == 0
+    viewer.layers._maybe_probe(
+        200_000.0, 40_000.0, [watched], [Track(RATES, 2)], [0], False, 11.0, [0]
+    )
+    assert viewer.layers.probes == 1, "below its cap: probed"
+
+
 def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
     viewer, sock, watched = _viewer_below_its_cap()
     _probe_wanted(viewer, watched, now=10.0)
