@@ -13,7 +13,6 @@ import asyncio
 import collections
 import itertools
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from typing import Any, TypeVar
 
 from sfu import channel, control
 from sfu.control import Method
-from sfu.overload import LOAD_INTERVAL
 from sfu.settings import MediaSettings
 
 logger = logging.getLogger(__name__)
@@ -132,7 +130,7 @@ class WorkerHandle:
         limit = settings.admission_max_consumers
         if limit and self.consumers >= limit:
             return False
-        joins = math.ceil(settings.admission_max_joins * LOAD_INTERVAL)  # per report
+        joins = settings.admission_max_joins  # per report
         return soon or not (joins and self.joined >= joins)
 
     async def start(self, timeout: float = 20.0) -> None:

@@ -38,10 +38,11 @@ RETRY_AFTER = 5  # seconds a refused client is told to wait (WHIP/WHEP Retry-Aft
 # is only that worker's join allowance for this second, or the estimated cost of the
 # consumers placed in the last sfu.pool.SETTLE seconds. Longer waits let the waiters in
 # on reports that did not show the burst yet: with 3 s, 332 of 1,000 sites offered at
-# once were admitted where the ramp's capacity was 151-201 (p99 delay 721 ms). Under the
-# one-second report interval, so that a refusal is answered within a second (with 1.0 the
-# refused waited 1.02-1.08 s); a waiter that misses a report is refused and may retry.
-JOIN_WAIT = 0.8
+# once were admitted where the ramp's capacity was 151-201 (p99 delay 721 ms). Short
+# enough that a refusal is answered within a second with a busy control process around
+# it (with 1.0 the refused waited 1.02-1.08 s, with 0.8 up to 1.014 s at 1,000 sites
+# offered at once), and longer than the half-second report interval.
+JOIN_WAIT = 0.7
 # A request's params key: the loop time by which its placement must be decided, when an
 # earlier capacity check of the same request already waited (a WHEP viewer is checked
 # before it joins the room, then placed): the two waits share one JOIN_WAIT.
