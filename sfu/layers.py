@@ -211,9 +211,8 @@ def screen_demand(producer: Producer) -> int:
             if on:
                 top = max(top, index)
     for consumer in producer.consumers:
-        layers = getattr(consumer.transport, "layers", None)
-        if isinstance(consumer, SimulcastConsumer) and not consumer.closed and layers is not None:
-            top = max(top, cap_for(producer.streams, layers.preferences))
+        if isinstance(consumer, SimulcastConsumer) and not consumer.closed:
+            top = max(top, cap_for(producer.streams, consumer.transport.layers.preferences))
     return top
 
 
@@ -323,7 +322,10 @@ class LayerControl(FeedbackUnit):
         sending = [
             c
             for c in consumers
-            if c.kind == "video" and c not in self.video_paused and getattr(c, "active", True)
+            if isinstance(c, SimpleConsumer)
+            and c.kind == "video"
+            and c.active
+            and c not in self.video_paused
         ]
         return max((c.fraction_lost for c in sending or consumers), default=0)
 
@@ -603,7 +605,7 @@ class LayerControl(FeedbackUnit):
         roomy: list[int | None],
         holding: bool,
         now: float,
-        currents: list[int | None] | None = None,
+        currents: list[int | None],
     ) -> None:
         """Probe when some track is below what the viewer wants and the estimate is the
         reason: at the rate of every track at its cap (a viewer on a good link climbs
@@ -622,7 +624,7 @@ class LayerControl(FeedbackUnit):
         for index, (track, layer) in enumerate(zip(tracks, roomy, strict=True)):
             if layer is not None and layer >= track.cap:
                 continue
-            current = currents[index] if currents is not None else None
+            current = currents[index]
             if current is not None and current >= track.cap:
                 continue
             if self.probe_failed:

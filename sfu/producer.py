@@ -181,9 +181,9 @@ class Producer:
 
     def layer_demand(self) -> list[bool]:
         """Which encodings someone needs: a consumer's current, target or wished-for
-        layer, the ones its viewer's probe aims at and passes, what a pipe's far side needs (every layer
-        until it says), and always the lowest (a new or struggling viewer starts there
-        without waiting for the publisher)."""
+        layer, the ones its viewer's probe aims at and passes, what a pipe's far side
+        needs (every layer until it says), and always the lowest (a new or struggling
+        viewer starts there without waiting for the publisher)."""
         wanted = [False] * len(self.streams)
         wanted[0] = True
         for pipe in self.streams[0].pipes:

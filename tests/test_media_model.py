@@ -430,6 +430,7 @@ def test_a_probe_for_the_top_encoding_keeps_every_encoding_on_its_way_running():
         roomy=[0],
         holding=False,
         now=rig.now,
+        currents=[0],
     )
     assert view.layers.probe_goal > 0
     assert rig.producer.layer_demand() == [True, True, True]

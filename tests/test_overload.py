@@ -86,6 +86,7 @@ def _probe_wanted(viewer, watched, now: float) -> None:
         roomy=[0],
         holding=False,
         now=now,
+        currents=[0],  # it is on the lowest layer
     )
 
 
