@@ -261,6 +261,8 @@ class StatsResult(TypedDict):
     counters: dict[str, int]
     cpu_seconds: NotRequired[float]
     handle_ms: NotRequired[float]
+    intake_dropped: NotRequired[int]  # media that found the shared port's queue full
+    send_failed: NotRequired[int]  # datagrams the kernel would not take
 
 
 class PingResult(TypedDict):

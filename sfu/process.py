@@ -4,8 +4,9 @@ Started by :class:`sfu.pool.WorkerPool` as ``python -m sfu.process``; it reads c
 requests from stdin and writes responses and events to stdout (see :mod:`sfu.channel`).
 Logs go to stderr. When the control process goes away (stdin closes), the worker exits.
 
-This layer moves bytes and arms one timer: datagrams from the shared UDP port and from
-plain transports' sockets go straight into the core; ``loop.call_at`` is armed at the
+This layer moves bytes and arms one timer: datagrams from the shared UDP port go into
+the core through an :class:`~sfu.intake.Intake` (STUN and DTLS first, media in slices),
+those from plain transports' sockets straight in; ``loop.call_at`` is armed at the
 core's earliest deadline and re-armed whenever that moves earlier. With ``ice_tcp`` the
 worker also accepts ICE-TCP connections on one TCP port (:class:`IceTcpProtocol`), whose
 unframed packets go into the core the same way.
@@ -31,7 +32,9 @@ from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu import channel
 from sfu.control import ControlError
+from sfu.ice import Address
 from sfu.ice_tcp import FramingError, TcpAddress, TcpPath, frame
+from sfu.intake import Intake
 from sfu.overload import LOAD_INTERVAL, LOAD_WINDOW
 from sfu.plain_transport import PlainAddress, PlainSocket
 from sfu.settings import MediaSettings
@@ -43,6 +46,7 @@ SOCKET_BUFFER = 4 << 20  # a burst of keyframe packets to many viewers must not 
 TCP_QUEUE_LIMIT = 1 << 20  # bytes queued on one ICE-TCP connection before packets are dropped
 TCP_IDLE_CHECK = 10.0  # seconds a connection may carry no passing check / outlive its transport
 MAX_TCP_CONNECTIONS = 4096  # per worker; more are closed at once
+READ_BATCH = 4096  # datagrams read from the shared port per wake-up, at most
 
 
 class Clock:
@@ -90,31 +94,87 @@ class Clock:
             self.handle.cancel()
 
 
-class MediaProtocol(asyncio.DatagramProtocol):
-    """Datagrams from the shared port straight into the core; never raises into the loop."""
+class UdpPort:
+    """The shared UDP port: read in batches into an :class:`Intake` (handshakes first,
+    media in slices with the socket read again between them); sends go straight out."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock, listen: str, port: int):
+        family, _, _, _, address = socket.getaddrinfo(listen, port, type=socket.SOCK_DGRAM)[0]
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self.sock.bind(address)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+                except OSError:
+                    pass
+        except OSError:
+            self.sock.close()
+            raise
+        self.port: int = self.sock.getsockname()[1]
         self.loop = loop
         self.clock = clock
-        self.core: WorkerCore | None = None
-        self.errors = 0
+        self.intake: Intake | None = None
+        self.draining = False
+        self.send_errors = 0
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        core = self.core
-        if core is None:
+    def start(self, handle: Callable[[bytes, Address, float], None]) -> None:
+        self.intake = Intake(handle, self.loop.time)
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        intake = self.intake
+        if intake is None:
             return
-        try:
-            core.receive(data, (addr[0], addr[1]), self.loop.time())
-            self.clock.rearm()
-        except Exception:  # one bad packet must never stop the worker
-            self.errors += 1
-            if self.errors < 20 or self.errors % 1000 == 0:
-                logger.exception(
-                    "worker: error handling a datagram from %s (%d so far)", addr, self.errors
-                )
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                logger.debug("udp receive: %s", exc)
+                break
+            intake.put(data, (addr[0], addr[1]))
+        if intake.media and not self.draining:
+            self.draining = True
+            self.loop.call_soon(self._drain)
+        self.clock.rearm()
 
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("udp error: %s", exc)
+    def _drain(self) -> None:
+        intake = self.intake
+        assert intake is not None
+        if intake.drain():
+            self.loop.call_soon(self._drain)  # after the loop has read the socket again
+        else:
+            self.draining = False
+        self.clock.rearm()
+
+    def sendto(self, data: bytes | bytearray, addr: Address) -> None:
+        """A datagram the kernel cannot take now (its send buffer full, the route gone) is
+        dropped and counted, as a router would: never queued behind, never raised into
+        the core."""
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            self.send_errors += 1
+            if self.send_errors < 20 or self.send_errors % 10_000 == 0:
+                logger.warning("udp send to %s failed (%d so far): %s", addr, self.send_errors, exc)
+
+    def counters(self) -> dict[str, int]:
+        """What this layer dropped, for the worker's stats."""
+        dropped = self.intake.dropped if self.intake else 0
+        return {"intake_dropped": dropped, "send_failed": self.send_errors}
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting: in the kernel's receive queue and in the intake's media queue."""
+        return queue_bytes(self.sock) + (self.intake.queued_bytes if self.intake else 0)
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class LoopSocket:
@@ -323,10 +383,12 @@ class LoadReporter:
     queue, into the core's ``load`` event. The window is longer than the interval: a
     half-second share swings with each burst of handshakes."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, core: WorkerCore, sock: Any) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, core: WorkerCore, queued: Callable[[], int]
+    ) -> None:
         self.loop = loop
         self.core = core
-        self.sock = sock
+        self.queued = queued
         self.samples: collections.deque[tuple[float, float, float]] = collections.deque(
             [(loop.time(), time.process_time(), run_queue_wait())],
             maxlen=round(LOAD_WINDOW / LOAD_INTERVAL) + 1,
@@ -343,7 +405,7 @@ class LoadReporter:
         share = (cpu - first_cpu) / span if span > 0 else 0.0
         waited = (wait - first_wait) / span if span > 0 else 0.0
         try:
-            self.core.report_load(now, share, queue_bytes(self.sock), waited)
+            self.core.report_load(now, share, self.queued(), waited)
         except Exception:  # pragma: no cover - a report must never stop the worker
             logger.exception("worker: load report failed")
         self.handle = self.loop.call_later(LOAD_INTERVAL, self._fire)
@@ -377,17 +439,9 @@ async def run(args: argparse.Namespace) -> None:
         link.write({"event": event, "data": data})
 
     clock = Clock(loop)
-    protocol = MediaProtocol(loop, clock)
-    port = settings.base_port + args.index if settings.base_port else 0
-    udp, _ = await loop.create_datagram_endpoint(
-        lambda: protocol, local_addr=(settings.listen, port)
+    udp = UdpPort(
+        loop, clock, settings.listen, settings.base_port + args.index if settings.base_port else 0
     )
-    sock = udp.get_extra_info("socket")
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-    except OSError:
-        pass
 
     listener = TcpListener(loop, clock)
     tcp_server: asyncio.AbstractServer | None = None
@@ -407,18 +461,18 @@ async def run(args: argparse.Namespace) -> None:
     core = WorkerCore(
         certificate,
         settings.announced,
-        udp.get_extra_info("sockname")[1],
-        udp.sendto,  # uvloop sends at once when it can; it keeps the bytes otherwise
+        udp.port,
+        udp.sendto,
         emit,
         settings,
         open_socket,
         tcp_port=tcp_port,
     )
-    protocol.core = core
+    udp.start(core.receive)
     listener.core = core
     clock.core = core
     clock.rearm()
-    load = LoadReporter(loop, core, sock)
+    load = LoadReporter(loop, core, udp.queued_bytes)
 
     link.write(
         {
@@ -448,7 +502,7 @@ async def run(args: argparse.Namespace) -> None:
             if not data:
                 break
             for message in decoder.feed(data):
-                link.write(handle(core, message, loop.time()))
+                link.write(handle(core, message, loop.time(), udp.counters))
             clock.rearm()
     except channel.ChannelError as exc:
         logger.error("worker: control channel broken: %s", exc)
@@ -462,7 +516,12 @@ async def run(args: argparse.Namespace) -> None:
             listener.close_all()
 
 
-def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, Any]:
+def handle(
+    core: WorkerCore,
+    message: dict[str, Any],
+    now: float,
+    io_counters: Callable[[], dict[str, int]] | None = None,
+) -> dict[str, Any]:
     """One framed request in, its framed answer out; nothing a request holds can raise."""
     request_id = message.get("id")
     method = message.get("method")
@@ -489,6 +548,8 @@ def handle(core: WorkerCore, message: dict[str, Any], now: float) -> dict[str, A
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
         result["handle_ms"] = (time.perf_counter() - started) * 1000
+        if io_counters is not None:
+            result.update(io_counters())
     return {"id": request_id, "result": result}
 
 

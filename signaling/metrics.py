@@ -359,7 +359,10 @@ class Metrics:
             getattr(self, attribute).labels(label, direction).set(_number(counters.get(name)))
         self.worker_retransmissions.labels(label).set(_number(counters.get("retransmissions")))
         self.worker_dropped.labels(label).set(
-            _number(counters.get("dropped")) + _number(stats.get("datagrams_dropped"))
+            _number(counters.get("dropped"))
+            + _number(stats.get("datagrams_dropped"))
+            + _number(stats.get("intake_dropped"))
+            + _number(stats.get("send_failed"))
         )
         self.worker_cpu.labels(label).set(_number(stats.get("cpu_seconds")))
         self.worker_loop_lag.labels(label).set(_number(stats.get("loop_lag_seconds")))
