@@ -98,7 +98,9 @@ class UdpPort:
     """The shared UDP port: read in batches into an :class:`Intake` (handshakes first,
     media in slices with the socket read again between them); sends go straight out."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock, listen: str, port: int):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, clock: Clock, listen: str, port: int
+    ) -> None:
         family, _, _, _, address = socket.getaddrinfo(listen, port, type=socket.SOCK_DGRAM)[0]
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
