@@ -98,6 +98,8 @@ class UdpPort:
     """The shared UDP port: read in batches into an :class:`Intake` (handshakes first,
     media in slices with the socket read again between them); sends go straight out."""
 
+    intake: Intake  # by start(), once the core that handles the datagrams exists
+
     def __init__(
         self, loop: asyncio.AbstractEventLoop, clock: Clock, listen: str, port: int
     ) -> None:
@@ -117,7 +119,6 @@ class UdpPort:
         self.port: int = self.sock.getsockname()[1]
         self.loop = loop
         self.clock = clock
-        self.intake: Intake | None = None
         self.draining = False
         self.send_errors = 0
 
@@ -127,8 +128,6 @@ class UdpPort:
 
     def _readable(self) -> None:
         intake = self.intake
-        if intake is None:
-            return
         recvfrom = self.sock.recvfrom
         for _ in range(READ_BATCH):
             try:
@@ -145,9 +144,7 @@ class UdpPort:
         self.clock.rearm()
 
     def _drain(self) -> None:
-        intake = self.intake
-        assert intake is not None
-        if intake.drain():
+        if self.intake.drain():
             self.loop.call_soon(self._drain)  # after the loop has read the socket again
         else:
             self.draining = False
@@ -166,12 +163,11 @@ class UdpPort:
 
     def counters(self) -> dict[str, int]:
         """What this layer dropped, for the worker's stats."""
-        dropped = self.intake.dropped if self.intake else 0
-        return {"intake_dropped": dropped, "send_failed": self.send_errors}
+        return {"intake_dropped": self.intake.dropped, "send_failed": self.send_errors}
 
     def queued_bytes(self) -> int:
         """Bytes waiting: in the kernel's receive queue and in the intake's media queue."""
-        return queue_bytes(self.sock) + (self.intake.queued_bytes if self.intake else 0)
+        return queue_bytes(self.sock) + self.intake.queued_bytes
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
@@ -522,7 +518,7 @@ def handle(
     core: WorkerCore,
     message: dict[str, Any],
     now: float,
-    io_counters: Callable[[], dict[str, int]] | None = None,
+    io_counters: Callable[[], dict[str, int]],
 ) -> dict[str, Any]:
     """One framed request in, its framed answer out; nothing a request holds can raise."""
     request_id = message.get("id")
@@ -550,8 +546,7 @@ def handle(
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
         result["handle_ms"] = (time.perf_counter() - started) * 1000
-        if io_counters is not None:
-            result.update(io_counters())
+        result.update(io_counters())  # what the I/O layer dropped
     return {"id": request_id, "result": result}
 
 
