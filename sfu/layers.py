@@ -369,6 +369,21 @@ class LayerControl(FeedbackUnit):
             and bandwidth.loss - bandwidth.loss_baseline < LOSS_HIGH  # GCC's congestion line
         )
 
+    def _padding_carrier(self) -> SimpleConsumer | None:
+        """The video consumer whose RTX stream carries a probe's padding (None: none has
+        one): one that sends, else one whose video is paused (its RTX stream is still the viewer's, and probing
+        is how a paused viewer's link shows it can take video again)."""
+        videos = [
+            c
+            for c in self.transport.consumers
+            if isinstance(c, SimpleConsumer)
+            and c.kind == "video"
+            and not c.closed
+            and c.rtx_ssrc is not None
+        ]
+        sending = next((c for c in videos if c.active), None)
+        return sending or next((c for c in videos if c in self.video_paused), None)
+
     def _media_rate(self, now: float) -> float:
         return sum(
             c.stream.bitrate(now)
@@ -455,15 +470,12 @@ class LayerControl(FeedbackUnit):
                 self.deadline = now + wait
                 self.transport.wake(self.deadline)
             return
-        carrier = next(
-            (
-                c
-                for c in self.transport.consumers
-                if isinstance(c, SimpleConsumer) and c.kind == "video" and c.active
-            ),
-            None,
-        )
+        carrier = self._padding_carrier()
         if carrier is None:
+            # Nothing to pad on: a probe that sent nothing proves nothing. Judged clean, it
+            # resumed a paused viewer's video into a link that could not carry it, and the
+            # pause came back 5 s later, over and over.
+            self.probe_troubled = True
             self.probe_next = inf
             return
         media = self._media_rate(now)
@@ -636,7 +648,7 @@ class LayerControl(FeedbackUnit):
             need = audio + sum(
                 t.rates[c] for t, c in zip(tracks, step, strict=True) if c is not None
             )
-            known = max(budget, self._media_rate(now) + audio)
+            known = max(budget, self._media_rate(now))  # audio included
             # On a lossy link (a radio or satellite hop loses some whatever we send) a
             # probe can pass by chance; the next one at 2x would flood a thin link's
             # queue. Such a link climbs in the small steps used after a failure.
@@ -725,6 +737,10 @@ class LayerControl(FeedbackUnit):
         )
         self.video_paused.add(consumer)
         consumer.suspend()
+        # Climb back in careful steps, as after a downgrade: a first probe at twice what
+        # the link was thought to carry dropped half the audio of a paused viewer's
+        # 200 kbit/s link for a second.
+        self.probe_failed = True
         self.transport.on_event(
             "video_paused",
             {

@@ -92,3 +92,92 @@ def test_lower_temporal_layers_are_steps_before_video_pauses():
     assert temporal_steps([SimpleNamespace(temporal_layers=0, tid_rates=())]) == ()
     unmeasured = SimpleNamespace(temporal_layers=3, tid_rates=())
     assert temporal_steps([unmeasured]) == (), "no steps until each layer's rate is known"
+
+
+# -- audio first with a real transport (the media-model rig) -------------------------------
+
+
+class ThinSingleLayer:
+    """One VP8 encoding at about 300 kbit/s and one viewer whose receiver reports a REMB
+    and a loss twice a second, as an aiortc viewer behind a thin link does."""
+
+    def __init__(self, rtx: bool) -> None:
+        from tests.test_media_model import MID, Rig
+
+        self.rig = Rig()
+        self.mid = MID
+        self.seq = 100
+        self.view, self.sock, self.consumer = self.rig.viewer(rtx=rtx)
+
+    def second(self, remb: int, loss: int) -> list:
+        """A second of 30 fps media and reports; what the viewer was sent in it."""
+        from sfu import rtcp
+        from tests.sansio import VIEWER_ADDR, VP8_DELTA, VP8_KEY, rtp
+
+        rig, consumer = self.rig, self.consumer
+        sent = []
+        for i in range(30):
+            self.seq += 1
+            payload = (VP8_KEY if self.seq % 60 == 1 else VP8_DELTA) + bytes(1200)
+            rig.send(rtp(0x1111, self.seq, self.seq * 3000, payload, extensions=self.mid))
+            rig.tick(1 / 30)
+            sent += self.sock.rtp()
+            if i % 15 == 0:
+                report = rtcp.RtcpReceiverInfo(
+                    ssrc=consumer.ssrc,
+                    fraction_lost=loss,
+                    packets_lost=0,
+                    highest_sequence=max(consumer.last_seq, 0),
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
+                )
+                self.view.receive(rtcp.receiver_report(9, [report]), VIEWER_ADDR, rig.now)
+                self.view.receive(rtcp.remb(9, remb, [consumer.ssrc]), VIEWER_ADDR, rig.now)
+        return sent
+
+    def pause(self) -> None:
+        """Heavy loss at 100 kbit/s until video pauses for the viewer (audio first)."""
+        for _ in range(12):
+            self.second(remb=100_000, loss=60)
+            if self.view.layers.video_paused:
+                break
+        assert self.view.layers.video_paused == {self.consumer}
+        assert pause_events(self.rig.events) == [True], "the viewer hears of it"
+
+
+def pause_events(events: list) -> list[bool]:
+    return [data["paused"] for name, data in events if name == "video_paused"]
+
+
+def test_a_paused_viewer_is_probed_with_padding_on_its_rtx_stream():
+    """Probing is how a paused viewer's link shows it can take video again: the padding
+    goes on the paused consumer's RTX stream, no media goes out meanwhile, and once the
+    probes carry cleanly (the reports say so) the video resumes."""
+    thin = ThinSingleLayer(rtx=True)
+    thin.pause()
+    while_paused = []
+    for _ in range(10):
+        sent = thin.second(remb=100_000, loss=0)
+        if not thin.view.layers.video_paused:
+            break
+        while_paused += sent
+    assert while_paused, "probes went out"
+    assert {p.ssrc for p in while_paused} == {thin.consumer.rtx_ssrc}, "on the RTX stream"
+    assert all(not p.payload for p in while_paused), "padding only (no payload)"
+    assert pause_events(thin.rig.events) == [True, False], "clean probes: video resumes"
+
+
+def test_a_probe_that_could_send_nothing_does_not_resume_video():
+    """A viewer without RTX has nothing to carry padding. Its probes used to be judged
+    clean (no loss, no falling estimate: nothing was sent), which resumed its video into
+    a link that could not carry it, and the pause came back seconds later, over and over
+    (an aiortc viewer behind a 300 kbit/s link got 3 video frames in 20 s)."""
+    thin = ThinSingleLayer(rtx=False)
+    thin.pause()
+    probes = thin.view.layers.probes
+    for _ in range(12):
+        assert thin.second(remb=100_000, loss=0) == []
+    assert thin.view.layers.probes > probes, "it did try"
+    assert thin.view.layers.video_paused == {thin.consumer}
+    assert pause_events(thin.rig.events) == [True], "no resume, no second pause"
