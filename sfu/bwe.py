@@ -283,6 +283,7 @@ class BandwidthEstimator:
         self.delay_bps = float(initial_bps)
         self.loss_bps = inf  # no loss constraint until loss cuts the rate
         self.remb_bps: float | None = None
+        self.last_remb = -inf  # when the receiver last sent a REMB
         self.detector = TrendlineDetector()
         self.acked = RateMeter(ACKED_WINDOW)
         self.rtt = DEFAULT_RTT
@@ -373,6 +374,7 @@ class BandwidthEstimator:
 
     def on_remb(self, bps: int, now: float) -> None:
         self.remb_bps = float(bps)
+        self.last_remb = now
         if now - self.last_feedback > REMB_ONLY_AFTER:
             # REMB is all the receiver sends: it is the estimate (loss can still lower it).
             self.delay_bps = float(bps)

@@ -18,10 +18,15 @@ Audio, retransmissions and video share it in that order of priority:
 * padding probes (sent while :attr:`Pacer.bypass` is set) are not paced: a probe's whole
   point is to go above the estimate for a moment.
 
-It paces only while the viewer sends transport-cc feedback (``FRESH``): without it there is
-no estimate to pace to (a REMB-only or feedback-less receiver is not held back, as
-before). The hot path stays cheap: while the bucket holds enough, :meth:`admit` is a refill and a
-subtraction; nothing is buffered unless the transport is over budget. Packets are queued
+It paces only while the viewer sends transport-cc feedback (``FRESH``). A receiver that
+sends only REMB (aiortc, for one) is not held back: its estimator starts at what it
+receives and dips on keyframe bursts, so pacing to it would hold good video. But its
+retransmissions come from the budget its REMB leaves, queued and dropped as above, and
+its media spends that budget without waiting: an aiortc viewer's NACKs behind a
+200 kbit/s link had the SFU send it 850 kbit/s, mostly resends of what the link had
+dropped. A receiver with no feedback at all is not paced. The hot path stays cheap:
+while the bucket holds enough, :meth:`admit` is a refill and a subtraction; nothing is
+buffered unless the transport is over budget. Packets are queued
 before their transport-wide sequence number is stamped, so the estimator sees the time
 they really left. Enabled per worker by ``MediaSettings.pacing`` (on by default).
 """
@@ -67,6 +72,7 @@ class Pacer(FeedbackUnit):
         self._rate_at = -inf
         self._rate = 0.0
         self._fresh = False
+        self._remb_only = False  # REMB and no transport-cc: only retransmissions wait
         self.dropped_video = 0
         self.dropped_retransmissions = 0
         self.queued = 0
@@ -87,7 +93,9 @@ class Pacer(FeedbackUnit):
         """Re-read the estimate and feedback freshness (every RATE_EVERY, not per packet)."""
         self._rate_at = now
         self._rate = self.rate(now)
-        self._fresh = now - self.bandwidth.last_feedback <= FRESH
+        bandwidth = self.bandwidth
+        self._fresh = now - bandwidth.last_feedback <= FRESH
+        self._remb_only = not self._fresh and now - bandwidth.last_remb <= FRESH
 
     def _refill(self, now: float) -> float:
         """Tokens for the time since the last refill, at the rate last read (its callers
@@ -106,25 +114,18 @@ class Pacer(FeedbackUnit):
             return True
         if now - self._rate_at >= RATE_EVERY:
             self._update(now)
-        if not self._fresh and self._due == inf:
-            return True  # no estimate to pace to, and nothing queued to keep order with
+        if not self._fresh and not self.queue:
+            if self._remb_only:
+                return self._admit_against_remb(buf, twcc_offset, now)
+            if self._due == inf:
+                return True  # no estimate to pace to, and nothing queued to keep order with
         rate = self._refill(now)
         size = len(buf)
         if self.tokens >= size and not self.queue and not self.resends:
             self.tokens -= size  # the hot path: within budget, nothing waiting
             return True
         if self.retransmitting:
-            if not self.resends and self.tokens >= size:
-                self.tokens -= size
-                return True
-            if self.resend_bytes + size > rate * MAX_RETRANSMIT_DELAY:
-                self.dropped_retransmissions += 1
-                self.transport.counters.dropped += 1
-                return False
-            self.resends.append((buf, twcc_offset, now))
-            self.resend_bytes += size
-            self._schedule(now)
-            return False
+            return self._admit_retransmission(buf, twcc_offset, rate, now)
         if self._is_audio(buf):
             self.tokens -= size  # never held; it still spends the budget
             return True
@@ -135,6 +136,36 @@ class Pacer(FeedbackUnit):
         self.queue.append((buf, twcc_offset, now))
         self.queued_bytes += size
         self.queued += 1
+        self._schedule(now)
+        return False
+
+    def _admit_against_remb(self, buf: bytearray, twcc_offset: int, now: float) -> bool:
+        """A REMB-only receiver: media goes at once and spends the budget (a debt of at
+        most one burst's worth); a retransmission goes from what is left of it."""
+        rate = self._refill(now)
+        size = len(buf)
+        if self.retransmitting:
+            return self._admit_retransmission(buf, twcc_offset, rate, now)
+        tokens = self.tokens - size
+        floor = -rate * BURST
+        self.tokens = tokens if tokens > floor else floor
+        return True
+
+    def _admit_retransmission(
+        self, buf: bytearray, twcc_offset: int, rate: float, now: float
+    ) -> bool:
+        """Sent if the bucket holds it and no resend waits; else queued behind the others
+        up to MAX_RETRANSMIT_DELAY of budget, beyond which it is dropped."""
+        size = len(buf)
+        if not self.resends and self.tokens >= size:
+            self.tokens -= size
+            return True
+        if self.resend_bytes + size > rate * MAX_RETRANSMIT_DELAY:
+            self.dropped_retransmissions += 1
+            self.transport.counters.dropped += 1
+            return False
+        self.resends.append((buf, twcc_offset, now))
+        self.resend_bytes += size
         self._schedule(now)
         return False
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from sfu import rtcp
 from sfu.nack import build_nack
 from sfu.pacer import Pacer
 from sfu.timers import TimerQueue
@@ -211,3 +212,51 @@ def test_without_transport_cc_feedback_nothing_is_paced():
         )
         rig.seq += 1
     assert len(rig.sock.rtp()) == 40, "a receiver without transport-cc is not held back"
+
+
+def test_a_remb_only_viewer_is_not_held_but_its_resends_come_from_what_its_remb_leaves():
+    """aiortc sends REMB and no transport-cc. Its video is not paced (its estimator dips
+    on keyframe bursts), but behind a thin link its NACKs had the SFU send it 850 kbit/s
+    into 200 kbit/s, mostly resends of what the link had dropped."""
+    rig = Rig(pacing=True)
+    pacer = rig.view.pacer
+    assert pacer is not None
+
+    def remb(bps: int) -> None:
+        rig.view.receive(rtcp.remb(0x5555, bps, [rig.consumer.ssrc]), VIEWER_ADDR, rig.now)
+
+    remb(100_000)  # 2.5x: 250 kbit/s of budget, ~31 bytes/ms
+    rig.publish(1, dt=0.1, key=True)
+    sent = []
+    for _ in range(40):  # 40 kB at once: far over that budget, and not held
+        rig.pub.receive(
+            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
+            PUBLISHER_ADDR,
+            rig.now,
+        )
+        rig.seq += 1
+        sent += rig.sock.rtp()
+    assert len(sent) == 40 and pacer.dropped_video == 0, "media goes at once"
+    assert rig.nack([p.seq for p in sent[:30]], 0.01) == [], "over budget: nothing resent now"
+    resent = []
+    for _ in range(40):
+        rig.now += 0.005
+        rig.timers.run(rig.now)
+        resent += rig.sock.rtp()
+    assert 0 < len(resent) <= 5, "100 ms of budget's worth of resends, spread out"
+    assert pacer.dropped_retransmissions >= 25, "the rest is dropped"
+    assert pacer.dropped_video == 0
+
+    remb(20_000_000)  # a good link: resends go at once
+    rig.now += 0.1
+    more = rig.publish(5, dt=0.01)
+    assert len(rig.nack([p.seq for p in more], 0.05)) == 5
+
+
+def test_a_remb_that_went_stale_no_longer_budgets_resends():
+    rig = Rig(pacing=True)
+    rig.view.receive(rtcp.remb(0x5555, 10_000, [rig.consumer.ssrc]), VIEWER_ADDR, rig.now)
+    rig.now += 10  # no REMB for 10 s: it says nothing of the link now
+    out = rig.publish(10, dt=0.01, key=True)
+    assert len(out) == 10
+    assert len(rig.nack([p.seq for p in out], 0.05)) == 10
