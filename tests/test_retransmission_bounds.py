@@ -53,6 +53,16 @@ class Rig:
             self.seq += 1
         return self.sock.rtp()
 
+    def big_packet(self) -> list[Any]:
+        """One 1 kB video packet from the publisher now; what the viewer was sent."""
+        self.pub.receive(
+            rtp(0x1111, self.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
+            PUBLISHER_ADDR,
+            self.now,
+        )
+        self.seq += 1
+        return self.sock.rtp()
+
     def nack(self, seqs: list[int], dt: float = 0.0) -> list[Any]:
         self.now += dt
         self.view.receive(build_nack(0x5555, self.consumer.ssrc, seqs), VIEWER_ADDR, self.now)
@@ -100,17 +110,10 @@ def test_pacing_spreads_a_burst_over_the_budget_and_drops_only_beyond_its_bound(
     sent = rig.publish(1, dt=0.1, key=True)
     assert len(sent) == 1
 
-    def burst(count: int) -> None:  # a keyframe's packets arriving at once
-        for _ in range(count):
-            rig.pub.receive(
-                rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
-                PUBLISHER_ADDR,
-                rig.now,
-            )
-            rig.seq += 1
+    def burst(count: int) -> list[Any]:  # a keyframe's packets arriving at once
+        return [p for _ in range(count) for p in rig.big_packet()]
 
-    burst(20)  # 21 kB: 0.33 s of budget
-    first = rig.sock.rtp()
+    first = burst(20)  # 21 kB: 0.33 s of budget
     assert len(first) <= 3, "only the bucket's burst goes at once"
     assert pacer.queued > 0 and pacer.dropped_video == 0, "the rest waits; nothing is lost"
     times = []
@@ -143,13 +146,7 @@ def test_pacing_sends_retransmissions_before_queued_video_and_drops_them_first()
     pacer = rig.view.pacer
     assert pacer is not None
     for _ in range(10):  # a frame over budget: queued
-        rig.pub.receive(
-            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
-            PUBLISHER_ADDR,
-            rig.now,
-        )
-        rig.seq += 1
-    rig.sock.rtp()
+        rig.big_packet()
     assert pacer.queue, "video waits"
     pacer.tokens = 0
     assert rig.nack([out[2].seq]) == [], "the bucket is short: the resend waits too"
@@ -166,13 +163,7 @@ def test_pacing_sends_retransmissions_before_queued_video_and_drops_them_first()
     for _ in range(12):  # sent one at a time, within budget
         rig.now += 0.05
         rig.timers.run(rig.now)
-        rig.pub.receive(
-            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
-            PUBLISHER_ADDR,
-            rig.now,
-        )
-        rig.seq += 1
-        big += rig.sock.rtp()
+        big += rig.big_packet()
     assert len(big) == 12
     # Far more resends than 100 ms of budget, with the bucket empty: the rest is dropped.
     pacer.tokens = 0
@@ -204,14 +195,8 @@ def test_without_transport_cc_feedback_nothing_is_paced():
     rig = Rig(pacing=True)
     rig.view.bandwidth.delay_bps = 400_000  # an estimate nothing confirms
     rig.publish(1, dt=0.1, key=True)
-    for _ in range(40):  # 40 kB at once: far over that "budget"
-        rig.pub.receive(
-            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
-            PUBLISHER_ADDR,
-            rig.now,
-        )
-        rig.seq += 1
-    assert len(rig.sock.rtp()) == 40, "a receiver without transport-cc is not held back"
+    sent = [p for _ in range(40) for p in rig.big_packet()]  # 40 kB at once: far over it
+    assert len(sent) == 40, "a receiver without transport-cc is not held back"
 
 
 def test_a_remb_only_viewer_is_not_held_but_its_resends_come_from_what_its_remb_leaves():
@@ -229,13 +214,7 @@ def test_a_remb_only_viewer_is_not_held_but_its_resends_come_from_what_its_remb_
     rig.publish(1, dt=0.1, key=True)
     sent = []
     for _ in range(40):  # 40 kB at once: far over that budget, and not held
-        rig.pub.receive(
-            rtp(0x1111, rig.seq, 0, VP8_DELTA + bytes(1000), extensions=MID),
-            PUBLISHER_ADDR,
-            rig.now,
-        )
-        rig.seq += 1
-        sent += rig.sock.rtp()
+        sent += rig.big_packet()
     assert len(sent) == 40 and pacer.dropped_video == 0, "media goes at once"
     assert rig.nack([p.seq for p in sent[:30]], 0.01) == [], "over budget: nothing resent now"
     resent = []
