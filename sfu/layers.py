@@ -371,8 +371,8 @@ class LayerControl(FeedbackUnit):
 
     def _padding_carrier(self) -> SimpleConsumer | None:
         """The video consumer whose RTX stream carries a probe's padding (None: none has
-        one): one that sends, else one whose video is paused (its RTX stream is still the viewer's, and probing
-        is how a paused viewer's link shows it can take video again)."""
+        one): one that sends, else one whose video is paused (its RTX stream is still the
+        viewer's, and probing is how a paused viewer's link shows it can take video again)."""
         videos = [
             c
             for c in self.transport.consumers

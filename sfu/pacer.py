@@ -26,9 +26,9 @@ its media spends that budget without waiting: an aiortc viewer's NACKs behind a
 200 kbit/s link had the SFU send it 850 kbit/s, mostly resends of what the link had
 dropped. A receiver with no feedback at all is not paced. The hot path stays cheap:
 while the bucket holds enough, :meth:`admit` is a refill and a subtraction; nothing is
-buffered unless the transport is over budget. Packets are queued
-before their transport-wide sequence number is stamped, so the estimator sees the time
-they really left. Enabled per worker by ``MediaSettings.pacing`` (on by default).
+buffered unless the transport is over budget. Packets are queued before their
+transport-wide sequence number is stamped, so the estimator sees the time they really
+left. Enabled per worker by ``MediaSettings.pacing`` (on by default).
 """
 
 from __future__ import annotations
