@@ -237,6 +237,7 @@
       state: "closed",
       publishState: null,
       viewState: null,
+      sending: [], // per encoding: rid, framesSent, framesPerSecond, qualityLimitationReason
     };
     const pub = sessions.publish;
     const sub = sessions.view;
@@ -259,6 +260,12 @@
         if (s.type === "outbound-rtp" && s.kind === "video") {
           out.framesEncoded += s.framesEncoded || 0;
           out.framesSent += s.framesSent || 0;
+          out.sending.push({
+            rid: s.rid || null,
+            framesSent: s.framesSent || 0,
+            framesPerSecond: s.framesPerSecond || 0,
+            qualityLimitationReason: s.qualityLimitationReason || null,
+          });
           if (!sub) {
             out.frameWidth = s.frameWidth || out.frameWidth;
             out.frameHeight = s.frameHeight || out.frameHeight;
