@@ -159,16 +159,28 @@ async def test_chromium_publishes_whip_aiortc_receives(server, browser):
                 stats = await page_stats(driver)
                 pytest.fail(f"aiortc viewer decoded no video in 20 s; publisher stats: {stats}")
             await asyncio.sleep(0.05)
+        # The camera's rate (70 % of it) over some 5 s within 15 s of the first frame:
+        # the connection's first seconds (the receiver's first estimate, a busy CI
+        # machine) are not what this test is about.
         first = viewer.video_frame_times[0]
-        await asyncio.sleep(max(0.0, first + MEASURE_S + 0.3 - time.monotonic()))
-
-        in_window = [t for t in viewer.video_frame_times if first < t <= first + MEASURE_S]
-        fps = len(in_window) / MEASURE_S
+        need = int(0.7 * CAMERA_FPS * MEASURE_S)
+        while True:
+            times = viewer.video_frame_times
+            recent = [t for t in times if t > times[-1] - MEASURE_S]
+            if times[-1] - first >= MEASURE_S and len(recent) >= need:
+                break
+            if time.monotonic() > first + 15:
+                stats = await page_stats(driver)
+                per_second = [
+                    len([t for t in times if first + i <= t < first + i + 1]) for i in range(15)
+                ]
+                pytest.fail(
+                    f"aiortc never decoded {need} frames in {MEASURE_S} s within 15 s of its "
+                    f"first (camera {CAMERA_FPS} fps): frames per second {per_second}; "
+                    f"the publisher sends {stats['sending']}"
+                )
+            await asyncio.sleep(0.1)
         stats = await page_stats(driver)
-        assert fps >= 0.7 * CAMERA_FPS, (
-            f"aiortc decoded {fps:.1f} fps over {MEASURE_S} s (camera {CAMERA_FPS} fps); "
-            f"publisher stats: {stats}"
-        )
         assert viewer.audio_frames > 0, "no audio frame reached the aiortc viewer"
         assert stats["framesSent"] > 0 and stats["publishState"] == "connected", stats
         assert console_errors_besides_network(browser) == []
