@@ -181,3 +181,83 @@ def test_a_probe_that_could_send_nothing_does_not_resume_video():
     assert thin.view.layers.probes > probes, "it did try"
     assert thin.view.layers.video_paused == {thin.consumer}
     assert pause_events(thin.rig.events) == [True], "no resume, no second pause"
+
+
+def test_a_probe_pads_what_goes_on_the_wire_up_to_its_goal_resends_included():
+    """A probe's goal is what the viewer's link must carry: the padding tops up the
+    transport's real output (media, retransmissions) to it. Topped up over the source
+    stream's rate, probes at 250-280 kbit/s into a 300 kbit/s link (5 % loss, so many
+    resends) lost up to 20 % of what they carried, and the viewer sat on a lower layer."""
+    from sfu.nack import build_nack
+    from sfu.streams import Encoding
+    from tests.sansio import VIEWER_ADDR, VP8_DELTA, VP8_KEY, rtp
+    from tests.test_media_model import Rig
+
+    rig = Rig([Encoding(ssrc=0xA1), Encoding(ssrc=0xA2), Encoding(ssrc=0xA3)])
+    view, sock, consumer = rig.viewer()
+    consumer.set_preferred(0, rig.now)
+    seq = 100
+    media_seqs: list[int] = []
+
+    def second(lose: int) -> tuple[int, int]:
+        """A second of the lowest encoding at 34 fps (about 170 kbit/s) in which the
+        viewer asks for ``lose`` of its packets again: (bytes it was sent, resends)."""
+        nonlocal seq
+        total = resends = 0
+        for tick in range(100):  # the worker's timers fire on time: every 10 ms
+            rig.tick(0.01)
+            if tick % 3 == 0:
+                seq += 1
+                payload = (VP8_KEY if seq == 101 else VP8_DELTA) + bytes(600)
+                rig.send(rtp(0xA1, seq, seq * 3000, payload, extensions=[(4, b"0")]))
+            if tick % 6 == 0 and tick // 6 < lose and len(media_seqs) > 3:
+                view.receive(build_nack(9, consumer.ssrc, [media_seqs[-3]]), VIEWER_ADDR, rig.now)
+            for data in sock.take():
+                total += len(data)
+                if 192 <= data[1] <= 223:
+                    continue  # RTCP
+                if data[1] & 0x7F == consumer.pt:
+                    media_seqs.append(int.from_bytes(data[2:4], "big"))
+                elif len(data) > 600:  # RTX with a payload (padding is under 300 bytes)
+                    resends += 1
+        return total, resends
+
+    second(lose=0)
+    second(lose=0)
+    view.layers._maybe_probe(
+        budget=200_000.0,
+        audio=0.0,
+        videos=[consumer],
+        tracks=[Track(RATES, 2)],
+        roomy=[0],
+        holding=False,
+        now=rig.now,
+        currents=[0],
+    )
+    goal = view.layers.probe_goal
+    assert goal > 250_000, goal
+    sent, resends = second(lose=15)  # the probe's first second
+    assert resends >= 10, "the viewer's resends are part of the test"
+    assert 0.9 * goal <= sent * 8 <= 1.1 * goal, (sent * 8, goal)
+
+
+def test_a_probe_after_a_late_timer_sends_no_catch_up_burst():
+    """A busy worker's timer fires late; the padding owed for the gap is forgiven beyond
+    a short burst, which a thin link's queue would otherwise take at once."""
+    from sfu.layers import PROBE_BURST
+    from sfu.streams import Encoding
+    from tests.sansio import VP8_KEY, rtp
+    from tests.test_media_model import Rig
+
+    rig = Rig([Encoding(ssrc=0xA1), Encoding(ssrc=0xA2)])
+    view, sock, consumer = rig.viewer()
+    consumer.set_preferred(0, rig.now)
+    rig.send(rtp(0xA1, 100, 3000, VP8_KEY + bytes(600), extensions=[(4, b"0")]))
+    sock.take()
+    goal = 400_000.0
+    view.layers._start_probe(goal, rig.now)
+    rig.tick(0.3)  # the first burst is due at once; the timer runs 300 ms late
+    burst = sum(len(data) for data in sock.take())
+    assert 0 < burst <= goal / 8 * PROBE_BURST + 300, burst
+    rig.tick(0.02)
+    assert 0 < sum(len(data) for data in sock.take()) <= goal / 8 * 0.02 + 300
