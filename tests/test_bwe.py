@@ -188,3 +188,28 @@ def test_a_clean_probe_moves_the_estimate_up_at_once():
     assert estimator.estimate_bps == 900_000
     estimator.on_probe_result(500_000)
     assert estimator.estimate_bps == 900_000, "a smaller probe never lowers it"
+
+
+def test_loss_from_a_sender_that_cannot_slow_down_yet_stops_at_what_got_through():
+    """Before a viewer's layer switch lands (a keyframe and two decisions away) the old
+    layer keeps flooding its link: loss goes on whatever the estimate says. The loss
+    cuts used to compound (to 92 kbit/s here; 83 kbit/s on the Chromium weak-link test,
+    whose viewer then spent 21 s on a temporal step); they stop at the delay-based cut
+    of the rate the receiver acknowledged."""
+    bwe = BandwidthEstimator()
+    link = Bottleneck(300_000, delay=0.15)
+    pending: list[tuple[float, int, float | None]] = []
+    lowest = bwe.estimate_bps
+    for step in range(3000):  # 3 s of a 1.5 Mbit/s layer, reported every 50 ms
+        t = step / 1000
+        if step % 33 == 0:
+            pending += [(t, PACKET, link.send(t, PACKET)) for _ in range(5)]
+        if step % 50 == 0:
+            done = [i for i, p in enumerate(pending) if p[2] is None or p[2] <= t]
+            if done:
+                batch, pending[: done[-1] + 1] = pending[: done[-1] + 1], []
+                bwe.on_packets(batch, t)
+        if t > 1.0:
+            lowest = min(lowest, bwe.estimate_bps)
+    assert bwe.loss > 0.5, "the link loses most of it"
+    assert lowest >= 0.6 * link.rate, lowest
