@@ -186,8 +186,8 @@ def test_a_probe_that_could_send_nothing_does_not_resume_video():
 def test_a_probe_pads_what_goes_on_the_wire_up_to_its_goal_resends_included():
     """A probe's goal is what the viewer's link must carry: the padding tops up the
     transport's real output (media, retransmissions) to it. Topped up over the source
-    stream's rate, probes at 250-280 kbit/s into a 300 kbit/s link (5 % loss, so many
-    resends) lost up to 20 % of what they carried, and the viewer sat on a lower layer."""
+    stream's rate, a probe sent its goal plus every resend: 480 kbit/s for a 400 kbit/s
+    goal here, into a link that may carry just the goal."""
     from sfu.nack import build_nack
     from sfu.streams import Encoding
     from tests.sansio import VIEWER_ADDR, VP8_DELTA, VP8_KEY, rtp
