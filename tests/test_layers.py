@@ -191,7 +191,7 @@ def test_a_probe_pads_what_goes_on_the_wire_up_to_its_goal_resends_included():
     from sfu.nack import build_nack
     from sfu.streams import Encoding
     from tests.sansio import VIEWER_ADDR, VP8_DELTA, VP8_KEY, rtp
-    from tests.test_media_model import Rig
+    from tests.test_media_model import MID, Rig
 
     rig = Rig([Encoding(ssrc=0xA1), Encoding(ssrc=0xA2), Encoding(ssrc=0xA3)])
     view, sock, consumer = rig.viewer()
@@ -209,7 +209,7 @@ def test_a_probe_pads_what_goes_on_the_wire_up_to_its_goal_resends_included():
             if tick % 3 == 0:
                 seq += 1
                 payload = (VP8_KEY if seq == 101 else VP8_DELTA) + bytes(600)
-                rig.send(rtp(0xA1, seq, seq * 3000, payload, extensions=[(4, b"0")]))
+                rig.send(rtp(0xA1, seq, seq * 3000, payload, extensions=MID))
             if tick % 6 == 0 and tick // 6 < lose and len(media_seqs) > 3:
                 view.receive(build_nack(9, consumer.ssrc, [media_seqs[-3]]), VIEWER_ADDR, rig.now)
             for data in sock.take():
@@ -224,18 +224,8 @@ def test_a_probe_pads_what_goes_on_the_wire_up_to_its_goal_resends_included():
 
     second(lose=0)
     second(lose=0)
-    view.layers._maybe_probe(
-        budget=200_000.0,
-        audio=0.0,
-        videos=[consumer],
-        tracks=[Track(RATES, 2)],
-        roomy=[0],
-        holding=False,
-        now=rig.now,
-        currents=[0],
-    )
-    goal = view.layers.probe_goal
-    assert goal > 250_000, goal
+    goal = 400_000.0
+    view.layers._start_probe(goal, rig.now)
     sent, resends = second(lose=15)  # the probe's first second
     assert resends >= 10, "the viewer's resends are part of the test"
     assert 0.9 * goal <= sent * 8 <= 1.1 * goal, (sent * 8, goal)
@@ -247,12 +237,12 @@ def test_a_probe_after_a_late_timer_sends_no_catch_up_burst():
     from sfu.layers import PROBE_BURST
     from sfu.streams import Encoding
     from tests.sansio import VP8_KEY, rtp
-    from tests.test_media_model import Rig
+    from tests.test_media_model import MID, Rig
 
     rig = Rig([Encoding(ssrc=0xA1), Encoding(ssrc=0xA2)])
     view, sock, consumer = rig.viewer()
     consumer.set_preferred(0, rig.now)
-    rig.send(rtp(0xA1, 100, 3000, VP8_KEY + bytes(600), extensions=[(4, b"0")]))
+    rig.send(rtp(0xA1, 100, 3000, VP8_KEY + bytes(600), extensions=MID))
     sock.take()
     goal = 400_000.0
     view.layers._start_probe(goal, rig.now)
