@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from sfu import rtcp
 from sfu.codecs import vp8_picture_ids
+from sfu.red import renumber
 from sfu.rtp import SEQ_TS_SSRC, ExtensionLayout, RtpPacket, abs_send_time, patch, template
 from sfu.temporal import TemporalFilter
 
@@ -121,6 +122,7 @@ class SimpleConsumer(Consumer):
         "rtx_ssrc",
         "pt",
         "rtx_pt",
+        "red_pt",
         "layout",
         "stream",
         "seq_offset",
@@ -157,6 +159,7 @@ class SimpleConsumer(Consumer):
         self.rtx_pt = rtx_payload_type
         self.rtx_ssrc = (rtx_ssrc or random_ssrc()) if rtx_payload_type is not None else None
         self.pt = payload_type
+        self.red_pt: int | None = None  # the viewer's RED number, when it takes RED audio
         self.layout = layout
         self.stream = producer.streams[encoding]  # the highest unless told otherwise
         self.seq_offset = 0
@@ -204,7 +207,12 @@ class SimpleConsumer(Consumer):
         """Patch one copy of the packet for this receiver and hand it to the transport."""
         seq = (packet.seq + self.seq_offset) & 0xFFFF
         ts = (packet.ts + self.ts_offset) & 0xFFFFFFFF
-        buf[1] = packet.marker | self.pt
+        if self.red_pt is not None and packet.pt == self.producer.red_pt:
+            # Redundant audio as sent (the producer strips it for everyone else).
+            buf[1] = packet.marker | self.red_pt
+            renumber(buf, len(buf) - len(packet.payload), self.producer.codec.payload_type, self.pt)
+        else:
+            buf[1] = packet.marker | self.pt
         SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, self.ssrc)
         self.transport.send_rtp(buf, twcc_offset, now)
         self.packets += 1
@@ -606,7 +614,8 @@ class PipeConsumer(Consumer):
         index = stream.index
         block, twcc_offset = self.layout.block(packet, abs_send_time(now))
         buf = template(packet, block)
-        patch(buf, packet.marker | self.pt, packet.seq, packet.ts, self.out_ssrcs[index])
+        pt = packet.pt if packet.pt == self.producer.red_pt else self.pt  # RED passes as is
+        patch(buf, packet.marker | pt, packet.seq, packet.ts, self.out_ssrcs[index])
         self.transport.send_rtp(buf, twcc_offset + 12 if twcc_offset >= 0 else -1, now)
         self.packets[index] += 1
         self.octets[index] += len(packet.payload)

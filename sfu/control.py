@@ -213,6 +213,7 @@ class PipeOutResult(TypedDict):
     payload_type: int
     fmtp: dict[str, str]
     ssrcs: list[int]
+    red_payload_type: NotRequired[int]  # the publisher sends RED (sfu/red.py) with this
 
 
 class PipeInParams(TypedDict):
@@ -230,6 +231,7 @@ class PipeInParams(TypedDict):
     payload_type: int
     fmtp: dict[str, str]
     ssrcs: list[int]
+    red_payload_type: NotRequired[int]
     remote_host: str
     remote_port: int
     listen: NotRequired[str]

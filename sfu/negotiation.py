@@ -180,8 +180,12 @@ class Negotiator:
             if section.kind == "video" and sdp.URI_RID in answer.extensions:
                 answer.recv_rids = section.send_rids()
             if previous is not None:
+                if previous.red_pt is not None:
+                    answer.red = sdp.find_red(section, codec)
                 plan.kept.append(previous)
                 continue
+            if section.kind == "audio" and self.settings.audio_red:
+                answer.red = sdp.find_red(section, codec)
             plan.added.append(
                 Producer(
                     f"{transport.session_id}-{section.mid}",
@@ -193,6 +197,7 @@ class Negotiator:
                     use_nack=use_nack,
                     use_rtx=answer.use_rtx,
                     keyframe_interval=self.settings.keyframe_interval,
+                    red_pt=None if answer.red is None else answer.red.payload_type,
                 )
             )
         plan.removed = [p for p in current.values() if p not in plan.kept]
@@ -245,6 +250,9 @@ class Negotiator:
                 codec.rtx_payload_type if use_rtx else None,
                 ExtensionLayout(negotiated, section.mid or ""),
             )
+            if producer.red_pt is not None:
+                answer.red = sdp.find_red(section, codec)
+                consumer.red_pt = None if answer.red is None else answer.red.payload_type
             answer.codec = codec
             answer.direction = "sendonly"
             answer.feedback = feedback

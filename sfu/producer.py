@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sfu.consumer import SimulcastConsumer
+from sfu.red import RedError, primary
 from sfu.rtp import RtpPacket, abs_send_time, template
 from sfu.sdp import Codec
 from sfu.streams import Encoding, RecvStream
@@ -44,6 +45,7 @@ class Producer:
         use_nack: bool,
         use_rtx: bool,
         keyframe_interval: float = 0.5,
+        red_pt: int | None = None,
     ) -> None:
         self.id = producer_id
         self.transport = transport
@@ -52,6 +54,8 @@ class Producer:
         self.codec = codec
         self.is_video = kind == "video"
         self.rtx_pt = codec.rtx_payload_type if use_rtx else None
+        self.red_pt = red_pt  # the publisher's RED payload type (sfu/red.py), if it sends RED
+        self.red_seen = False
         self.streams = [
             RecvStream(
                 self, index, encoding, use_nack=use_nack, keyframe_interval=keyframe_interval
@@ -84,6 +88,15 @@ class Producer:
             self.level_count += 1
         if self.paused:
             return
+        plain = packet  # what a viewer without RED gets: the packet, or its primary Opus
+        if packet.pt == self.red_pt:
+            if not self.red_seen:
+                self.red_seen = True
+                logger.info("producer %s: audio arrives with redundancy (RED)", self.id)
+            stripped = self._primary(packet)
+            if stripped is None:
+                return
+            plain = stripped
         groups = stream.groups
         if groups:
             keyframe = packet.keyframe
@@ -91,6 +104,8 @@ class Producer:
             send_time = abs_send_time(now)
             for layout, consumers in groups:
                 buf_template: bytearray | None = None
+                plain_template: bytearray | None = None
+                block = b""
                 twcc_offset = -1
                 for consumer in consumers:
                     if consumer.stream is not stream:
@@ -117,9 +132,31 @@ class Producer:
                         buf_template = template(packet, block)
                         if twcc_offset >= 0:
                             twcc_offset += 12
+                    if plain is not packet and consumer.red_pt is None:
+                        if plain_template is None:
+                            plain_template = template(plain, block)
+                        consumer.send(plain, bytearray(plain_template), twcc_offset, now)
+                        continue
                     consumer.send(packet, bytearray(buf_template), twcc_offset, now)
         for pipe in stream.pipes:
             pipe.forward(packet, stream, now)
+
+    def _primary(self, packet: RtpPacket) -> RtpPacket | None:
+        """A RED packet's primary block as a plain packet of the codec (None: malformed,
+        dropped for every viewer; the publisher's stream and its other packets go on)."""
+        try:
+            pt, payload = primary(packet.payload)
+        except RedError:
+            logger.debug("producer %s: malformed RED packet %d dropped", self.id, packet.seq)
+            return None
+        if pt != self.codec.payload_type or not payload:
+            return None  # redundancy of another codec, or an empty primary
+        plain = RtpPacket(packet.ssrc, packet.seq, packet.ts, pt, packet.marker, payload)
+        plain.mid = packet.mid
+        plain.audio_level = packet.audio_level
+        plain.twcc = packet.twcc
+        plain.size = packet.size
+        return plain
 
     def bind(self, packet: RtpPacket, now: float) -> tuple[RecvStream, bool] | None:
         """The stream an SSRC we have not seen belongs to, and whether it is its RTX.
@@ -127,7 +164,7 @@ class Producer:
         Encodings are told apart by rid (or repaired rid for RTX); without one, only a
         single-encoding producer can take the packet, by payload type. A known encoding
         arriving on a new SSRC means the publisher restarted that encoder."""
-        if packet.pt == self.codec.payload_type and packet.rrid is None:
+        if packet.pt in (self.codec.payload_type, self.red_pt) and packet.rrid is None:
             stream = self._stream_for(packet.rid)
             if stream is None:
                 return None

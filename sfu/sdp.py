@@ -462,6 +462,18 @@ class AnswerSection:
     stream_id: str = "-"
     track_id: str = "-"
     recv_rids: list[str] = field(default_factory=list)  # rid simulcast we accept
+    red: Codec | None = None  # audio redundancy (RFC 2198) over ``codec``, listed first
+
+
+def find_red(media: MediaSection, primary: Codec) -> Codec | None:
+    """The offered RED format whose blocks are all ``primary`` (Chromium: ``63 111/111``)."""
+    for codec in media.codecs:
+        if codec.name != "red" or codec.clock_rate != primary.clock_rate:
+            continue
+        blocks = codec.fmtp_line().split("/")
+        if blocks and all(b == str(primary.payload_type) for b in blocks):
+            return codec
+    return None
 
 
 def negotiate_feedback(kind: str, codec: Codec) -> list[tuple[str, str]]:
@@ -544,6 +556,8 @@ def _answer_media(
         return lines
     codec = s.codec
     pts = [str(codec.payload_type)]
+    if s.red is not None:
+        pts.insert(0, str(s.red.payload_type))  # first: a browser sends what comes first
     if s.use_rtx and codec.rtx_payload_type is not None:
         pts.append(str(codec.rtx_payload_type))
     lines = [
@@ -561,6 +575,9 @@ def _answer_media(
         lines.append("a=rtcp-rsize")
     for uri, ext_id in s.extensions.items():
         lines.append(f"a=extmap:{ext_id} {uri}")
+    if s.red is not None:
+        lines.append(f"a=rtpmap:{s.red.payload_type} {s.red.rtpmap()}")
+        lines.append(f"a=fmtp:{s.red.payload_type} {codec.payload_type}/{codec.payload_type}")
     lines.append(f"a=rtpmap:{codec.payload_type} {codec.rtpmap()}")
     for fb_type, fb_param in s.feedback:
         lines.append(f"a=rtcp-fb:{codec.payload_type} {fb_type} {fb_param}".rstrip())

@@ -51,6 +51,7 @@ class OfferedSection:
     stream: str
     track: str
     accepted: bool = False
+    red: sdp.Codec | None = None  # redundant audio offered over ``codec`` (sfu/red.py)
 
 
 def _codec_key(codec: sdp.Codec) -> tuple[object, ...]:
@@ -108,6 +109,10 @@ class SubscriberSession:
                 feedback=list(OFFER_FEEDBACK[producer.kind]),
                 rtx_payload_type=rtx_pt if producer.kind == "video" else None,
             )
+            red = None
+            if producer.red_pt is not None:
+                # Audio has no RTX: its second number is this connection's RED over it.
+                red = sdp.Codec(rtx_pt, "red", codec.clock_rate, 2, {f"{pt}/{pt}": ""})
             mid = str(self.next_mid)
             self.next_mid += 1
             consumer = consumer_for(
@@ -119,7 +124,9 @@ class SubscriberSession:
                 ExtensionLayout(OFFER_EXTENSIONS[producer.kind], mid),
             )
             self.sections.append(
-                OfferedSection(mid, producer.kind, codec, consumer, producer.id, stream, track)
+                OfferedSection(
+                    mid, producer.kind, codec, consumer, producer.id, stream, track, red=red
+                )
             )
             changed = True
         if changed or self.version == 0:
@@ -147,6 +154,7 @@ class SubscriberSession:
                 extensions=OFFER_EXTENSIONS[section.kind],
                 use_rtx=section.codec.rtx_payload_type is not None,
                 feedback=section.codec.feedback,
+                red=section.red,
             )
             if consumer is not None:
                 entry.send_ssrc = consumer.ssrc
@@ -187,6 +195,8 @@ class SubscriberSession:
             if consumer.rtx_pt is not None and consumer.rtx_pt not in codec_pts:
                 consumer.rtx_pt = None
                 consumer.rtx_ssrc = None
+            if section.red is not None and section.red.payload_type in codec_pts:
+                consumer.red_pt = section.red.payload_type
             section.accepted = True
             self.transport.add_consumer(consumer)
         self.answered_version = version

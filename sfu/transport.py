@@ -204,6 +204,8 @@ class Transport(ABC):
         self.producers_by_pt[producer.codec.payload_type] = producer
         if producer.rtx_pt is not None:
             self.producers_by_pt[producer.rtx_pt] = producer
+        if producer.red_pt is not None:
+            self.producers_by_pt[producer.red_pt] = producer
         self.producers_by_mid[producer.mid.encode()] = producer
         for stream in producer.streams:
             if stream.ssrc is not None:

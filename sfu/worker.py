@@ -525,7 +525,7 @@ class WorkerCore:
         codec = producer.codec
         local = transport.socket.local
         assert not isinstance(local, str)
-        return {
+        result: control.PipeOutResult = {
             "local_host": local[0],
             "local_port": local[1],
             "kind": producer.kind,
@@ -536,6 +536,9 @@ class WorkerCore:
             "fmtp": dict(codec.fmtp),
             "ssrcs": consumer.ssrcs(),
         }
+        if producer.red_pt is not None:
+            result["red_payload_type"] = producer.red_pt  # the pipe carries RED as sent
+        return result
 
     def pipe_in(self, params: control.PipeInParams, now: float) -> control.PlainTransportResult:
         """The far side of a pipe: a producer (the home producer's id) fed by the pipe, with
@@ -551,6 +554,9 @@ class WorkerCore:
             raise ControlError("bad_request", "ssrcs must be 1 or more 32-bit SSRCs")
         if not 0 < params["remote_port"] < 65536 or not 0 <= params["payload_type"] < 128:
             raise ControlError("bad_request", "remote_port 1-65535, payload_type 0-127")
+        red_pt = params.get("red_payload_type")
+        if red_pt is not None and not 0 <= red_pt < 128:
+            raise ControlError("bad_request", "red_payload_type 0-127")
         self._new_session_id(params["session"])
         transport = self._open_plain(
             params["session"],
@@ -581,6 +587,7 @@ class WorkerCore:
             use_nack=is_video,
             use_rtx=False,  # the home side resends originals on the pipe
             keyframe_interval=self.settings.keyframe_interval,
+            red_pt=red_pt,
         )
         transport.add_producer(producer)
         self.rooms[transport.room].add_producer(producer)

@@ -281,6 +281,8 @@ class Placement:
                     "remote_host": out["local_host"],
                     "remote_port": out["local_port"],
                 }
+                if "red_payload_type" in out:
+                    piped["red_payload_type"] = out["red_payload_type"]
                 inbound = await far.call(control.PIPE_IN, piped)
                 far.sessions.add(in_session)
                 self.pipe_sessions[in_session] = pipe

@@ -81,7 +81,7 @@ def test_sfu_has_no_import_cycle():
 
 
 def test_the_protocol_pieces_import_nothing_above_them():
-    """ICE, DTLS, SRTP, RTP, RTCP, SDP, NACK, keyframes and codecs are leaves: they know
+    """ICE, DTLS, SRTP, RTP, RTCP, SDP, NACK, keyframes, codecs and RED are leaves: they know
     nothing of transports, producers, consumers or the worker."""
     edges = graph()
     upper = {
@@ -103,5 +103,6 @@ def test_the_protocol_pieces_import_nothing_above_them():
         "sfu.nack",
         "sfu.keyframe",
         "sfu.codecs",
+        "sfu.red",
     ):
         assert not edges[leaf] & upper, f"{leaf} imports {edges[leaf] & upper}"

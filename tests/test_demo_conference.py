@@ -298,6 +298,13 @@ def tile(state: dict, identity: str) -> dict | None:
     return next((t for t in state["tiles"] if t["identity"] == identity), None)
 
 
+# The audio parts of the page's publish answer and subscribe answer.
+RED_IN_DESCRIPTIONS = """
+const c = telebridgeApp.client;
+return [c.publishPc.remoteDescription.sdp, c.subscribePc.localDescription.sdp];
+"""
+
+
 def frames(state: dict, identity: str) -> int:
     t = tile(state, identity)
     return t["framesDecoded"] if t else 0
@@ -365,6 +372,12 @@ def test_consultation_demo(server, browser, tmp_path):
         remote = tile(state, other)
         assert remote["videoWidth"] > 0 and not remote["paused"], remote
         assert remote["audioPackets"] > 0, f"no audio from {other}: {remote}"
+        # Chromium sends and takes redundant audio (RED, in both pages' descriptions;
+        # its stats name the Opus inside), and plays it.
+        assert remote["audioSamples"] > 0, remote
+        for sdp_text in js(driver, RED_IN_DESCRIPTIONS):
+            audio = sdp_text[sdp_text.index("m=audio") :]
+            assert "red/48000/2" in audio.split("m=video")[0], audio
         # Simulcast: each page shows which layer of the other's camera it gets.
         assert remote["layer"] and remote["layer"] <= MEDIA["height"], remote
         # The lead's tile is the large one, on both pages.

@@ -100,7 +100,8 @@ def rig() -> Any:
 
 def connect_pipe(net: Net, home: WorkerCore, far: WorkerCore, producer_id: str) -> dict[str, Any]:
     out = home.handle("pipe_out", {"session": "out", "room": "r", "producer": producer_id}, 0.0)
-    params = {k: out[k] for k in ("kind", "codec", "clock_rate", "channels", "payload_type")}
+    keys = ("kind", "codec", "clock_rate", "channels", "payload_type", "red_payload_type")
+    params = {k: out[k] for k in keys if k in out}
     inbound = far.handle(
         "pipe_in",
         {
@@ -197,6 +198,7 @@ def test_pipe_requests_that_cannot_work_are_refused_clearly(rig):
         ({"remote_port": 0}, "remote_port"),
         ({"payload_type": 200}, "payload_type"),
         ({"ssrcs": "1"}, "pipe_in.ssrcs must be a list"),
+        ({"red_payload_type": 128}, "red_payload_type 0-127"),
     ]:
         with pytest.raises(ControlError, match=message):
             far.handle("pipe_in", {**good, **change}, 0.0)
@@ -276,3 +278,17 @@ def test_a_simulcast_publisher_keeps_sending_only_the_layers_far_viewers_need():
         home.handle("pipe_demand", {"session": "out", "active": [True]}, now)
     with pytest.raises(ControlError, match="no such pipe"):
         home.handle("pipe_demand", {"session": "pub", "active": [True, True]}, now)
+
+
+def test_a_piped_producer_keeps_the_publishers_redundant_audio(rig):
+    """The far producer is told the RED number (sfu/red.py), so its viewers get RED
+    or plain Opus as they negotiated, like the home worker's."""
+    net, home, far, _, _ = rig
+    publisher = home.sessions["pub"]
+    audio = sansio.producer(publisher, "audio", [Encoding(ssrc=0x3333)], mid="1")  # type: ignore[arg-type]
+    audio.red_pt = 63
+    home.producers[audio.id] = audio
+    home.rooms["r"].add_producer(audio)
+    out = connect_pipe(net, home, far, audio.id)
+    assert out["red_payload_type"] == 63
+    assert far.producers[audio.id].red_pt == 63

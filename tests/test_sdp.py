@@ -150,7 +150,8 @@ def test_publish_answer_to_chromium_offer(core):
     video, audio = sections(answer)
 
     assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 96 97"
-    assert audio[0] == "m=audio 40000 UDP/TLS/RTP/SAVPF 111"
+    # RED first: Chromium then sends each Opus frame with a copy of the one before.
+    assert audio[0] == "m=audio 40000 UDP/TLS/RTP/SAVPF 63 111"
     for section, mid in ((video, "0"), (audio, "1")):
         assert f"a=mid:{mid}" in section
         assert "a=setup:passive" in section
@@ -190,7 +191,11 @@ def test_publish_answer_to_chromium_offer(core):
     assert "a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id" in video_ext
     assert not any("abs-send-time" in line or "toffset" in line for line in video_ext)
 
-    assert [line for line in audio if line.startswith("a=rtpmap:")] == ["a=rtpmap:111 opus/48000/2"]
+    assert [line for line in audio if line.startswith("a=rtpmap:")] == [
+        "a=rtpmap:63 red/48000/2",
+        "a=rtpmap:111 opus/48000/2",
+    ]
+    assert "a=fmtp:63 111/111" in audio
     assert "a=fmtp:111 minptime=10;useinbandfec=1" in audio
     assert "a=extmap:12 urn:ietf:params:rtp-hdrext:ssrc-audio-level" in audio
 

@@ -466,7 +466,11 @@ async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_ba
         end, sent_after = await page(VIEWER_STATS), emu.down.counters.snapshot()
         # What the viewer saw (Chromium's getStats), the link, and the lead's encodings:
         # the figures to read when the frame rate is off.
-        changes = {k: end[k] - start[k] for k in end if k != "height" and k in start}
+        changes = {
+            k: end[k] - start[k]
+            for k in end
+            if k != "height" and k in start and isinstance(end[k], int | float)
+        }
         link = {
             k: getattr(sent_after, k) - getattr(sent_before, k)
             for k in ("packets_in", "dropped_queue", "dropped_loss")
@@ -493,14 +497,16 @@ async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_ba
         assert end["height"] < 720, "still on a lower layer while the link is weak"
         # 16.2-19.1 fps measured (the fake camera sends 20; 3-16 before the pacer and the
         # probing changes; 9-10 with the machine at a load of 10-11 on 2 cores):
-        # retransmissions go ahead of queued video, so a loss costs one round trip. Audio
-        # is concealed about as much as the link loses, 3.9-5.0 % (no FEC or RED for it).
+        # retransmissions go ahead of queued video, so a loss costs one round trip.
         # With temporal layers the ladder may also take T0+T1 or T0 of the lowest layer
         # (half or a quarter of its 20 fps): 6.8-11 fps before the temporal step waited
         # for the link to show it could not carry the full rate (16.4-17.5 since, idle
         # machine). The 15 fps target is reported, not asserted.
         assert fps >= 4, "the lower layer keeps moving (not paused, not frozen)"
-        assert concealed < 0.10, "audio first"
+        # Audio first: redundant audio (RED) plays a lost packet's frame from the next
+        # one. 0.3-0.7 % concealed with it; plain Opus concealed 2.3-5.6 %, as much as
+        # the link loses.
+        assert concealed < 0.05, "audio first"
         assert offered <= 1.2 * rate, "the server sends what the link carries"
         await asyncio.to_thread(driver.switch_to.window, lead)
     finally:

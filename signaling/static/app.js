@@ -605,6 +605,8 @@
       let framesReceived = 0;
       let packetsLost = 0;
       let audioPackets = 0;
+      let audioSamples = 0;
+      let audioConcealed = 0;
       for (const r of remote) {
         const s = await c.remoteTrackStats(r.id);
         if (!s) continue;
@@ -614,6 +616,8 @@
           framesReceived += s.framesReceived || 0;
         } else {
           audioPackets += s.packetsReceived || 0;
+          audioSamples += s.totalSamplesReceived || 0;
+          audioConcealed += s.concealedSamples || 0;
         }
       }
       out.tiles.push({
@@ -627,6 +631,8 @@
         framesReceived,
         packetsLost,
         audioPackets,
+        audioSamples,
+        audioConcealed,
         layer: tile.el.dataset.layer ? Number(tile.el.dataset.layer) : null,
         videoWidth: tile.video.videoWidth,
         videoHeight: tile.video.videoHeight,
