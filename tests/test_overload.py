@@ -413,3 +413,21 @@ async def test_a_placement_whose_capacity_check_already_waited_does_not_wait_aga
         assert ADMIT_BY not in early
     finally:
         await pool.stop()
+
+
+@pytest.mark.parametrize("share", [0.64, 0.95])
+def test_a_probe_the_receiver_did_not_get_at_its_rate_is_not_clean(share):
+    """Loss and estimate can both look fine while a thin link's buffer drops the probe's
+    own padding (reports do not count it): what the receiver acknowledged decides. 0.64 of
+    the goal is what a weak-link run's falsely clean probe got through; 0.95 is a link
+    that loses 5 % of whatever it carries."""
+    viewer, sock, watched = _viewer_below_its_cap()
+    _probe_wanted(viewer, watched, now=10.0)
+    layers = viewer.layers
+    goal = layers.probe_goal
+    assert goal > 0
+    acked = viewer.bandwidth.acked
+    for step in range(11):  # transport-cc feedback every 0.1 s over the probe's end
+        acked.add(11.0 + step * 0.1, int(goal * share / 8 * 0.1))
+    layers.decide(layers.probe_until + 0.01)
+    assert layers.probe_failed is (share < 0.8)
