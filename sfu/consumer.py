@@ -208,9 +208,11 @@ class SimpleConsumer(Consumer):
         seq = (packet.seq + self.seq_offset) & 0xFFFF
         ts = (packet.ts + self.ts_offset) & 0xFFFFFFFF
         if self.red_pt is not None and packet.pt == self.producer.red_pt:
-            # Redundant audio as sent (the producer strips it for everyone else).
+            # Redundant audio as sent (the producer parsed it, and strips it for others).
+            producer = self.producer
             buf[1] = packet.marker | self.red_pt
-            renumber(buf, len(buf) - len(packet.payload), self.producer.codec.payload_type, self.pt)
+            offset = len(buf) - len(packet.payload)
+            renumber(buf, offset, producer.red_headers, producer.codec.payload_type, self.pt)
         else:
             buf[1] = packet.marker | self.pt
         SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, self.ssrc)

@@ -56,6 +56,7 @@ class Producer:
         self.rtx_pt = codec.rtx_payload_type if use_rtx else None
         self.red_pt = red_pt  # the publisher's RED payload type (sfu/red.py), if it sends RED
         self.red_seen = False
+        self.red_headers: tuple[int, ...] = ()  # block headers of the RED packet in hand
         self.streams = [
             RecvStream(
                 self, index, encoding, use_nack=use_nack, keyframe_interval=keyframe_interval
@@ -145,7 +146,7 @@ class Producer:
         """A RED packet's primary block as a plain packet of the codec (None: malformed,
         dropped for every viewer; the publisher's stream and its other packets go on)."""
         try:
-            pt, payload = primary(packet.payload)
+            pt, payload, self.red_headers = primary(packet.payload)
         except RedError:
             logger.debug("producer %s: malformed RED packet %d dropped", self.id, packet.seq)
             return None

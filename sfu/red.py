@@ -2,9 +2,10 @@
 current Opus frame (the primary) and copies of earlier ones, so a receiver that loses a
 packet plays the copy from the next one instead of concealing the gap.
 
-Sans-I/O helpers for the forwarding path. A viewer that negotiated RED gets the packet
-as sent, its block payload types renumbered to the viewer's Opus (:func:`renumber`); any
-other viewer, and the recorder, gets the primary alone as plain Opus (:func:`primary`).
+Sans-I/O helpers for the forwarding path. The producer parses each RED packet once
+(:func:`primary`): any viewer without RED, and the recorder, gets the primary alone as
+plain Opus; a viewer that negotiated RED gets the packet as sent, its block payload types
+renumbered to the viewer's Opus (:func:`renumber`, from the offsets found then).
 
 The payload starts with one header per block: redundant blocks have four bytes (F=1,
 block PT, 14-bit timestamp offset, 10-bit length), the last (primary) block one byte (F=0,
@@ -44,19 +45,22 @@ def _headers(payload: bytes | bytearray | memoryview) -> tuple[list[int], int, i
     return offsets, pos, redundant
 
 
-def primary(payload: bytes | bytearray | memoryview) -> tuple[int, bytes]:
-    """The primary block's payload type and data. Raises RedError."""
+def primary(payload: bytes | bytearray | memoryview) -> tuple[int, bytes, tuple[int, ...]]:
+    """The primary block's payload type and data, and where each block header is (for
+    :func:`renumber`). Raises RedError."""
     offsets, start, redundant = _headers(payload)
-    return payload[offsets[-1]] & 0x7F, bytes(payload[start + redundant :])
+    return payload[offsets[-1]] & 0x7F, bytes(payload[start + redundant :]), tuple(offsets)
 
 
-def renumber(buf: bytearray, offset: int, source_pt: int, viewer_pt: int) -> None:
-    """Rewrite the block payload types of the RED payload at ``buf[offset:]`` from the
-    publisher's Opus number to the viewer's (in place). Raises RedError."""
+def renumber(
+    buf: bytearray, offset: int, headers: tuple[int, ...], source_pt: int, viewer_pt: int
+) -> None:
+    """Rewrite the block payload types of the RED payload at ``buf[offset:]`` (its block
+    ``headers`` as :func:`primary` found them, once per packet) from the publisher's Opus
+    number to the viewer's, in place."""
     if source_pt == viewer_pt:
         return
-    offsets, _, _ = _headers(memoryview(buf)[offset:])
-    for pos in offsets:
+    for pos in headers:
         at = offset + pos
         if buf[at] & 0x7F == source_pt:
             buf[at] = (buf[at] & 0x80) | viewer_pt
