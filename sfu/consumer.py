@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from math import inf
 from typing import TYPE_CHECKING, NamedTuple
 
 from sfu import rtcp
@@ -51,7 +52,7 @@ class SenderInfo(NamedTuple):
 class Consumer(ABC):
     """What transports and RTCP feedback units need of any consumer."""
 
-    __slots__ = ("fraction_lost", "rtt")
+    __slots__ = ("fraction_lost", "rtt", "report_at", "report_from")
 
     id: str
     kind: str
@@ -60,6 +61,10 @@ class Consumer(ABC):
     closed: bool
     fraction_lost: int  # from the receiver's last report, /256
     rtt: float | None  # seconds, from the receiver's last report
+    # When the last report and the one before it arrived: the loss it gives is of the
+    # packets between them (one RTT earlier), which a probe's verdict needs to know.
+    report_at: float
+    report_from: float
 
     @abstractmethod
     def ssrcs(self) -> list[int]:
@@ -85,10 +90,13 @@ class Consumer(ABC):
         """Whether the receiver's report on ``ssrc`` says what the link loses."""
         return True
 
-    def on_receiver_report(self, report: rtcp.RtcpReceiverInfo, rtt: float | None) -> None:
+    def on_receiver_report(
+        self, report: rtcp.RtcpReceiverInfo, rtt: float | None, now: float
+    ) -> None:
         self.fraction_lost = report.fraction_lost
         if rtt is not None:
             self.rtt = rtt
+        self.report_from, self.report_at = self.report_at, now
 
     @abstractmethod
     def close(self) -> None: ...
@@ -176,6 +184,7 @@ class SimpleConsumer(Consumer):
         self.closed = False
         self.fraction_lost = 0
         self.rtt: float | None = None
+        self.report_at = self.report_from = -inf
         producer.add_consumer(self)
 
     def ssrcs(self) -> list[int]:
@@ -607,6 +616,7 @@ class PipeConsumer(Consumer):
         self.closed = False
         self.fraction_lost = 0
         self.rtt: float | None = None
+        self.report_at = self.report_from = -inf
         producer.add_consumer(self)
 
     def ssrcs(self) -> list[int]:

@@ -146,19 +146,23 @@ def test_a_probe_under_way_stops_padding_when_the_worker_becomes_overloaded():
 
 
 def test_a_probe_under_way_stops_as_soon_as_the_receiver_loses_more():
-    """A probe into a link that cannot take it ends when the receiver says so, not 1.5 s
-    later: the overflowing buffer drops media too."""
+    """A probe into a link that cannot take it ends when the receiver says so, not at
+    its end: the overflowing buffer drops media too."""
     viewer, sock, watched = _viewer_below_its_cap()
     _probe_wanted(viewer, watched, now=10.0)
     layers = viewer.layers
-    layers._pad(10.02)
+    for step in range(1, 25):
+        layers._pad(10 + step * 0.02)
     assert sock.rtp(), "padding while the link takes it"
-    watched.fraction_lost = 40  # a receiver report: 16 % lost
-    layers._pad(10.04)
+    # A receiver report on the probe's own packets (since 10.05): 16 % lost.
+    watched.fraction_lost = 40
+    watched.report_from, watched.report_at = 10.05, 10.5
+    layers._pad(10.5)
     assert sock.rtp() == [], "no more padding"
-    assert layers.probe_until <= 10.04
+    assert layers.probe_until <= 10.5
     watched.fraction_lost = 0  # the next report is clean: the probe failed all the same
-    layers.decide(10.6)
+    watched.report_from, watched.report_at = 10.5, 10.6
+    layers.decide(11.0)
     assert layers.probe_failed and layers.probe_goal == 0, "judged a failure"
     assert not layers.verified, "a rate the probe never carried is not taken as verified"
 

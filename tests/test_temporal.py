@@ -316,6 +316,30 @@ def test_a_dip_keeps_the_full_frame_rate_and_a_temporal_step_is_undone_quickly()
     assert temporal_events(link.rig.events)[-1] == (3, "q"), "and of the full one"
 
 
+def test_the_loss_that_sent_a_viewer_down_does_not_also_take_a_temporal_step():
+    """Heavy loss sends a viewer down from the top encoding at once; the next reports
+    still speak of that encoding's flood of the link. Weak-link runs took a temporal step
+    on them a second later and stayed at half the frame rate for 15-21 s. The lowest
+    encoding has to show heavy loss of its own."""
+    from sfu.layers import DOWN_CONFIRM
+
+    link = ThinLinkRig()
+    consumer = link.consumer
+    for _ in range(3):
+        link.second()
+    assert consumer.stream.rid == "f"
+    for _ in range(4):
+        link.second(remb=85_000, loss=60)  # 23 %
+        if consumer.preferred == 0:
+            break
+    assert consumer.preferred == 0, "down at once on heavy loss"
+    link.second(remb=85_000, loss=60)
+    assert consumer.max_temporal == 3, "the loss was the top encoding's: every frame"
+    for _ in range(DOWN_CONFIRM):
+        link.second(remb=85_000, loss=60)
+    assert consumer.max_temporal < 3, "heavy loss on the lowest encoding too: a step"
+
+
 def temporal_events(events: list) -> list[tuple[int, str]]:
     """The ``layer`` events that changed only the temporal layers: (temporal, rid)."""
     return [

@@ -41,7 +41,7 @@ class SenderReports(FeedbackUnit):
                 value = now - sent_at - block.dlsr / 65536.0
                 rtt = max(value, 0.0)
                 bandwidth.on_rtt(rtt)
-            consumer.on_receiver_report(block, rtt)
+            consumer.on_receiver_report(block, rtt, now)
             lost += block.fraction_lost
             blocks += 1
         if blocks:
