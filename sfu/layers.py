@@ -66,6 +66,9 @@ PROBE_BURST = 2 * PROBE_STEP  # seconds of the goal one burst may send at most
 # and the layer that followed sent 1.6x the link for seconds. Probes the link carried
 # read 0.90-1.30 (14 in 3 weak-link runs, 5 % random loss included).
 PROBE_RECEIVED = 0.8
+# After a failed probe (or a downgrade) probes grow 1.3x, not 2x, below the rate where
+# the link said no, for this long: a weak spell's failures keep it fresh.
+CEILING_FOR = 15.0
 PROBE_LOSS = 5  # receiver-reported loss (/256, about 2 %) that fails a probe or a verified rate
 VERIFIED_FOR = 10.0  # a rate a probe carried stands while reports stay clean this long
 AUDIO_NOMINAL = 40_000  # bits/s of an audio track not measured yet
@@ -294,7 +297,10 @@ class LayerControl(FeedbackUnit):
         self.probe_loss = 0
         self.probe_failed = False
         self.probe_troubled = False  # cut short because the link said no: a failure
-        self.probe_ceiling = 0.0  # the last failed probe's goal, until one carries that much
+        # The rate where the link last said no (a failed probe's goal, or what a viewer
+        # was sent when it went down), until a probe carries that much or CEILING_FOR ends.
+        self.probe_ceiling = 0.0
+        self.ceiling_at = -inf
         # Encodings a probe aims at, per consumer: counted as wanted (Producer.layer_demand),
         # so a publisher that paused them resumes them while the probe runs, and the
         # layer is there when the probe shows the link carries it.
@@ -464,7 +470,7 @@ class LayerControl(FeedbackUnit):
         else:
             self.probe_interval = min(self.probe_interval * 1.5, PROBE_MAX_INTERVAL)
             self.probe_failed = True
-            self.probe_ceiling = self.probe_goal
+            self.probe_ceiling, self.ceiling_at = self.probe_goal, now
             self.next_probe_at = now + self.probe_interval
             self.warming.clear()
         logger.info(
@@ -695,10 +701,11 @@ class LayerControl(FeedbackUnit):
             # On a lossy link (a radio or satellite hop loses some whatever we send) a
             # probe can pass by chance; the next one at 2x would flood a thin link's
             # queue. Such a link climbs in the small steps used after a failure.
-            # Careful too below the last failed probe's rate until a probe carries it: a
-            # chance clean probe just under a weak link's rate was followed by one at
-            # twice it, which overflowed the link's buffer (18-32 packets dropped).
-            careful = self.probe_failed or self._loss() >= PROBE_LOSS or known < self.probe_ceiling
+            # Careful too below the ceiling: a chance clean probe just under a weak link's
+            # rate, most often the first after the downgrade, was followed by one at twice
+            # it, which overflowed the link's buffer (18-32 packets dropped).
+            below_ceiling = known < self.probe_ceiling and now - self.ceiling_at < CEILING_FOR
+            careful = self.probe_failed or self._loss() >= PROBE_LOSS or below_ceiling
             goal = probe_goal(need, known, careful)
             # A probe for every track's cap (after a clean one) warms the caps: an upper
             # encoding the publisher paused takes seconds to come back (its encoder and
@@ -766,6 +773,7 @@ class LayerControl(FeedbackUnit):
         steps = self.steps.get(consumer, 0)
         if current > steps:
             self.last_down = now
+            self.probe_ceiling, self.ceiling_at = self._media_rate(now), now
             self.thin_count = 0  # the smaller encoding has to show it does not fit either
             # The loss that sent it down was the bigger encoding's flood of the link: a
             # temporal step on it as well halved the frame rate 1 s later, for 15-21 s.

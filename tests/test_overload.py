@@ -90,6 +90,19 @@ def _probe_wanted(viewer, watched, now: float) -> None:
     )
 
 
+def test_below_the_ceiling_a_probe_grows_carefully_until_the_ceiling_is_old():
+    """Where the link last said no (a failed probe, or the rate a viewer was sent when it
+    went down) probes grow 1.3x, not 2x, for CEILING_FOR; a weak spell's failures keep
+    it fresh, an old one no longer holds a recovered link back."""
+    from sfu.layers import CEILING_FOR
+
+    for at, goal in ((11.0, 260_000), (10.0 + CEILING_FOR + 1, 400_000)):
+        viewer, _, watched = _viewer_below_its_cap()
+        viewer.layers.probe_ceiling, viewer.layers.ceiling_at = 1_500_000.0, 10.0
+        _probe_wanted(viewer, watched, now=at)
+        assert viewer.layers.probe_goal == pytest.approx(goal), at
+
+
 def test_an_overloaded_worker_starts_no_probe_and_resumes_probing_after():
     viewer, _, watched = _viewer_below_its_cap()
     for _ in range(CONFIRM):

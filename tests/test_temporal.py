@@ -333,6 +333,8 @@ def test_the_loss_that_sent_a_viewer_down_does_not_also_take_a_temporal_step():
         if consumer.preferred == 0:
             break
     assert consumer.preferred == 0, "down at once on heavy loss"
+    layers = link.view.layers
+    assert layers.probe_ceiling > 300_000, "what it was sent bounds the 2x probes back up"
     link.second(remb=85_000, loss=60)
     assert consumer.max_temporal == 3, "the loss was the top encoding's: every frame"
     for _ in range(DOWN_CONFIRM):
