@@ -55,8 +55,7 @@ PROBE_MAX_INTERVAL = 4.0  # LiveKit backs off to 2 min; a site's link that recov
 PROBE_AFTER_SUCCESS = 0.0  # a clean probe may be followed by a bigger one at once
 PROBE_VERDICT_WAIT = 0.5  # at most this long (else one RTT) after a probe for its reports
 PROBE_DURATION = 1.0  # seconds of padding per probe
-PROBE_OVERSHOOT = 1.0  # probe at this much of what the next step needs
-PROBE_GROWTH = 2.0  # and at most this many times what the link is known to carry,
+PROBE_GROWTH = 2.0  # a probe goes at most this many times what the link is known to carry,
 PROBE_GROWTH_AFTER_FAILURE = 1.3  # or this many after a failed probe or a downgrade
 PROBE_STEP = 0.02  # seconds between padding bursts
 PROBE_BURST = 2 * PROBE_STEP  # seconds of the goal one burst may send at most
@@ -77,12 +76,14 @@ LAYER_NAMES = ("low", "medium", "high")
 
 
 def probe_goal(need: float, known: float, failed: bool) -> float:
-    """The rate to probe at for a step that needs ``need`` bits/s: with room to spare, but
-    never more than PROBE_GROWTH times what the link is ``known`` to carry
+    """The rate to probe at for a step that needs ``need`` bits/s: with the upgrade's
+    headroom, which a clean probe must show (a 1.2x overshoot on top sent probes for the
+    lowest encoding's full frame rate above a 300 kbit/s link's rate, where they failed),
+    but never more than PROBE_GROWTH times what the link is ``known`` to carry
     (PROBE_GROWTH_AFTER_FAILURE after a failed probe or a downgrade): a probe into a thin
     link must not be the flood that breaks it."""
     growth = PROBE_GROWTH_AFTER_FAILURE if failed else PROBE_GROWTH
-    return min(need * UP_HEADROOM * PROBE_OVERSHOOT, known * growth)
+    return min(need * UP_HEADROOM, known * growth)
 
 
 def warm_layer(track: Track, step: int | None, room: float) -> int | None:
