@@ -441,9 +441,7 @@ def test_consultation_demo(server, browser, tmp_path):
         "css selector", '#people li[data-identity="site-7"][data-hand="true"]'
     )
     assert hand, "the participants list shows no raised hand for site-7"
-    driver.find_element(
-        "css selector", '#people li[data-identity="site-7"] button[data-action="promote"]'
-    ).click()
+    click(driver, '#people li[data-identity="site-7"] button[data-action="promote"]')
     wait_state(
         driver,
         lambda s: any(
