@@ -449,7 +449,10 @@ async def test_a_chromium_viewer_on_a_weak_link_gets_a_lower_layer_and_climbs_ba
         await page(VIEW_THROUGH_RELAY, ROOM, token, emu.port)
         # Generous: on a loaded 2-core machine the first estimate dips (CPU-starved
         # timestamps look like queueing); the time to the top layer is another test's.
-        good = await stats_when(lambda s: s.get("height") == 720, 45, "the top layer")
+        # In one fresh-clone suite run, the viewer's feedback stalled for a second at a
+        # time and its estimate fell to 107 kbit/s on this unlimited link; the server went
+        # down to the lowest layer and was climbing back (805 kbit/s carried) at 45 s.
+        good = await stats_when(lambda s: s.get("height") == 720, 90, "the top layer")
 
         # A 300 ms router buffer (mobile and satellite links have at least that): with the
         # emulator's default 80 ms (3 kB at this rate) a keyframe burst overflows it, which
