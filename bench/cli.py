@@ -532,7 +532,8 @@ def _line(row: dict[str, Any]) -> str:
         f"{row['sites']} sites: {row['sites_connected']} with media, {row['sites_refused']} "
         f"refused{f' (answered within {refused} s)' if refused is not None else ''}; "
         f"loss {row['loss_pct']} %, delay p50/p99 {row['delay_p50_ms']}/"
-        f"{row['delay_p99_ms']} ms, join p99/max {row['join_s_p99']}/{row['join_s_max']} s; "
+        f"{row['delay_p99_ms']} ms, join p99/max {row['join_s_p99']}/{row['join_s_max']} s "
+        f"(ICE/DTLS p99 {row['ice_s_p99']}/{row['dtls_s_p99']} s); "
         f"SFU CPU {row.get('sfu_cpu_pct')} %, RSS {row.get('sfu_rss_mb')} MB"
     )
 

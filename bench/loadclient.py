@@ -276,8 +276,9 @@ class _Peer(asyncio.DatagramProtocol):
         self.pending_checks: dict[bytes, float] = {}
         self.last_check = 0.0
         self.last_consent_ok = 0.0
-        self.connected_at = 0.0
-        self.started_at = 0.0
+        self.started_at = 0.0  # the answer (or /ws offer) taken: ICE starts
+        self.ice_at = 0.0  # the first checked STUN answer: DTLS starts
+        self.connected_at = 0.0  # DTLS done, SRTP keys in hand
         self.stun_sent = 0
         self.stun_ok = 0
         self.dtls_in = 0
@@ -371,6 +372,7 @@ class _Peer(asyncio.DatagramProtocol):
         self.last_consent_ok = time.monotonic()
         if not self.ice_ok:
             self.ice_ok = True
+            self.ice_at = self.last_consent_ok
             self._start_dtls()
 
     # -- DTLS ---------------------------------------------------------------------------
@@ -414,6 +416,14 @@ class _Peer(asyncio.DatagramProtocol):
 
     def on_connected(self) -> None:
         pass
+
+    @property
+    def handshake_s(self) -> tuple[float | None, float | None]:
+        """Seconds of ICE (answer to the first checked STUN answer) and of DTLS (from there
+        to the keys): what a full server makes a new site wait for its handshakes."""
+        ice_s = self.ice_at - self.started_at if self.ice_at else None
+        dtls_s = self.connected_at - self.ice_at if self.connected_at and self.ice_at else None
+        return ice_s, dtls_s
 
     # -- timers -------------------------------------------------------------------------
     def timer(self, now: float) -> None:

@@ -143,6 +143,7 @@ class SiteGroup:
                 "stage": site.stage,
                 "join_s": site.join_s,
             }
+            row["ice_s"], row["dtls_s"] = site.handshake_s
             sub = site.subscriber
             if sub is not None:
                 expected, received = sub.totals()

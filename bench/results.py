@@ -44,11 +44,17 @@ def aggregate(
             delays.extend(s.get("delays", []))
             lags.extend(s.get("read_lags", []))
     refusals = [s["refused_s"] for s in sites if s.get("refused_s") is not None]
-    joins = [
-        s["join_s"]
-        for s in subscribers
-        if s.get("join_s") is not None and (joining is None or s["identity"] in joining)
-    ]
+
+    def of_joining(key: str) -> list[float]:
+        return [
+            s[key]
+            for s in subscribers
+            if s.get(key) is not None and (joining is None or s["identity"] in joining)
+        ]
+
+    joins = of_joining("join_s")
+    ices = of_joining("ice_s")
+    dtlss = of_joining("dtls_s")
 
     def loss(rows: list[dict[str, Any]]) -> float | None:
         expected = sum(r["expected"] for r in rows if r["media"])
@@ -77,6 +83,11 @@ def aggregate(
         "join_s_p50": _pct(joins, 50, 3),
         "join_s_p99": _pct(joins, 99, 3),
         "join_s_max": round(max(joins), 3) if joins else None,
+        # the handshakes within the join: do they wait behind a busy worker's media?
+        "ice_s_p50": _pct(ices, 50, 3),
+        "ice_s_p99": _pct(ices, 99, 3),
+        "dtls_s_p50": _pct(dtlss, 50, 3),
+        "dtls_s_p99": _pct(dtlss, 99, 3),
         # how long a refused site's subscribe waited for its answer (admission control)
         "refused_s_p99": _pct(refusals, 99, 3),
         "refused_s_max": round(max(refusals), 3) if refusals else None,
@@ -135,6 +146,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], charts: list[str]
         ("delay_p99_ms", "delay p99 ms"),
         ("join_s_p99", "join p99 s"),
         ("join_s_max", "join max s"),
+        ("ice_s_p99", "ICE p99 s"),
+        ("dtls_s_p99", "DTLS p99 s"),
         ("sfu_cpu_pct", "SFU CPU %"),
         ("control_cpu_pct", "control CPU %"),
         ("worker_cpu_pct", "workers CPU %"),

@@ -607,6 +607,13 @@ class Site:
             return self.publisher.connected_at - self.state.started_at
         return None
 
+    @property
+    def handshake_s(self) -> tuple[float | None, float | None]:
+        """ICE and DTLS seconds of the connection it watches through (a pure publisher:
+        the one it sends on)."""
+        peer = self.subscriber or self.publisher
+        return peer.handshake_s if peer is not None else (None, None)
+
     async def run(self, http: aiohttp.ClientSession) -> None:
         """Join and set up media; errors end up in ``state`` (``refused`` for a server
         that says it is full), never raised."""

@@ -28,6 +28,8 @@ REQUIRED = (
     "delay_p99_ms",
     "join_s_p99",
     "join_s_max",
+    "ice_s_p99",
+    "dtls_s_p99",
     "sfu_cpu_pct",
     "sfu_rss_mb",
     "control_rss_kb_per_site",
@@ -88,6 +90,9 @@ def test_bench_webinar_every_site_gets_media(tmp_path):
     # Delay was measured from the publisher's stamps, loss from the sequence numbers.
     assert summary["delay_samples"] > 0 and summary["delay_p50_ms"] is not None
     assert summary["loss_pct"] is not None and summary["verify_failed"] == 0
+    # Each observer's handshakes were timed: ICE up to the first checked STUN answer,
+    # then DTLS up to the SRTP keys.
+    assert summary["ice_s_p50"] >= 0 and summary["dtls_s_p50"] > 0
     # The server we started was measured from /proc.
     assert summary["sfu_rss_mb"] > 0 and summary["sfu_cpu_pct"] > 0
     assert "configs/telebridge.toml" in summary["meta"]["server"]
