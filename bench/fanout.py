@@ -229,8 +229,8 @@ def run_one(args: argparse.Namespace, viewers: int, progress: Progress) -> dict[
     worker_cpu: str | None = None
     if url is None:
         extra = "" if args.pacing is None else f"pacing = {'true' if args.pacing else 'false'}\n"
-        if args.no_admission:
-            extra += "admission_max_cpu = 0\n"
+        if args.no_admission:  # the CPU line and the join allowance (a burst of viewers)
+            extra += "admission_max_cpu = 0\nadmission_max_joins = 0\n"
         server = RunningServer(tmp, workers=args.workers, extra=extra)
         url, secret = server.base_url, server.secret
     loadgen_log = (tmp / "loadclient.log").open("wb")
@@ -486,7 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-admission",
         action="store_true",
-        help="turn admission control off (on a shared machine it refuses viewers mid-run)",
+        help="turn admission control off: its CPU line (on a shared machine it refuses "
+        "viewers mid-run) and its join allowance (50 a half second)",
     )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument(
