@@ -335,12 +335,13 @@ class LayerControl(FeedbackUnit):
         there is some: Chromium reports on video every second and on audio every five, so
         a link that recovered read as lossy for seconds longer, and its probes stayed in
         small careful steps."""
-        consumers = [c for c in self.transport.consumers if not c.closed]
-        sending = self._sending_video(consumers)
-        return max((c.fraction_lost for c in sending or consumers), default=0)
+        return max((c.fraction_lost for c in self._reporting()), default=0)
 
-    def _sending_video(self, consumers: list[Consumer]) -> list[SimpleConsumer]:
-        return [
+    def _reporting(self) -> list[Consumer]:
+        """The consumers whose receiver reports speak for the link: the open ones sending
+        video if any (see :meth:`_loss`), else all the open ones."""
+        consumers = [c for c in self.transport.consumers if not c.closed]
+        sending: list[Consumer] = [
             c
             for c in consumers
             if isinstance(c, SimpleConsumer)
@@ -348,6 +349,7 @@ class LayerControl(FeedbackUnit):
             and c.active
             and c not in self.video_paused
         ]
+        return sending or consumers
 
     def _probe_loss(self) -> int:
         """The loss to judge the probe by: from reports of which at least half speaks of
@@ -357,10 +359,9 @@ class LayerControl(FeedbackUnit):
         link, the viewer's media only) failed probes in their first 0.1 s, as the link
         recovered, and the next try came 4 s later."""
         rtt = self.transport.bandwidth.rtt
-        consumers = [c for c in self.transport.consumers if not c.closed]
         covering = [
             c.fraction_lost
-            for c in self._sending_video(consumers) or consumers
+            for c in self._reporting()
             if c.report_at - rtt - self.probe_began >= 0.5 * (c.report_at - c.report_from)
         ]
         return max(covering, default=self.probe_loss)

@@ -111,7 +111,7 @@ def api_get(server: RunningServer, path: str) -> Any:
         return json.loads(response.read())
 
 
-def api_delete(server: RunningServer, path: str, method: str = "DELETE") -> None:
+def api_end(server: RunningServer, method: str, path: str) -> None:
     """``method`` on ``path``; gone already (404) is fine."""
     request = urllib.request.Request(
         server.base_url + path, method=method, headers={"Authorization": AUTH}
@@ -581,10 +581,10 @@ def test_stateful_workflows(api_server):
         the whole suite)."""
         for recording in api_get(api_server, "/api/v1/recordings")["recordings"]:
             path = f"/api/v1/recordings/{recording['id']}"
-            api_delete(api_server, path + "/stop", method="POST")
-            api_delete(api_server, path)
+            api_end(api_server, "POST", path + "/stop")
+            api_end(api_server, "DELETE", path)
         for room in api_get(api_server, "/api/v1/rooms")["rooms"]:
-            api_delete(api_server, f"/api/v1/rooms/{room['name']}")
+            api_end(api_server, "DELETE", f"/api/v1/rooms/{room['name']}")
         assert api_get(api_server, "/api/v1/recordings")["recordings"] == []
 
     clean_slate()  # what the tests before this one left
