@@ -426,6 +426,7 @@ class Bench:
         row = results.aggregate(sites, dt, joining)
         row.update(_cpu_pct(start[1], end[1], dt))
         row["loadgen_cpu_pct"] = round(100 * (end[2] - start[2]) / dt, 1)
+        results.per_packet(row)
         after = udp_counters()
         # the whole machine's: datagrams dropped at a full socket buffer (ours or not)
         row["udp_rcvbuf_errors"] = after.get("RcvbufErrors", 0) - udp.get("RcvbufErrors", 0)

@@ -97,6 +97,10 @@ def aggregate(
         "rtx_received": sum(s.get("rtx", 0) for s in subscribers),
         "probe_padding_received": sum(s.get("padding", 0) for s in subscribers),
         "verify_failed": sum(s.get("verify_failed", 0) for s in subscribers),
+        # media packets the sites got a second: the unit of the per-packet costs below
+        "rx_pkt_s": round(sum(s["received"] for s in subscribers) / window_s)
+        if window_s > 0
+        else None,
     }
     weak = [s for s in subscribers if s["weak"]]
     if weak:
@@ -118,6 +122,17 @@ def aggregate(
     if errors:
         row["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5])
     return row
+
+
+def per_packet(row: dict[str, Any]) -> None:
+    """CPU µs per media packet the sites received, of the workers and of the load
+    generator: everything a site costs (its feedback, timers, pipes) over the packets it
+    gets, to read against ``python -m bench.floor`` (bare SRTP + UDP) at the same rate,
+    on a shared machine whose speed changes from day to day."""
+    rate = row.get("rx_pkt_s")
+    for key in ("worker", "loadgen"):
+        cpu = row.get(f"{key}_cpu_pct")
+        row[f"{key}_us_per_pkt"] = round(cpu * 1e4 / rate, 1) if rate and cpu is not None else None
 
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], charts: list[str]) -> str:
@@ -155,6 +170,9 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], charts: list[str]
         ("control_rss_kb_per_site", "control KB/site"),
         ("worker_rss_kb_per_site", "workers KB/site"),
         ("loadgen_cpu_pct", "load CPU %"),
+        ("rx_pkt_s", "site pkt/s"),
+        ("worker_us_per_pkt", "workers µs/pkt"),
+        ("loadgen_us_per_pkt", "load µs/pkt"),
     ]
     lines.append("| " + " | ".join(title for _, title in columns) + " |")
     lines.append("|" + "---|" * len(columns))

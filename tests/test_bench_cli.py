@@ -34,6 +34,9 @@ REQUIRED = (
     "sfu_rss_mb",
     "control_rss_kb_per_site",
     "worker_rss_kb_per_site",
+    "rx_pkt_s",
+    "worker_us_per_pkt",
+    "loadgen_us_per_pkt",
 )
 
 
@@ -95,6 +98,9 @@ def test_bench_webinar_every_site_gets_media(tmp_path):
     assert summary["ice_s_p50"] >= 0 and summary["dtls_s_p50"] > 0
     # The server we started was measured from /proc.
     assert summary["sfu_rss_mb"] > 0 and summary["sfu_cpu_pct"] > 0
+    # Per-packet costs, to read against bench.floor: over the packets the sites received.
+    assert summary["rx_pkt_s"] > 0
+    assert summary["worker_us_per_pkt"] > 0 and summary["loadgen_us_per_pkt"] > 0
     assert "configs/telebridge.toml" in summary["meta"]["server"]
     for chart in ("cpu.png", "loss.png", "delay.png", "join.png", "timeline.png"):
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart

@@ -33,3 +33,15 @@ def test_floor_sends_srtp_to_every_receiver_and_projects_the_cores(tmp_path: Pat
     assert result["sfu_cores_floor"] == round(packets * result["send_us_per_pkt"] / 1e6, 2)
     assert result["load_cores_floor"] == round(packets * result["receive_us_per_pkt"] / 1e6, 2)
     assert "100 sites x 70 pkt/s need at least" in run.stdout
+
+
+def test_floor_refuses_a_receiver_that_decrypts_nothing() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "--unprotect-every", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "--unprotect-every must be 1 or more" in run.stderr
