@@ -26,7 +26,7 @@ def test_floor_sends_srtp_to_every_receiver_and_projects_the_cores(tmp_path: Pat
     )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
-    assert result["rate_sent"] > 0
+    assert result["rate_sent"] > 0 and result["send_failed"] == 0
     assert result["loss_pct"] < 100, "no packet reached the receivers"
     assert result["unprotect_failed"] == 0, "packets arrived that did not authenticate"
     packets = result["sites"] * result["site_pps"]
